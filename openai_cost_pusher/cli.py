@@ -1,0 +1,244 @@
+"""The command line: flags, environment and `.env`, logging, signals, exit codes.
+
+The only module that reads argv, the environment or `.env`, prints, installs signal
+handlers or exits. It wires the clients to the cycle and runs the cycle in a worker
+thread, so that SIGTERM or Ctrl+C stops the process within seconds even while a request
+hangs: the handler sets the stop event, the main thread notices and returns.
+
+Exit codes: 0 success or a clean stop, 1 a failed `--once` cycle, 2 bad settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import BinaryIO
+
+from dotenv import dotenv_values
+
+from openai_cost_pusher import __version__
+from openai_cost_pusher.app import Pusher, Sink, run_forever
+from openai_cost_pusher.config import (
+    OPTIONS,
+    SECRET_FILE_SUFFIX,
+    Settings,
+    load_settings,
+)
+from openai_cost_pusher.demo import DEMO_LABEL, DemoOrganization
+from openai_cost_pusher.errors import ConfigError, PushUnavailable
+from openai_cost_pusher.logs import make_formatter
+from openai_cost_pusher.openai_api import AdminApi
+from openai_cost_pusher.push import PushStats, VmClient, auth_header
+from openai_cost_pusher.transport import Timeouts, make_session, retry_policy
+
+log = logging.getLogger("openai_cost_pusher")
+
+PROG = "openai-cost-pusher"
+STOP_GRACE_S = 3.0
+DEMO_PUSH_BUDGET_S = 2.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser; every setting's help names its variable and default."""
+    env_only = "\n".join(
+        f"  {o.env}: {o.help}"
+        + (f" (or {o.env}{SECRET_FILE_SUFFIX}: a file holding it)" if o.secret else "")
+        for o in OPTIONS
+        if o.flag is None
+    )
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Push exact daily OpenAI organization costs to VictoriaMetrics.\n"
+        "Settings come from flags, then the environment, then ./.env, then defaults.",
+        epilog=f"settings read from the environment or .env only:\n{env_only}",
+    )
+    for option in OPTIONS:
+        default = f" (default: {option.default})" if option.default else ""
+        help_text = f"{option.help}; env {option.env}{default}"
+        if option.flag is None:
+            continue
+        if option.env == "EXTRA_LABELS":
+            parser.add_argument(option.flag, dest=option.env, action="append",
+                                metavar="K=V", help=help_text)
+        else:
+            parser.add_argument(option.flag, dest=option.env, metavar="VALUE",
+                                help=help_text)
+    parser.add_argument("--once", action="store_true",
+                        help="run one cycle and exit: 0 on success, 1 on failure")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the exposition to stdout instead of pushing")
+    parser.add_argument("--demo", action="store_true",
+                        help="use the built-in simulated organization (no key "
+                        "needed); its samples carry demo=\"true\"")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    return parser
+
+
+def _read_file(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8")
+
+
+def _dotenv(path: Path = Path(".env")) -> dict[str, str | None]:
+    return dict(dotenv_values(path)) if path.is_file() else {}
+
+
+class StdoutSink:
+    """Write exposition chunks to a binary stream (`--dry-run`)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+
+    def push(self, chunks: Iterable[bytes]) -> PushStats:
+        """Write every chunk and flush."""
+        stats = PushStats()
+        for chunk in chunks:
+            self._out.write(chunk)
+            stats.requests += 1
+            stats.raw_bytes += len(chunk)
+        self._out.flush()
+        return stats
+
+
+class DemoSink:
+    """Push to VictoriaMetrics; where nothing answers, show what would be pushed."""
+
+    def __init__(self, client: VmClient, fallback: StdoutSink, push_url: str) -> None:
+        self._client = client
+        self._fallback = fallback
+        self._push_url = push_url
+
+    def push(self, chunks: Iterable[bytes]) -> PushStats:
+        """Push, or print the chunks when VictoriaMetrics does not answer."""
+        pending = list(chunks)
+        try:
+            return self._client.push(pending)
+        except PushUnavailable as exc:
+            log.warning(
+                "demo: nothing answers at the push URL; printing the simulated "
+                "samples that would have been pushed",
+                extra={"push_url": self._push_url, "reason": str(exc)},
+            )
+            return self._fallback.push(pending)
+
+
+def _setup_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(make_formatter(settings.log_format, settings.secrets()))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    for noisy in ("urllib3", "requests"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _error(line: str) -> None:
+    print(f"{PROG}: error: {line}", file=sys.stderr)
+
+
+def _build(
+    settings: Settings, args: argparse.Namespace, stop: threading.Event
+) -> tuple[Pusher, VmClient | None]:
+    timeouts = Timeouts.from_read(settings.http_timeout_s)
+    stats_holder: list[Pusher] = []
+
+    def count(endpoint: str, code: str) -> None:
+        if stats_holder:
+            stats_holder[0].stats.count_request(endpoint, code)
+
+    extra = settings.extra_labels
+    if args.demo:
+        source: DemoOrganization | AdminApi = DemoOrganization(time.time)
+        extra = tuple(sorted((*extra, DEMO_LABEL)))
+    else:
+        assert settings.admin_key is not None
+        source = AdminApi(
+            make_session(), settings.openai_base_url, settings.admin_key,
+            timeouts=timeouts, stop=stop, count_request=count,
+            retrying=lambda: retry_policy(settings.retry_budget_s, stop),
+        )
+    client: VmClient | None = None
+    stdout = StdoutSink(sys.stdout.buffer)
+    sink: Sink
+    if args.dry_run:
+        sink = stdout
+    else:
+        budget = DEMO_PUSH_BUDGET_S if args.demo else settings.retry_budget_s
+        client = VmClient(
+            make_session(), settings.push_url,
+            authorization=auth_header(settings.vm_username, settings.vm_password,
+                                      settings.vm_bearer_token),
+            timeouts=timeouts, stop=stop,
+            retrying=lambda: retry_policy(budget, stop),
+        )
+        sink = DemoSink(client, stdout, settings.push_url) if args.demo else client
+    pusher = Pusher(
+        source, sink,
+        lookback_days=settings.lookback_days,
+        backfill_days=settings.backfill_days,
+        extra_labels=extra,
+    )
+    stats_holder.append(pusher)
+    return pusher, client
+
+
+def _install_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    flags: dict[str, str | list[str] | None] = {
+        o.env: getattr(args, o.env, None) for o in OPTIONS if o.flag is not None
+    }
+    try:
+        settings = load_settings(flags, os.environ, _dotenv(), _read_file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            _error(problem)
+        return 2
+    if settings.admin_key is None and not args.demo:
+        _error("no admin key: set OPENAI_ADMIN_KEY (or OPENAI_ADMIN_KEY_FILE), "
+               "or pass --demo to try the simulated organization")
+        return 2
+    _setup_logging(settings)
+    stop = threading.Event()
+    pusher, client = _build(settings, args, stop)
+    if args.demo:
+        log.warning("DEMO MODE: simulated organization, not real spend; every "
+                    'sample carries demo="true"')
+    outcome: list[bool] = []
+
+    def work() -> None:
+        if client is not None:
+            client.check_dedup()
+        if args.once:
+            outcome.append(pusher.run_cycle().ok)
+        else:
+            run_forever(pusher, settings.interval_s, stop)
+            outcome.append(True)
+
+    _install_signals(stop)
+    worker = threading.Thread(target=work, name="cycle", daemon=True)
+    worker.start()
+    while worker.is_alive() and not stop.is_set():
+        worker.join(0.2)
+    if stop.is_set():
+        log.info("stopping")
+        worker.join(STOP_GRACE_S)
+        return 0
+    return 0 if outcome and outcome[0] else 1

@@ -1,0 +1,341 @@
+"""Settings: the one table of options, the `Secret` wrapper and the pure loader.
+
+`load_settings` resolves every setting from flags, then the environment, then a `.env`
+file, then the default, and collects every problem before failing, so a user sees all
+bad settings at once. It never reads the environment or files itself: the caller passes
+mappings and a `read_file` function. It makes no network call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from openai_cost_pusher.errors import ConfigError
+from openai_cost_pusher.model import Labels
+
+T = TypeVar("T")
+
+DEFAULT_PUSH_URL = "http://localhost:8428/api/v1/import/prometheus"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class Secret:
+    """A secret string that never shows itself in `repr`, `str` or f-strings."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret; call this only where a request header is built."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: its environment name, flag, default and help text."""
+
+    env: str
+    flag: str | None
+    default: str | None
+    help: str
+    secret: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("OPENAI_ADMIN_KEY", None, None,
+           "OpenAI Admin API key (sk-admin-...); required for real data", secret=True),
+    Option("OPENAI_BASE_URL", "--openai-base-url", DEFAULT_BASE_URL,
+           "Admin API root URL"),
+    Option("VM_PUSH_URL", "--push-url", DEFAULT_PUSH_URL,
+           "VictoriaMetrics (or vmagent, vmauth) Prometheus text import URL"),
+    Option("VM_USERNAME", None, None, "basic-auth user for the push URL (vmauth)"),
+    Option("VM_PASSWORD", None, None, "basic-auth password for the push URL",
+           secret=True),
+    Option("VM_BEARER_TOKEN", None, None, "bearer token for the push URL (vmauth)",
+           secret=True),
+    Option("PUSH_INTERVAL", "--interval", "15m",
+           "time between cycles, like 30s, 15m or 1h"),
+    Option("LOOKBACK_DAYS", "--lookback-days", "3",
+           "UTC days, today included, re-fetched and re-checked every cycle"),
+    Option("BACKFILL_DAYS", "--backfill-days", "30",
+           "UTC days fetched on the first cycle after start"),
+    Option("EXTRA_LABELS", "--extra-label", "job=openai-cost-pusher",
+           "labels added to every sample, k=v[,k2=v2]; the flag repeats"),
+    Option("RETRY_BUDGET", "--retry-budget", "60s",
+           "longest time the retries of one HTTP call may take"),
+    Option("HTTP_TIMEOUT", "--http-timeout", "30s",
+           "read timeout of every HTTP call (the connect timeout is 5s or less)"),
+    Option("LOG_LEVEL", "--log-level", "info", "debug, info, warning or error"),
+    Option("LOG_FORMAT", "--log-format", "text",
+           "text (key=value) or json (one object per line)"),
+)
+"""Every setting, in the order `--help`, `.env.example` and the README list them."""
+
+SECRET_FILE_SUFFIX = "_FILE"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+MAX_DAYS = 400
+RESERVED_LABELS = frozenset({
+    "project_id", "project", "line_item", "currency", "demo", "dataset", "result",
+    "endpoint", "code", "version", "operation", "model", "type", "batch", "size",
+    "source",
+})
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Validated settings; durations in seconds, secrets wrapped in `Secret`."""
+
+    admin_key: Secret | None
+    openai_base_url: str
+    push_url: str
+    vm_username: str | None
+    vm_password: Secret | None
+    vm_bearer_token: Secret | None
+    interval_s: float
+    lookback_days: int
+    backfill_days: int
+    extra_labels: Labels
+    retry_budget_s: float
+    http_timeout_s: float
+    log_level: str
+    log_format: str
+
+    def secrets(self) -> list[str]:
+        """Return every secret value, for the log redaction filter."""
+        held = (self.admin_key, self.vm_password, self.vm_bearer_token)
+        return [s.reveal() for s in held if s is not None and s.reveal()]
+
+
+def parse_duration(text: str) -> float:
+    """Return the seconds in a duration like `30s`, `15m`, `1h` or `1h30m`."""
+    cleaned = text.strip()
+    if not _DURATION.match(cleaned):
+        msg = f"expected a duration like 30s, 15m or 1h, got {cleaned!r}"
+        raise ValueError(msg)
+    parts = _DURATION_PART.findall(cleaned)
+    return sum(float(num) * _UNIT_SECONDS[unit] for num, unit in parts)
+
+
+def parse_labels(items: list[str]) -> Labels:
+    """Return label pairs from `k=v` items; names follow Prometheus rules."""
+    pairs: dict[str, str] = {}
+    for raw in items:
+        item = raw.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep:
+            msg = f"expected k=v, got {item!r}"
+            raise ValueError(msg)
+        if not _LABEL_NAME.match(name) or name.startswith("__"):
+            msg = f"{name!r} is not a valid label name"
+            raise ValueError(msg)
+        if name in RESERVED_LABELS:
+            msg = f"{name!r} is a label the pusher sets itself"
+            raise ValueError(msg)
+        pairs[name] = value
+    return tuple(sorted(pairs.items()))
+
+
+def parse_url(text: str, *, allow_query: bool) -> str:
+    """Return a validated http(s) URL without credentials or a trailing slash."""
+    url = text.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        msg = f"expected an http:// or https:// URL, got {url!r}"
+        raise ValueError(msg)
+    if parts.username is not None or parts.password is not None:
+        msg = "credentials in the URL are not allowed: use VM_USERNAME and VM_PASSWORD"
+        raise ValueError(msg)
+    try:
+        _ = parts.port
+    except ValueError:
+        msg = f"the port in {url!r} is not a number from 0 to 65535"
+        raise ValueError(msg) from None
+    if parts.fragment or (parts.query and not allow_query):
+        msg = f"expected a URL without a query or fragment, got {url!r}"
+        raise ValueError(msg)
+    return url.rstrip("/") if not parts.query else url
+
+
+def _parse_days(text: str) -> int:
+    try:
+        days = int(text.strip())
+    except ValueError:
+        msg = f"expected a whole number of days, got {text!r}"
+        raise ValueError(msg) from None
+    if not 1 <= days <= MAX_DAYS:
+        msg = f"expected 1 to {MAX_DAYS} days, got {days}"
+        raise ValueError(msg)
+    return days
+
+
+def _parse_choice(text: str, choices: tuple[str, ...]) -> str:
+    value = text.strip().lower()
+    if value not in choices:
+        msg = f"expected one of {', '.join(choices)}, got {text!r}"
+        raise ValueError(msg)
+    return value
+
+
+class _Resolver:
+    """Resolve raw values by precedence and collect problems."""
+
+    def __init__(
+        self,
+        args: Mapping[str, str | list[str] | None],
+        environ: Mapping[str, str],
+        dotenv: Mapping[str, str | None],
+        read_file: Callable[[str], str],
+    ) -> None:
+        self.args = args
+        self.environ = environ
+        self.dotenv = dotenv
+        self.read_file = read_file
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        flag = self.args.get(name)
+        if isinstance(flag, list):
+            return ",".join(flag) if flag else None
+        if flag is not None:
+            return flag
+        if name in self.environ:
+            return self.environ[name]
+        return self.dotenv.get(name)
+
+    def text(self, option: Option) -> str:
+        value = self.raw(option.env)
+        if value is None or (value.strip() == "" and option.default is not None):
+            return option.default or ""
+        return value
+
+    def parse(self, option: Option, parser: Callable[[str], T], fallback: T) -> T:
+        text = self.text(option)
+        try:
+            return parser(text)
+        except ValueError as exc:
+            self.problems.append(f"{option.env}: {exc}")
+            return fallback
+
+    def secret(self, name: str) -> Secret | None:
+        """Resolve NAME or NAME_FILE (never both); a file's trailing newline is cut."""
+        direct = self.raw(name)
+        path = self.raw(name + SECRET_FILE_SUFFIX)
+        if direct and path:
+            self.problems.append(
+                f"{name}: set either {name} or {name}{SECRET_FILE_SUFFIX}, not both"
+            )
+            return None
+        if path:
+            try:
+                value = self.read_file(path).rstrip("\r\n")
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+                self.problems.append(
+                    f"{name}{SECRET_FILE_SUFFIX}: cannot read {path!r}: {reason}"
+                )
+                return None
+            source = f"{name}{SECRET_FILE_SUFFIX}"
+        elif direct:
+            value, source = direct.strip(), name
+        else:
+            return None
+        if not value or any(ch.isspace() or ord(ch) < 32 for ch in value):
+            self.problems.append(
+                f"{source}: the value is empty or holds whitespace or control chars"
+            )
+            return None
+        return Secret(value)
+
+
+def _option(env: str) -> Option:
+    return next(o for o in OPTIONS if o.env == env)
+
+
+def load_settings(
+    args: Mapping[str, str | list[str] | None],
+    environ: Mapping[str, str],
+    dotenv: Mapping[str, str | None],
+    read_file: Callable[[str], str],
+) -> Settings:
+    """Resolve and validate every setting, or raise `ConfigError` listing each problem.
+
+    `args` maps environment names (`PUSH_INTERVAL`) to flag values, `None` where the
+    flag was not given; `EXTRA_LABELS` may be a list of `k=v` items.
+    """
+    r = _Resolver(args, environ, dotenv, read_file)
+    admin_key = r.secret("OPENAI_ADMIN_KEY")
+    base_url = r.parse(
+        _option("OPENAI_BASE_URL"), lambda t: parse_url(t, allow_query=False), ""
+    )
+    push_url = r.parse(
+        _option("VM_PUSH_URL"), lambda t: parse_url(t, allow_query=True), ""
+    )
+    username = (r.raw("VM_USERNAME") or "").strip() or None
+    password = r.secret("VM_PASSWORD")
+    bearer = r.secret("VM_BEARER_TOKEN")
+    if bearer is not None and (username or password):
+        r.problems.append(
+            "VM_BEARER_TOKEN: set either a bearer token or VM_USERNAME/VM_PASSWORD, "
+            "not both"
+        )
+    if password is not None and not username:
+        r.problems.append("VM_PASSWORD: set VM_USERNAME too")
+    interval = r.parse(_option("PUSH_INTERVAL"), parse_duration, 900.0)
+    if interval < 1:
+        r.problems.append("PUSH_INTERVAL: expected at least 1s")
+    budget = r.parse(_option("RETRY_BUDGET"), parse_duration, 60.0)
+    timeout = r.parse(_option("HTTP_TIMEOUT"), parse_duration, 30.0)
+    if timeout <= 0:
+        r.problems.append("HTTP_TIMEOUT: expected more than 0s")
+    extra: Labels = r.parse(
+        _option("EXTRA_LABELS"),
+        lambda t: (("job", "openai-cost-pusher"), *parse_labels(t.split(","))),
+        (("job", "openai-cost-pusher"),),
+    )
+    settings = Settings(
+        admin_key=admin_key,
+        openai_base_url=base_url,
+        push_url=push_url,
+        vm_username=username,
+        vm_password=password,
+        vm_bearer_token=bearer,
+        interval_s=interval,
+        lookback_days=r.parse(_option("LOOKBACK_DAYS"), _parse_days, 3),
+        backfill_days=r.parse(_option("BACKFILL_DAYS"), _parse_days, 30),
+        extra_labels=tuple(sorted(dict(extra).items())),
+        retry_budget_s=budget,
+        http_timeout_s=timeout,
+        log_level=r.parse(_option("LOG_LEVEL"), lambda t: _parse_choice(t, LOG_LEVELS),
+                          "info"),
+        log_format=r.parse(_option("LOG_FORMAT"),
+                           lambda t: _parse_choice(t, LOG_FORMATS), "text"),
+    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return settings

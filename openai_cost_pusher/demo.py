@@ -1,0 +1,84 @@
+"""A simulated organization that answers like the Admin API, for `--demo`.
+
+It has a handful of projects (one archived, one with a non-Latin name), several line
+items, costs without a project, a month of history and a spend spike today, so the whole
+pipeline, the dashboard and the alerts can be tried without an admin key. Values are a
+pure function of the day, so re-fetching a day gives the same answer, and today's costs
+grow with the hour as real late-arriving costs do. Every sample the pusher makes from it
+carries `demo="true"`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+
+from openai_cost_pusher.model import CostLine, Project
+from openai_cost_pusher.window import DAY, day_of
+
+DEMO_LABEL = ("demo", "true")
+
+PROJECTS = (
+    Project("proj_demo_chat", "Customer Chat"),
+    Project("proj_demo_search", "Search & Retrieval"),
+    Project("proj_demo_eval", "Assistant Test/Eval"),
+    Project("proj_demo_intl", "Ünïcode Проект ✓"),
+    Project("proj_demo_legacy", "Legacy Batch Jobs", archived=True),
+)
+
+# project id -> (line item -> typical daily USD)
+SPEND: dict[str, dict[str, float]] = {
+    "proj_demo_chat": {"gpt-4o, input": 18.0, "gpt-4o, output": 27.0,
+                       "gpt-4o-mini, input": 2.5},
+    "proj_demo_search": {"text-embedding-3-small": 4.0, "gpt-4o-mini, input": 3.0,
+                         "gpt-4o-mini, output": 4.5, "file search tool calls": 1.2},
+    "proj_demo_eval": {"gpt-4o, input": 6.0, "gpt-4o, output": 8.0},
+    "proj_demo_intl": {"gpt-4o-mini, input": 1.5, "gpt-4o-mini, output": 2.0},
+    "proj_demo_legacy": {"gpt-4o, input": 9.0},
+    "": {"fine-tuning training": 0.8},
+}
+SPIKE_PROJECT = "proj_demo_chat"
+SPIKE_FACTOR = 4.0
+LEGACY_ARCHIVED_DAYS_AGO = 12
+
+
+def daily_cost(day: int, project_id: str, line_item: str, today: int) -> float:
+    """Return the simulated full-day cost of one line item on `day` (USD)."""
+    archived_since = today - LEGACY_ARCHIVED_DAYS_AGO * DAY
+    if project_id == "proj_demo_legacy" and day > archived_since:
+        return 0.0
+    rng = random.Random(f"{day}:{project_id}:{line_item}")
+    weekday = ((day // DAY) + 3) % 7  # 0 = Monday
+    weekend = 0.55 if weekday >= 5 else 1.0
+    value = SPEND[project_id][line_item] * weekend * rng.uniform(0.8, 1.2)
+    if day == today and project_id == SPIKE_PROJECT:
+        value *= SPIKE_FACTOR
+    return value
+
+
+class DemoOrganization:
+    """Answers `fetch_projects` and `fetch_costs` from simulated data."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+
+    def fetch_projects(self) -> list[Project]:
+        """Return the simulated projects, archived one included."""
+        return list(PROJECTS)
+
+    def fetch_costs(self, start: int, end: int) -> Iterator[list[CostLine]]:
+        """Yield one page per day of `[start, end)`; today grows with the hour."""
+        now = self._clock()
+        today = day_of(now)
+        elapsed = (now - today) / DAY
+        for day in range(start, min(end, today + DAY), DAY):
+            page = []
+            for project_id, items in SPEND.items():
+                for line_item in items:
+                    value = daily_cost(day, project_id, line_item, today)
+                    if day == today:
+                        value *= elapsed
+                    if value > 0:
+                        page.append(CostLine(day, project_id, line_item, "usd",
+                                             round(value, 6)))
+            yield page

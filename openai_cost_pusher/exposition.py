@@ -1,0 +1,87 @@
+"""Render samples as Prometheus text exposition, in chunks of bounded size.
+
+Pure: samples in, bytes out. Each line is `name{k="v",...} value timestamp_ms`, labels
+sorted, label values escaped (backslash, newline, double quote), values in the shortest
+form that parses back to the same float. Names are checked against the Prometheus
+charset, because VictoriaMetrics answers 204 even when it drops a malformed line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator
+
+from openai_cost_pusher.model import Labels, Sample
+
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def escape_label_value(value: str) -> str:
+    """Escape a label value: `\\` first, then newline, then double quote."""
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
+def format_value(value: float) -> str:
+    """Return the shortest text that parses back to `value`, or +Inf, -Inf, NaN."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def series_prefix(name: str, labels: Labels) -> str:
+    """Return `name{k="v",...}` for one series, validating name and label names."""
+    if not _METRIC_NAME.match(name):
+        msg = f"invalid metric name {name!r}"
+        raise ValueError(msg)
+    if not labels:
+        return name
+    parts = []
+    for key, value in labels:
+        if not _LABEL_NAME.match(key):
+            msg = f"invalid label name {key!r} on {name}"
+            raise ValueError(msg)
+        parts.append(f'{key}="{escape_label_value(value)}"')
+    return name + "{" + ",".join(parts) + "}"
+
+
+def render_lines(samples: Iterable[Sample]) -> Iterator[str]:
+    """Yield one exposition line (with its newline) per sample.
+
+    The series prefix is built once per distinct series: a backfill repeats each series
+    for every day, so this halves the rendering work.
+    """
+    prefixes: dict[tuple[str, Labels], str] = {}
+    for sample in samples:
+        key = (sample.name, sample.labels)
+        prefix = prefixes.get(key)
+        if prefix is None:
+            prefix = prefixes[key] = series_prefix(sample.name, sample.labels)
+        yield f"{prefix} {format_value(sample.value)} {sample.ts_ms}\n"
+
+
+def render(samples: Iterable[Sample]) -> bytes:
+    """Return the whole exposition of `samples` as UTF-8 bytes."""
+    return "".join(render_lines(samples)).encode()
+
+
+def render_chunks(
+    samples: Iterable[Sample], max_bytes: int = DEFAULT_CHUNK_BYTES
+) -> Iterator[bytes]:
+    """Yield the exposition in pieces of at most about `max_bytes`, whole lines only."""
+    lines: list[str] = []
+    size = 0
+    for line in render_lines(samples):
+        lines.append(line)
+        size += len(line)
+        if size >= max_bytes:
+            yield "".join(lines).encode()
+            lines, size = [], 0
+    if lines:
+        yield "".join(lines).encode()

@@ -1,0 +1,179 @@
+"""Turn API records into samples: metric names, label normalization, the cost series.
+
+Pure: results, project names, extra labels and `now` come in as arguments, samples go
+out. Metric names and label keys are stable API for dashboards and alerts and are
+defined here only.
+
+Exposition of the families built here (extra labels such as `job` omitted):
+
+    openai_daily_cost{currency="usd",line_item="gpt-4o, input",project="chat_bot",project_id="proj_1"} 12.5 1730419200000
+    openai_cost_today{currency="usd",project="chat_bot",project_id="proj_1"} 31.25 1730460000000
+    openai_cost_pusher_last_success_timestamp_seconds{dataset="costs"} 1730460000.0 1730460000000
+    openai_cost_pusher_cycles_total{result="success"} 4.0 1730460000000
+"""  # noqa: E501 - exposition lines are shown whole
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from openai_cost_pusher.model import CostLine, Labels, Project, Sample
+
+DAILY_COST = "openai_daily_cost"
+COST_TODAY = "openai_cost_today"
+LAST_SUCCESS = "openai_cost_pusher_last_success_timestamp_seconds"
+CYCLE_DURATION = "openai_cost_pusher_cycle_duration_seconds"
+CYCLES_TOTAL = "openai_cost_pusher_cycles_total"
+API_REQUESTS = "openai_cost_pusher_api_requests_total"
+SAMPLES_PUSHED = "openai_cost_pusher_samples_pushed"
+DOWNWARD_REVISIONS = "openai_cost_pusher_downward_revisions_total"
+BUILD_INFO = "openai_cost_pusher_build_info"
+
+UNATTRIBUTED = "unattributed"
+UNKNOWN = "unknown"
+
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
+def normalize_name(name: str) -> str:
+    """Return a project name fit for queries: lowercase, runs of other chars as `_`.
+
+    Letters and digits of any script are kept (`ü`, `п`); every run of anything else
+    becomes one `_`, and `_` at either end is stripped.
+    """
+    folded = unicodedata.normalize("NFC", name).lower()
+    return _NOT_ALNUM.sub("_", folded).strip("_")
+
+
+def project_label(project_id: str, names: Mapping[str, str | None]) -> str:
+    """Return the `project` label value for a project id, per the metric contract."""
+    if not project_id:
+        return UNATTRIBUTED
+    if project_id not in names:
+        return UNKNOWN
+    name = names[project_id]
+    return (normalize_name(name) if name else "") or project_id
+
+
+def merge_names(
+    known: Mapping[str, str | None], projects: Iterable[Project]
+) -> dict[str, str | None]:
+    """Return `known` updated with the current project list.
+
+    A project that no longer appears keeps its last name, so its history never turns
+    into `unknown`.
+    """
+    merged = dict(known)
+    for project in projects:
+        merged[project.id] = project.name
+    return merged
+
+
+CostKey = tuple[str, str, str]
+"""A cost series in API terms: project id, line item, currency."""
+
+CostTable = dict[CostKey, dict[int, float]]
+"""Daily amounts per cost series: day (00:00 UTC, Unix seconds) to value.
+
+Grouped by series rather than by (series, day) so that a 30-day window of a large
+organization costs one small dict per series instead of one tuple per sample.
+"""
+
+
+def add_cost_lines(table: CostTable, lines: Iterable[CostLine]) -> None:
+    """Add parsed cost lines to `table`, summing lines that share series and day."""
+    for line in lines:
+        days = table.setdefault((line.project_id, line.line_item, line.currency), {})
+        old = days.get(line.day)
+        days[line.day] = line.value if old is None else math.fsum((old, line.value))
+
+
+def _series_labels(
+    extra: Labels, names: Mapping[str, str | None], project_id: str, **more: str
+) -> Labels:
+    labels = {
+        **dict(extra),
+        "project_id": project_id,
+        "project": project_label(project_id, names),
+        **more,
+    }
+    return tuple(sorted(labels.items()))
+
+
+def cost_samples(
+    table: CostTable, names: Mapping[str, str | None], extra: Labels
+) -> Iterator[Sample]:
+    """Yield one `openai_daily_cost` sample per series and day, stamped at 00:00 UTC."""
+    for (project_id, line_item, currency), days in table.items():
+        labels = _series_labels(
+            extra, names, project_id, line_item=line_item, currency=currency
+        )
+        for day, value in days.items():
+            yield Sample(DAILY_COST, labels, value, day * 1000)
+
+
+def today_samples(
+    table: CostTable,
+    names: Mapping[str, str | None],
+    extra: Labels,
+    today: int,
+    now_ms: int,
+) -> list[Sample]:
+    """Return `openai_cost_today` per project and currency, stamped at `now_ms`."""
+    parts: dict[tuple[str, str], list[float]] = {}
+    for (project_id, _line_item, currency), days in table.items():
+        if today in days:
+            parts.setdefault((project_id, currency), []).append(days[today])
+    return [
+        Sample(
+            COST_TODAY,
+            _series_labels(extra, names, project_id, currency=currency),
+            math.fsum(values),
+            now_ms,
+        )
+        for (project_id, currency), values in parts.items()
+    ]
+
+
+@dataclass(slots=True)
+class SelfStats:
+    """Counters and gauges the pusher keeps about itself since start."""
+
+    version: str
+    last_success: dict[str, float] = field(default_factory=dict)
+    cycle_duration_s: float | None = None
+    cycles: dict[str, int] = field(
+        default_factory=lambda: {"success": 0, "failure": 0}
+    )
+    api_requests: dict[tuple[str, str], int] = field(default_factory=dict)
+    samples_pushed: int = 0
+    downward_revisions: int = 0
+
+    def count_request(self, endpoint: str, code: str) -> None:
+        """Count one Admin API request by endpoint and status code (or error kind)."""
+        key = (endpoint, code)
+        self.api_requests[key] = self.api_requests.get(key, 0) + 1
+
+
+def self_samples(stats: SelfStats, extra: Labels, now_ms: int) -> list[Sample]:
+    """Return the self-monitoring samples, all stamped at `now_ms`."""
+
+    def sample(name: str, value: float, **labels: str) -> Sample:
+        return Sample(name, tuple(sorted({**dict(extra), **labels}.items())), value,
+                      now_ms)
+
+    out = [sample(LAST_SUCCESS, t, dataset=d) for d, t in stats.last_success.items()]
+    if stats.cycle_duration_s is not None:
+        out.append(sample(CYCLE_DURATION, stats.cycle_duration_s))
+    out.extend(sample(CYCLES_TOTAL, n, result=r) for r, n in stats.cycles.items())
+    out.extend(
+        sample(API_REQUESTS, n, endpoint=ep, code=code)
+        for (ep, code), n in sorted(stats.api_requests.items())
+    )
+    out.append(sample(SAMPLES_PUSHED, stats.samples_pushed))
+    out.append(sample(DOWNWARD_REVISIONS, stats.downward_revisions))
+    out.append(sample(BUILD_INFO, 1, version=stats.version))
+    return out

@@ -1,0 +1,161 @@
+"""The VictoriaMetrics push client: gzip, auth, retries, 4xx versus 5xx.
+
+POSTs Prometheus text chunks to the import URL of a single-node VictoriaMetrics, a
+cluster's vminsert, vmagent or vmauth. It also checks once, where it can, that the
+server runs with `-dedup.minScrapeInterval`, on which exact daily values depend. It
+knows nothing about what the bytes mean.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from tenacity import Retrying
+
+from openai_cost_pusher.config import Secret
+from openai_cost_pusher.errors import PushRejected, PushUnavailable, Stopped
+from openai_cost_pusher.transport import HttpSession, Timeouts, parse_retry_after, send
+
+log = logging.getLogger(__name__)
+
+IMPORT_SUFFIX = "/api/v1/import/prometheus"
+GZIP_LEVEL = 1
+"""Level 1 compresses exposition text about 8:1 at a fraction of level 6's CPU."""
+
+_DEDUP_FLAG = re.compile(r'^-dedup\.minScrapeInterval="?([^"\s]*)"?', re.MULTILINE)
+
+
+@dataclass(slots=True)
+class PushStats:
+    """What one push sent: requests, raw and gzipped bytes."""
+
+    requests: int = 0
+    raw_bytes: int = 0
+    gzip_bytes: int = 0
+
+
+def auth_header(
+    username: str | None, password: Secret | None, bearer: Secret | None
+) -> Secret | None:
+    """Return the Authorization header value for basic or bearer auth, or None."""
+    if bearer is not None:
+        return Secret(f"Bearer {bearer.reveal()}")
+    if username:
+        pair = f"{username}:{password.reveal() if password else ''}".encode()
+        return Secret("Basic " + base64.b64encode(pair).decode())
+    return None
+
+
+def _server_message(text: str) -> str:
+    return " ".join(text.split())[:200]
+
+
+class VmClient:
+    """Pushes exposition chunks to one import URL."""
+
+    def __init__(
+        self,
+        session: HttpSession,
+        push_url: str,
+        *,
+        authorization: Secret | None,
+        timeouts: Timeouts,
+        retrying: Callable[[], Retrying],
+        stop: threading.Event,
+    ) -> None:
+        self._session = session
+        self._url = push_url
+        self._auth = authorization
+        self._timeouts = timeouts
+        self._retrying = retrying
+        self._stop = stop
+
+    def _headers(self, **more: str) -> dict[str, str]:
+        headers = dict(more)
+        if self._auth is not None:
+            headers["Authorization"] = self._auth.reveal()
+        return headers
+
+    def _post_once(self, body: bytes) -> None:
+        what = "push to VictoriaMetrics"
+        resp = send(
+            self._session, "POST", self._url, what=what, timeouts=self._timeouts,
+            unavailable=PushUnavailable, stop=self._stop, data=body,
+            allow_redirects=False,
+            headers=self._headers(**{"Content-Encoding": "gzip",
+                                     "Content-Type": "text/plain; version=0.0.4"}),
+        )
+        status = resp.status_code
+        if 200 <= status < 300:
+            return
+        if status == 429 or status >= 500:
+            raise PushUnavailable(f"{what}: HTTP {status}",
+                                  retry_after=parse_retry_after(resp.headers))
+        if status in (401, 403):
+            raise PushRejected(f"{what}: credentials rejected (HTTP {status}); "
+                               "check VM_USERNAME/VM_PASSWORD or VM_BEARER_TOKEN")
+        if 300 <= status < 400:
+            raise PushRejected(f"{what}: HTTP {status} redirect; set VM_PUSH_URL to "
+                               "the final import URL")
+        message = _server_message(resp.text)
+        suffix = f": {message}" if message else ""
+        raise PushRejected(f"{what}: HTTP {status}{suffix}")
+
+    def push(self, chunks: Iterable[bytes]) -> PushStats:
+        """Gzip and POST each chunk, retrying transient failures; raise on failure."""
+        stats = PushStats()
+        for chunk in chunks:
+            body = gzip.compress(chunk, compresslevel=GZIP_LEVEL, mtime=0)
+            for attempt in self._retrying():
+                with attempt:
+                    self._post_once(body)
+            stats.requests += 1
+            stats.raw_bytes += len(chunk)
+            stats.gzip_bytes += len(body)
+        return stats
+
+    def check_dedup(self) -> str:
+        """Check that a single-node server deduplicates; return what was found.
+
+        Returns `ok`, `missing` (a WARNING with the fix is logged) or `unknown` where
+        the URL leads to vmagent, vmauth or a cluster, whose storage cannot be asked.
+        Never raises: the check must not keep the pusher from starting.
+        """
+        parts = urlsplit(self._url)
+        if parts.path.rstrip("/") != IMPORT_SUFFIX:
+            log.info("cannot check deduplication behind this push URL",
+                     extra={"reason": "not a single-node import path"})
+            return "unknown"
+        root = f"{parts.scheme}://{parts.netloc}"
+        try:
+            info = send(self._session, "GET", root + "/api/v1/status/buildinfo",
+                        what="dedup check", timeouts=self._timeouts,
+                        unavailable=PushUnavailable, stop=self._stop,
+                        headers=self._headers())
+            flags = send(self._session, "GET", root + "/flags", what="dedup check",
+                         timeouts=self._timeouts, unavailable=PushUnavailable,
+                         stop=self._stop, headers=self._headers())
+        except (PushUnavailable, Stopped) as exc:
+            log.info("cannot check deduplication", extra={"reason": str(exc)})
+            return "unknown"
+        if info.status_code != 200 or flags.status_code != 200:
+            log.info("cannot check deduplication behind this push URL",
+                     extra={"reason": "not a single-node VictoriaMetrics"})
+            return "unknown"
+        match = _DEDUP_FLAG.search(flags.text)
+        if match and match.group(1) not in ("", "0", "0s", "0ms"):
+            log.debug("deduplication is on", extra={"interval": match.group(1)})
+            return "ok"
+        log.warning(
+            "VictoriaMetrics runs without -dedup.minScrapeInterval: re-pushed days are "
+            "stored twice and sums over days double count; start it with "
+            "-dedup.minScrapeInterval=1ms"
+        )
+        return "missing"

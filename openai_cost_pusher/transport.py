@@ -1,0 +1,165 @@
+"""HTTP plumbing shared by both clients: sessions, timeouts, the retry policy, errors.
+
+This is the only module that catches `requests` exceptions: it maps them once into the
+package's error tree. It owns the one tenacity policy (retry on transient failures only,
+wait at least `Retry-After`, stop after a budget of time or when a stop is requested).
+It knows no endpoint and no payload.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    before_sleep_log,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    stop_when_event_set,
+    wait_exponential_jitter,
+)
+from tenacity.nap import sleep_using_event
+
+from openai_cost_pusher import __version__
+from openai_cost_pusher.errors import (
+    PushUnavailable,
+    Stopped,
+    Transient,
+    is_transient,
+)
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"openai-cost-pusher/{__version__}"
+MAX_ATTEMPTS = 8
+
+
+HttpSession = requests.Session
+"""The session type the clients take; tests pass their own (the seam)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Connect and read timeouts in seconds, passed to every call."""
+
+    connect: float
+    read: float
+
+    @classmethod
+    def from_read(cls, read: float) -> Timeouts:
+        """Return timeouts with `read` and a connect timeout of at most 5 s."""
+        return cls(connect=min(5.0, read), read=read)
+
+    def pair(self) -> tuple[float, float]:
+        """Return the `(connect, read)` tuple requests expects."""
+        return (self.connect, self.read)
+
+
+def make_session() -> requests.Session:
+    """Return a session with our User-Agent and no hidden retry layer."""
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    session.trust_env = True  # honour HTTPS_PROXY/NO_PROXY like any CLI tool
+    return session
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Return `Retry-After` in seconds when it is a number, else None."""
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None  # an HTTP date: the exponential wait applies instead
+    return max(0.0, seconds)
+
+
+def _reason(exc: requests.RequestException) -> str:
+    """Return a short reason without the URL (requests repeats it at length)."""
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    for marker in ("Connection refused", "Name or service not known",
+                   "Temporary failure in name resolution", "timed out",
+                   "Connection reset", "Remote end closed connection",
+                   "No route to host", "certificate verify failed"):
+        if marker in text:
+            return marker.lower()
+    return type(exc).__name__
+
+
+def send(
+    session: HttpSession,
+    method: str,
+    url: str,
+    *,
+    what: str,
+    timeouts: Timeouts,
+    unavailable: type[Transient] | type[PushUnavailable],
+    stop: threading.Event,
+    **kwargs: Any,
+) -> requests.Response:
+    """Send one request; map network failures to `unavailable` naming `what`.
+
+    Raises `Stopped` instead of sending when a stop was requested, so a retry loop
+    woken from its backoff by the stop does not start another request.
+    """
+    if stop.is_set():
+        raise Stopped(f"{what}: stop requested")
+    try:
+        return session.request(method, url, timeout=timeouts.pair(), **kwargs)
+    except requests.Timeout as exc:
+        msg = f"{what}: no answer within {timeouts.read:g}s"
+        raise unavailable(msg) from exc
+    except requests.ConnectionError as exc:
+        msg = f"{what}: cannot connect ({_reason(exc)})"
+        raise unavailable(msg) from exc
+    except requests.RequestException as exc:
+        msg = f"{what}: request failed ({_reason(exc)})"
+        raise unavailable(msg) from exc
+
+
+class _WaitRetryAfter:
+    """Wait the longer of the server's `Retry-After` and an exponential backoff."""
+
+    def __init__(self) -> None:
+        self._backoff = wait_exponential_jitter(initial=0.5, max=30, jitter=0.5)
+
+    def __call__(self, state: RetryCallState) -> float:
+        backoff = self._backoff(state)
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        return max(backoff, retry_after or 0.0)
+
+
+def retry_policy(
+    budget_s: float,
+    stop: threading.Event,
+    *,
+    sleep: Callable[[float], None] | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> Retrying:
+    """Return the one retry policy both clients use.
+
+    Retries transient failures only, waits at least `Retry-After`, and gives up when
+    `max_attempts` is reached, when the next wait would pass `budget_s`, or when `stop`
+    is set; a wait is cut short by `stop`. The last error is re-raised.
+    """
+    return Retrying(
+        retry=retry_if_exception(is_transient),
+        wait=_WaitRetryAfter(),
+        stop=(
+            stop_after_attempt(max_attempts)
+            | stop_before_delay(budget_s)
+            | stop_when_event_set(stop)
+        ),
+        sleep=sleep if sleep is not None else sleep_using_event(stop),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    )
