@@ -35,6 +35,7 @@ from openai_cost_pusher.config import (
 from openai_cost_pusher.demo import DEMO_LABEL, DemoOrganization
 from openai_cost_pusher.errors import ConfigError, PushUnavailable
 from openai_cost_pusher.logs import make_formatter
+from openai_cost_pusher.metrics import SelfStats
 from openai_cost_pusher.openai_api import AdminApi
 from openai_cost_pusher.push import PushStats, VmClient, auth_header
 from openai_cost_pusher.transport import Timeouts, make_session, retry_policy
@@ -148,12 +149,7 @@ def _build(
     settings: Settings, args: argparse.Namespace, stop: threading.Event
 ) -> tuple[Pusher, VmClient | None]:
     timeouts = Timeouts.from_read(settings.http_timeout_s)
-    stats_holder: list[Pusher] = []
-
-    def count(endpoint: str, code: str) -> None:
-        if stats_holder:
-            stats_holder[0].stats.count_request(endpoint, code)
-
+    stats = SelfStats(version=__version__)
     extra = settings.extra_labels
     if args.demo:
         source: DemoOrganization | AdminApi = DemoOrganization(time.time)
@@ -162,7 +158,7 @@ def _build(
         assert settings.admin_key is not None
         source = AdminApi(
             make_session(), settings.openai_base_url, settings.admin_key,
-            timeouts=timeouts, stop=stop, count_request=count,
+            timeouts=timeouts, stop=stop, count_request=stats.count_request,
             retrying=lambda: retry_policy(settings.retry_budget_s, stop),
         )
     client: VmClient | None = None
@@ -185,8 +181,8 @@ def _build(
         lookback_days=settings.lookback_days,
         backfill_days=settings.backfill_days,
         extra_labels=extra,
+        stats=stats,
     )
-    stats_holder.append(pusher)
     return pusher, client
 
 

@@ -9,6 +9,7 @@ It knows no endpoint and no payload.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,12 +19,10 @@ import requests
 from tenacity import (
     RetryCallState,
     Retrying,
-    before_sleep_log,
     retry_if_exception,
     stop_after_attempt,
     stop_before_delay,
     stop_when_event_set,
-    wait_exponential_jitter,
 )
 from tenacity.nap import sleep_using_event
 
@@ -126,16 +125,32 @@ def send(
 
 
 class _WaitRetryAfter:
-    """Wait the longer of the server's `Retry-After` and an exponential backoff."""
+    """Wait the longer of the server's `Retry-After` and an exponential backoff.
 
-    def __init__(self) -> None:
-        self._backoff = wait_exponential_jitter(initial=0.5, max=30, jitter=0.5)
+    The backoff is 0.5 s doubled per attempt, capped at 30 s, plus up to 0.5 s of
+    jitter (tenacity's `wait_exponential_jitter` shape, whose parameter names changed
+    between the 8.x and 9.x releases we support).
+    """
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
 
     def __call__(self, state: RetryCallState) -> float:
-        backoff = self._backoff(state)
+        exponent = max(0, state.attempt_number - 1)
+        backoff = min(30.0, 0.5 * 2.0**exponent) + self._rng.uniform(0, 0.5)
         exc = state.outcome.exception() if state.outcome else None
         retry_after = getattr(exc, "retry_after", None)
         return max(backoff, retry_after or 0.0)
+
+
+def _log_retry(state: RetryCallState) -> None:
+    """Log one WARNING per retry, naming the failure and the wait."""
+    exc = state.outcome.exception() if state.outcome else None
+    log.warning(
+        "retrying: %s", exc,
+        extra={"attempt": state.attempt_number,
+               "wait_s": round(state.upcoming_sleep, 3)},
+    )
 
 
 def retry_policy(
@@ -160,6 +175,6 @@ def retry_policy(
             | stop_when_event_set(stop)
         ),
         sleep=sleep if sleep is not None else sleep_using_event(stop),
-        before_sleep=before_sleep_log(log, logging.WARNING),
+        before_sleep=_log_retry,
         reraise=True,
     )

@@ -1,0 +1,225 @@
+"""End-to-end cycles: the fake Admin API over HTTP, a real VictoriaMetrics, read back.
+
+These tests hold the product's promise: the daily numbers in VictoriaMetrics equal the
+API's, day by day and project by project, through revisions, outages, restarts, rate
+limits and pagination.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from openai_cost_pusher.push import VmClient
+from openai_cost_pusher.transport import Timeouts, make_session, retry_policy
+from tests.conftest import Clock
+from tests.fake_openai import FakeOpenAI, Fault
+from tests.orgs import (
+    DAY,
+    EXPECTED_LABEL,
+    assert_equal_costs,
+    dead_url,
+    fake_costs,
+    make_pusher,
+    seed_odd_org,
+    vm_costs,
+)
+from tests.vm import VictoriaMetrics
+
+
+def _today(clock: Clock) -> int:
+    return int(clock.now) // DAY * DAY
+
+
+def _window(clock: Clock, days: int) -> tuple[int, int]:
+    today = _today(clock)
+    return today - (days - 1) * DAY, today + DAY
+
+
+def _one_sample_per_day(vm: VictoriaMetrics, clock: Clock, days: int) -> None:
+    """Assert count_over_time over each day's window is 1 for every series."""
+    start, end = _window(clock, days)
+    for day in range(start, end, DAY):
+        rows = vm.query("count_over_time(openai_daily_cost[1d])", at=day + DAY - 1)
+        assert rows, f"no samples for day {day}"
+        assert {row["value"][1] for row in rows} == {"1"}, (day, rows[:3])
+
+
+def test_backfill_lands_every_daily_cost_exactly(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
+) -> None:
+    """The first cycle backfills 30 days, every value equal to the API's."""
+    seed_odd_org(fake, _today(clock))
+    pusher = make_pusher(fake, vm.push_url, clock)
+    report = pusher.run_cycle()
+    assert report.ok, report.error
+    assert_equal_costs(fake_costs(fake, *_window(clock, 30)), vm_costs(vm))
+    _one_sample_per_day(vm, clock, 30)
+    labels = {s.metric.get("project_id", ""): s.metric["project"]
+              for s in vm.export('{__name__="openai_daily_cost"}')}
+    assert labels == EXPECTED_LABEL
+    # several pages and queries were needed, each page repeating its query
+    assert len(fake.requests_to("/organization/costs")) > 3
+
+
+def test_revisions_replace_values_and_steady_state_pushes_only_live_series(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
+) -> None:
+    """Upward revisions land; an unchanged cycle pushes only the live series."""
+    today = _today(clock)
+    seed_odd_org(fake, today)
+    pusher = make_pusher(fake, vm.push_url, clock)
+    assert pusher.run_cycle().ok
+    for (day, pid, item, currency), value in fake.costs().items():
+        if day >= today - DAY and pid == "proj_intl":
+            fake.set_cost(day, pid, item, value * 1.5 + 0.123456789, currency)
+    clock.now += 900
+    revised = pusher.run_cycle()
+    assert revised.ok
+    assert_equal_costs(fake_costs(fake, *_window(clock, 30)), vm_costs(vm))
+    _one_sample_per_day(vm, clock, 30)
+
+    clock.now += 900
+    steady = pusher.run_cycle()
+    live = vm.query("count(last_over_time(openai_cost_today[10m]))", at=clock.now)
+    assert steady.ok
+    assert steady.samples == int(live[0]["value"][1])
+    assert steady.samples < 0.01 * (revised.samples + 10 * 30 * 7)
+
+
+def test_downward_revision_is_reported_and_counted(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A value revised down is logged naming series and day, and counted."""
+    today = _today(clock)
+    fake.add_project("proj_x", "X")
+    fake.set_cost(today - DAY, "proj_x", "gpt-4o, input", 10.0)
+    fake.set_cost(today - DAY, "proj_x", "gpt-4o, output", 3.0)
+    pusher = make_pusher(fake, vm.push_url, clock)
+    assert pusher.run_cycle().ok
+    fake.set_cost(today - DAY, "proj_x", "gpt-4o, input", 7.5)
+    with caplog.at_level(logging.WARNING):
+        assert pusher.run_cycle().ok
+    warnings = [r for r in caplog.records if "revised downwards" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].__dict__["line_item"] == "gpt-4o, input"
+    assert warnings[0].__dict__["pushed"] == 10.0
+    assert warnings[0].__dict__["now"] == 7.5
+    assert pusher.stats.downward_revisions == 1
+    # VictoriaMetrics keeps the larger value: the documented limit
+    stored = vm_costs(vm, labels=None)
+    assert stored[("proj_x", "gpt-4o, input", "usd", (today - DAY) * 1000)] == 10.0
+    # the next cycle does not report the same revision again
+    caplog.clear()
+    assert pusher.run_cycle().ok
+    assert pusher.stats.downward_revisions == 1
+
+
+def test_push_outage_heals_without_losing_a_day(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
+) -> None:
+    """Days missed while VictoriaMetrics was down are pushed by the next good cycle."""
+    start_day = _today(clock)
+    seed_odd_org(fake, start_day + 5 * DAY)
+    pusher = make_pusher(fake, vm.push_url, clock)
+    assert pusher.run_cycle().ok
+    good_sink = pusher.sink
+    pusher_stop = threading.Event()
+    pusher.sink = VmClient(
+        make_session(), dead_url(), authorization=None, timeouts=Timeouts(1, 1),
+        retrying=lambda: retry_policy(1, pusher_stop, sleep=lambda s: None),
+        stop=pusher_stop,
+    )
+    for _ in range(5):  # five days of outage, longer than the 3-day lookback
+        clock.advance_days(1)
+        report = pusher.run_cycle()
+        assert not report.ok
+        assert "push to VictoriaMetrics" in (report.error or "")
+    pusher.sink = good_sink
+    clock.advance_days(0.25)
+    healed = pusher.run_cycle()
+    assert healed.ok
+    # back to the start of the first failed cycle's lookback (2 days before it)
+    assert healed.window.days == 2 + 5
+    assert_equal_costs(fake_costs(fake, *_window(clock, 36)), vm_costs(vm))
+    assert pusher.stats.cycles == {"success": 2, "failure": 5}
+
+
+def test_restart_after_outage_backfills_missed_days(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
+) -> None:
+    """A new pusher process after an outage backfills and changes no stored value."""
+    seed_odd_org(fake, _today(clock) + 5 * DAY)
+    first = make_pusher(fake, vm.push_url, clock)
+    assert first.run_cycle().ok
+    clock.advance_days(4)
+    second = make_pusher(fake, vm.push_url, clock)  # a restart: fresh state
+    assert second.run_cycle().ok
+    assert_equal_costs(fake_costs(fake, _window(clock, 34)[0], _window(clock, 1)[1]),
+                       vm_costs(vm))
+    _one_sample_per_day(vm, clock, 30)
+
+
+def test_failed_page_pushes_no_cost_data(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
+) -> None:
+    """When a later costs page keeps failing, no cost sample of the cycle is pushed."""
+    seed_odd_org(fake, _today(clock))
+    pusher = make_pusher(fake, vm.push_url, clock)
+    pusher.source._bucket_bytes = 1.0  # type: ignore[attr-defined]  # one big query
+    fake.inject(Fault.slow(0), path_prefix="/v1/organization/costs", times=1)
+    fake.inject(Fault.server_error(), path_prefix="/v1/organization/costs", times=20)
+    report = pusher.run_cycle()
+    assert not report.ok
+    assert "HTTP 500" in (report.error or "")
+    assert vm.export('{__name__=~"openai_daily_cost|openai_cost_today"}') == []
+    failures = vm.query(
+        'last_over_time(openai_cost_pusher_cycles_total{result="failure"}[1d])',
+        at=clock.now,
+    )
+    assert failures[0]["value"][1] == "1"
+    # the next cycle, with the API healthy again, backfills everything
+    fake.clear_faults()
+    assert pusher.run_cycle().ok
+    assert_equal_costs(fake_costs(fake, *_window(clock, 30)), vm_costs(vm))
+
+
+def test_rate_limits_and_server_errors_still_land_exactly(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
+) -> None:
+    """429 (honouring Retry-After) and 5xx are retried and the data is exact."""
+    seed_odd_org(fake, _today(clock))
+    fake.amount_as_string = True
+    sleeps: list[float] = []
+    pusher = make_pusher(fake, vm.push_url, clock, sleeps=sleeps)
+    fake.inject(Fault.rate_limited(retry_after=7), path_prefix="/v1/organization/costs")
+    fake.inject(Fault.server_error(502), path_prefix="/v1/organization/projects")
+    fake.inject(Fault.server_error(503), path_prefix="/v1/organization/costs")
+    assert pusher.run_cycle().ok
+    assert max(sleeps) >= 7
+    assert_equal_costs(fake_costs(fake, *_window(clock, 30)), vm_costs(vm))
+    codes = pusher.stats.api_requests
+    assert codes[("costs", "429")] == 1
+    assert codes[("projects", "502")] == 1
+
+
+def test_vanished_project_keeps_its_name(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
+) -> None:
+    """A project that leaves the list keeps its label; a never-listed one is unknown."""
+    today = _today(clock)
+    fake.add_project("proj_gone", "Gone Soon")
+    fake.set_cost(today, "proj_gone", "x", 1.0)
+    pusher = make_pusher(fake, vm.push_url, clock)
+    assert pusher.run_cycle().ok
+    fake.remove_project("proj_gone")
+    fake.set_cost(today, "proj_gone", "x", 2.0)
+    fake.set_cost(today, "proj_never", "x", 4.0)
+    clock.now += 60
+    assert pusher.run_cycle().ok
+    labels = {s.metric.get("project_id", ""): s.metric["project"]
+              for s in vm.export('{__name__="openai_daily_cost"}')}
+    assert labels == {"proj_gone": "gone_soon", "proj_never": "unknown"}
