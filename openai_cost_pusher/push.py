@@ -30,6 +30,9 @@ GZIP_LEVEL = 1
 """Level 1 compresses exposition text about 8:1 at a fraction of level 6's CPU."""
 
 _DEDUP_FLAG = re.compile(r'^-dedup\.minScrapeInterval="?([^"\s]*)"?', re.MULTILINE)
+_PROXY_FLAG = re.compile(r"^-(?:auth\.config|remoteWrite\.url)=", re.MULTILINE)
+"""Flags that vmauth and vmagent always list in `/flags`: vmauth answers `/flags`
+itself (it proxies only the other paths), so its list says nothing about storage."""
 
 
 @dataclass(slots=True)
@@ -145,7 +148,8 @@ class VmClient:
         except (PushUnavailable, Stopped) as exc:
             log.info("cannot check deduplication", extra={"reason": str(exc)})
             return "unknown"
-        if info.status_code != 200 or flags.status_code != 200:
+        if (info.status_code != 200 or flags.status_code != 200
+                or _PROXY_FLAG.search(flags.text)):
             log.info("cannot check deduplication behind this push URL",
                      extra={"reason": "not a single-node VictoriaMetrics"})
             return "unknown"

@@ -144,7 +144,7 @@ def test_push_outage_heals_without_losing_a_day(
     assert healed.ok
     # back to the start of the first failed cycle's lookback (2 days before it)
     assert healed.window.days == 2 + 5
-    assert_equal_costs(fake_costs(fake, *_window(clock, 36)), vm_costs(vm))
+    assert_equal_costs(fake_costs(fake, *_window(clock, 30 + 5)), vm_costs(vm))
     assert pusher.stats.cycles == {"success": 2, "failure": 5}
 
 
