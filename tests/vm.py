@@ -58,21 +58,34 @@ class VictoriaMetrics:
         requests.get(f"{self.url}/internal/force_flush", timeout=10).raise_for_status()
 
     def export(self, match: str = '{__name__=~".+"}') -> list[ExportedSeries]:
-        """Return every stored series matching `match`, with all raw samples."""
+        """Return every stored series matching `match`, with all raw samples.
+
+        `/api/v1/export` may stream one series in several lines (one per data part);
+        they are merged here, so each series appears once, samples sorted by time.
+        """
         self.flush()
         resp = requests.post(
             f"{self.url}/api/v1/export",
-            data={"match[]": match, "start": "0", "reduce_mem_usage": "1"},
+            data={"match[]": match, "start": "0"},
             timeout=30,
         )
         resp.raise_for_status()
-        out = []
+        merged: dict[tuple[tuple[str, str], ...], list[tuple[int, float]]] = {}
         for line in resp.text.splitlines():
             if line.strip():
                 row = json.loads(line)
-                out.append(
-                    ExportedSeries(row["metric"], row["values"], row["timestamps"])
+                key = tuple(sorted(row["metric"].items()))
+                merged.setdefault(key, []).extend(
+                    zip(row["timestamps"], row["values"], strict=True)
                 )
+        out = []
+        for key, points in merged.items():
+            points.sort()
+            out.append(
+                ExportedSeries(
+                    dict(key), [v for _, v in points], [t for t, _ in points]
+                )
+            )
         return out
 
     def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
