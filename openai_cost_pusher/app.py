@@ -122,8 +122,9 @@ class Pusher:
         if not self._started:
             self.unpushed_from = first_unpushed(now, self.backfill_days)
             self._started = True
-        window = cycle_window(now, self.lookback_days, self.backfill_days,
-                              self.unpushed_from)
+        window = cycle_window(
+            now, self.lookback_days, self.backfill_days, self.unpushed_from
+        )
         started = time.monotonic()
         try:
             report = self._costs_cycle(now, window)
@@ -133,8 +134,9 @@ class Pusher:
             report = CycleReport(False, window, 0, PushStats(), str(exc))
         except Exception as exc:  # the cycle boundary: a bug must not kill the loop
             log.exception("cycle failed on an unexpected error")
-            report = CycleReport(False, window, 0, PushStats(),
-                                 f"unexpected {type(exc).__name__}: {exc}")
+            report = CycleReport(
+                False, window, 0, PushStats(), f"unexpected {type(exc).__name__}: {exc}"
+            )
         if not report.ok:
             self.unpushed_from = min(self.unpushed_from or window.start, window.start)
         self.stats.cycles["success" if report.ok else "failure"] += 1
@@ -156,8 +158,9 @@ class Pusher:
         live = today_samples(table, names, self.extra, day_of(now), int(now * 1000))
         counted = _Counting(itertools.chain(changed, live))
         stats = self.sink.push(render_chunks(counted, self.chunk_bytes))
-        revisions += self.ledger.commit(cost_samples(table, names, self.extra),
-                                        start_ms, end_ms)
+        revisions += self.ledger.commit(
+            cost_samples(table, names, self.extra), start_ms, end_ms
+        )
         horizon = day_of(now) - (max(self.lookback_days, self.backfill_days)) * DAY
         self.ledger.forget_before(horizon * 1000)
         self.names = names
@@ -171,12 +174,15 @@ class Pusher:
             labels = dict(rev.labels)
             log.warning(
                 "daily cost revised downwards: VictoriaMetrics keeps the higher value",
-                extra={"series": rev.name, "project": labels.get("project"),
-                       "project_id": labels.get("project_id"),
-                       "line_item": labels.get("line_item"),
-                       "day": _date(rev.ts_ms // 1000),
-                       "pushed": rev.old,
-                       "now": "missing" if rev.new is None else rev.new},
+                extra={
+                    "series": rev.name,
+                    "project": labels.get("project"),
+                    "project_id": labels.get("project_id"),
+                    "line_item": labels.get("line_item"),
+                    "day": _date(rev.ts_ms // 1000),
+                    "pushed": rev.old,
+                    "now": "missing" if rev.new is None else rev.new,
+                },
             )
         self.stats.downward_revisions += len(revisions)
 
@@ -200,8 +206,9 @@ class Pusher:
         if report.ok:
             log.info("cycle done", extra={"result": "success", **fields})
         else:
-            log.error("cycle failed: %s", report.error,
-                      extra={"result": "failure", **fields})
+            log.error(
+                "cycle failed: %s", report.error, extra={"result": "failure", **fields}
+            )
 
 
 def run_forever(pusher: Pusher, interval_s: float, stop: threading.Event) -> None:

@@ -68,18 +68,33 @@ def build_parser() -> argparse.ArgumentParser:
         if option.flag is None:
             continue
         if option.env == "EXTRA_LABELS":
-            parser.add_argument(option.flag, dest=option.env, action="append",
-                                metavar="K=V", help=help_text)
+            parser.add_argument(
+                option.flag,
+                dest=option.env,
+                action="append",
+                metavar="K=V",
+                help=help_text,
+            )
         else:
-            parser.add_argument(option.flag, dest=option.env, metavar="VALUE",
-                                help=help_text)
-    parser.add_argument("--once", action="store_true",
-                        help="run one cycle and exit: 0 on success, 1 on failure")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the exposition to stdout instead of pushing")
-    parser.add_argument("--demo", action="store_true",
-                        help="use the built-in simulated organization (no key "
-                        "needed); its samples carry demo=\"true\"")
+            parser.add_argument(
+                option.flag, dest=option.env, metavar="VALUE", help=help_text
+            )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="run one cycle and exit: 0 on success, 1 on failure",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the exposition to stdout instead of pushing",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="use the built-in simulated organization (no key "
+        'needed); its samples carry demo="true"',
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
 
@@ -157,8 +172,12 @@ def _build(
     else:
         assert settings.admin_key is not None
         source = AdminApi(
-            make_session(), settings.openai_base_url, settings.admin_key,
-            timeouts=timeouts, stop=stop, count_request=stats.count_request,
+            make_session(),
+            settings.openai_base_url,
+            settings.admin_key,
+            timeouts=timeouts,
+            stop=stop,
+            count_request=stats.count_request,
             retrying=lambda: retry_policy(settings.retry_budget_s, stop),
         )
     client: VmClient | None = None
@@ -169,15 +188,19 @@ def _build(
     else:
         budget = DEMO_PUSH_BUDGET_S if args.demo else settings.retry_budget_s
         client = VmClient(
-            make_session(), settings.push_url,
-            authorization=auth_header(settings.vm_username, settings.vm_password,
-                                      settings.vm_bearer_token),
-            timeouts=timeouts, stop=stop,
+            make_session(),
+            settings.push_url,
+            authorization=auth_header(
+                settings.vm_username, settings.vm_password, settings.vm_bearer_token
+            ),
+            timeouts=timeouts,
+            stop=stop,
             retrying=lambda: retry_policy(budget, stop),
         )
         sink = DemoSink(client, stdout, settings.push_url) if args.demo else client
     pusher = Pusher(
-        source, sink,
+        source,
+        sink,
         lookback_days=settings.lookback_days,
         backfill_days=settings.backfill_days,
         extra_labels=extra,
@@ -208,15 +231,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             _error(problem)
         return 2
     if settings.admin_key is None and not args.demo:
-        _error("no admin key: set OPENAI_ADMIN_KEY (or OPENAI_ADMIN_KEY_FILE), "
-               "or pass --demo to try the simulated organization")
+        _error(
+            "no admin key: set OPENAI_ADMIN_KEY (or OPENAI_ADMIN_KEY_FILE), "
+            "or pass --demo to try the simulated organization"
+        )
         return 2
     _setup_logging(settings)
     stop = threading.Event()
     pusher, client = _build(settings, args, stop)
     if args.demo:
-        log.warning("DEMO MODE: simulated organization, not real spend; every "
-                    'sample carries demo="true"')
+        log.warning(
+            "DEMO MODE: simulated organization, not real spend; every "
+            'sample carries demo="true"'
+        )
     outcome: list[bool] = []
 
     def work() -> None:

@@ -60,32 +60,73 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("OPENAI_ADMIN_KEY", None, None,
-           "OpenAI Admin API key (sk-admin-...); required for real data", secret=True),
-    Option("OPENAI_BASE_URL", "--openai-base-url", DEFAULT_BASE_URL,
-           "Admin API root URL"),
-    Option("VM_PUSH_URL", "--push-url", DEFAULT_PUSH_URL,
-           "VictoriaMetrics (or vmagent, vmauth) Prometheus text import URL"),
+    Option(
+        "OPENAI_ADMIN_KEY",
+        None,
+        None,
+        "OpenAI Admin API key (sk-admin-...); required for real data",
+        secret=True,
+    ),
+    Option(
+        "OPENAI_BASE_URL", "--openai-base-url", DEFAULT_BASE_URL, "Admin API root URL"
+    ),
+    Option(
+        "VM_PUSH_URL",
+        "--push-url",
+        DEFAULT_PUSH_URL,
+        "VictoriaMetrics (or vmagent, vmauth) Prometheus text import URL",
+    ),
     Option("VM_USERNAME", None, None, "basic-auth user for the push URL (vmauth)"),
-    Option("VM_PASSWORD", None, None, "basic-auth password for the push URL",
-           secret=True),
-    Option("VM_BEARER_TOKEN", None, None, "bearer token for the push URL (vmauth)",
-           secret=True),
-    Option("PUSH_INTERVAL", "--interval", "15m",
-           "time between cycles, like 30s, 15m or 1h"),
-    Option("LOOKBACK_DAYS", "--lookback-days", "3",
-           "UTC days, today included, re-fetched and re-checked every cycle"),
-    Option("BACKFILL_DAYS", "--backfill-days", "30",
-           "UTC days fetched on the first cycle after start"),
-    Option("EXTRA_LABELS", "--extra-label", "job=openai-cost-pusher",
-           "labels added to every sample, k=v[,k2=v2]; the flag repeats"),
-    Option("RETRY_BUDGET", "--retry-budget", "60s",
-           "longest time the retries of one HTTP call may take"),
-    Option("HTTP_TIMEOUT", "--http-timeout", "30s",
-           "read timeout of every HTTP call (the connect timeout is 5s or less)"),
+    Option(
+        "VM_PASSWORD", None, None, "basic-auth password for the push URL", secret=True
+    ),
+    Option(
+        "VM_BEARER_TOKEN",
+        None,
+        None,
+        "bearer token for the push URL (vmauth)",
+        secret=True,
+    ),
+    Option(
+        "PUSH_INTERVAL", "--interval", "15m", "time between cycles, like 30s, 15m or 1h"
+    ),
+    Option(
+        "LOOKBACK_DAYS",
+        "--lookback-days",
+        "3",
+        "UTC days, today included, re-fetched and re-checked every cycle",
+    ),
+    Option(
+        "BACKFILL_DAYS",
+        "--backfill-days",
+        "30",
+        "UTC days fetched on the first cycle after start",
+    ),
+    Option(
+        "EXTRA_LABELS",
+        "--extra-label",
+        "job=openai-cost-pusher",
+        "labels added to every sample, k=v[,k2=v2]; the flag repeats",
+    ),
+    Option(
+        "RETRY_BUDGET",
+        "--retry-budget",
+        "60s",
+        "longest time the retries of one HTTP call may take",
+    ),
+    Option(
+        "HTTP_TIMEOUT",
+        "--http-timeout",
+        "30s",
+        "read timeout of every HTTP call (the connect timeout is 5s or less)",
+    ),
     Option("LOG_LEVEL", "--log-level", "info", "debug, info, warning or error"),
-    Option("LOG_FORMAT", "--log-format", "text",
-           "text (key=value) or json (one object per line)"),
+    Option(
+        "LOG_FORMAT",
+        "--log-format",
+        "text",
+        "text (key=value) or json (one object per line)",
+    ),
 )
 """Every setting, in the order `--help`, `.env.example` and the README list them."""
 
@@ -93,11 +134,26 @@ SECRET_FILE_SUFFIX = "_FILE"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 MAX_DAYS = 400
-RESERVED_LABELS = frozenset({
-    "project_id", "project", "line_item", "currency", "demo", "dataset", "result",
-    "endpoint", "code", "version", "operation", "model", "type", "batch", "size",
-    "source",
-})
+RESERVED_LABELS = frozenset(
+    {
+        "project_id",
+        "project",
+        "line_item",
+        "currency",
+        "demo",
+        "dataset",
+        "result",
+        "endpoint",
+        "code",
+        "version",
+        "operation",
+        "model",
+        "type",
+        "batch",
+        "size",
+        "source",
+    }
+)
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -164,9 +220,12 @@ def parse_labels(items: list[str]) -> Labels:
 def parse_url(text: str, *, allow_query: bool) -> str:
     """Return a validated http(s) URL without credentials or a trailing slash."""
     url = text.strip()
+    # never echo what may be a password: `user:pw@host` without a scheme is not
+    # recognised as credentials by urlsplit, so hide everything up to the last `@`
+    shown = "***@" + url.rpartition("@")[2] if "@" in url else url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        msg = f"expected an http:// or https:// URL, got {url!r}"
+        msg = f"expected an http:// or https:// URL, got {shown!r}"
         raise ValueError(msg)
     if parts.username is not None or parts.password is not None:
         msg = "credentials in the URL are not allowed: use VM_USERNAME and VM_PASSWORD"
@@ -174,10 +233,10 @@ def parse_url(text: str, *, allow_query: bool) -> str:
     try:
         _ = parts.port
     except ValueError:
-        msg = f"the port in {url!r} is not a number from 0 to 65535"
+        msg = f"the port in {shown!r} is not a number from 0 to 65535"
         raise ValueError(msg) from None
     if parts.fragment or (parts.query and not allow_query):
-        msg = f"expected a URL without a query or fragment, got {url!r}"
+        msg = f"expected a URL without a query or fragment, got {shown!r}"
         raise ValueError(msg)
     return url.rstrip("/") if not parts.query else url
 
@@ -254,8 +313,8 @@ class _Resolver:
         if path:
             try:
                 value = self.read_file(path).rstrip("\r\n")
-            except OSError as exc:
-                reason = exc.strerror or type(exc).__name__
+            except (OSError, UnicodeError) as exc:  # a binary file is not UTF-8
+                reason = getattr(exc, "strerror", None) or type(exc).__name__
                 self.problems.append(
                     f"{name}{SECRET_FILE_SUFFIX}: cannot read {path!r}: {reason}"
                 )
@@ -331,10 +390,12 @@ def load_settings(
         extra_labels=tuple(sorted(dict(extra).items())),
         retry_budget_s=budget,
         http_timeout_s=timeout,
-        log_level=r.parse(_option("LOG_LEVEL"), lambda t: _parse_choice(t, LOG_LEVELS),
-                          "info"),
-        log_format=r.parse(_option("LOG_FORMAT"),
-                           lambda t: _parse_choice(t, LOG_FORMATS), "text"),
+        log_level=r.parse(
+            _option("LOG_LEVEL"), lambda t: _parse_choice(t, LOG_LEVELS), "info"
+        ),
+        log_format=r.parse(
+            _option("LOG_FORMAT"), lambda t: _parse_choice(t, LOG_FORMATS), "text"
+        ),
     )
     if r.problems:
         raise ConfigError(r.problems)

@@ -28,10 +28,17 @@ PROJECTS = (
 
 # project id -> (line item -> typical daily USD)
 SPEND: dict[str, dict[str, float]] = {
-    "proj_demo_chat": {"gpt-4o, input": 18.0, "gpt-4o, output": 27.0,
-                       "gpt-4o-mini, input": 2.5},
-    "proj_demo_search": {"text-embedding-3-small": 4.0, "gpt-4o-mini, input": 3.0,
-                         "gpt-4o-mini, output": 4.5, "file search tool calls": 1.2},
+    "proj_demo_chat": {
+        "gpt-4o, input": 18.0,
+        "gpt-4o, output": 27.0,
+        "gpt-4o-mini, input": 2.5,
+    },
+    "proj_demo_search": {
+        "text-embedding-3-small": 4.0,
+        "gpt-4o-mini, input": 3.0,
+        "gpt-4o-mini, output": 4.5,
+        "file search tool calls": 1.2,
+    },
     "proj_demo_eval": {"gpt-4o, input": 6.0, "gpt-4o, output": 8.0},
     "proj_demo_intl": {"gpt-4o-mini, input": 1.5, "gpt-4o-mini, output": 2.0},
     "proj_demo_legacy": {"gpt-4o, input": 9.0},
@@ -79,6 +86,7 @@ class DemoOrganization:
                     if day == today:
                         value *= elapsed
                     if value > 0:
-                        page.append(CostLine(day, project_id, line_item, "usd",
-                                             round(value, 6)))
+                        page.append(
+                            CostLine(day, project_id, line_item, "usd", round(value, 6))
+                        )
             yield page

@@ -37,14 +37,15 @@ def format_value(value: float) -> str:
 
 def series_prefix(name: str, labels: Labels) -> str:
     """Return `name{k="v",...}` for one series, validating name and label names."""
-    if not _METRIC_NAME.match(name):
+    # fullmatch: `$` in match() would accept a name ending in a newline
+    if not _METRIC_NAME.fullmatch(name):
         msg = f"invalid metric name {name!r}"
         raise ValueError(msg)
     if not labels:
         return name
     parts = []
     for key, value in labels:
-        if not _LABEL_NAME.match(key):
+        if not _LABEL_NAME.fullmatch(key):
             msg = f"invalid label name {key!r} on {name}"
             raise ValueError(msg)
         parts.append(f'{key}="{escape_label_value(value)}"')
@@ -75,13 +76,14 @@ def render_chunks(
     samples: Iterable[Sample], max_bytes: int = DEFAULT_CHUNK_BYTES
 ) -> Iterator[bytes]:
     """Yield the exposition in pieces of at most about `max_bytes`, whole lines only."""
-    lines: list[str] = []
+    lines: list[bytes] = []
     size = 0
-    for line in render_lines(samples):
+    for text in render_lines(samples):
+        line = text.encode()  # count bytes, not characters: UTF-8 labels are longer
         lines.append(line)
         size += len(line)
         if size >= max_bytes:
-            yield "".join(lines).encode()
+            yield b"".join(lines)
             lines, size = [], 0
     if lines:
-        yield "".join(lines).encode()
+        yield b"".join(lines)

@@ -49,8 +49,9 @@ class Ledger:
             if old is None or old != sample.value:
                 if old is not None and sample.value < old:
                     revisions.append(
-                        Revision(sample.name, sample.labels, sample.ts_ms, old,
-                                 sample.value)
+                        Revision(
+                            sample.name, sample.labels, sample.ts_ms, old, sample.value
+                        )
                     )
                 yield sample
 

@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "taskName",
+    "message",
+    "asctime",
+    "taskName",
 }
 
 
@@ -35,12 +37,19 @@ def _text_value(value: Any) -> str:
     return text
 
 
+def _json_escaped(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
 class RedactingFormatter(logging.Formatter):
     """Base formatter that replaces every known secret with `***` in the output."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        # also the JSON-escaped form: both formatters escape `"` and `\` (the text
+        # one in quoted values), which would hide a secret from a plain search
+        forms = {f for s in secrets if s for f in (s, _json_escaped(s))}
+        self._secrets = sorted(forms, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
         """Return `text` with every secret replaced by `***`."""

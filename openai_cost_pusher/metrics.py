@@ -145,9 +145,7 @@ class SelfStats:
     version: str
     last_success: dict[str, float] = field(default_factory=dict)
     cycle_duration_s: float | None = None
-    cycles: dict[str, int] = field(
-        default_factory=lambda: {"success": 0, "failure": 0}
-    )
+    cycles: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
     api_requests: dict[tuple[str, str], int] = field(default_factory=dict)
     samples_pushed: int = 0
     downward_revisions: int = 0
@@ -162,8 +160,9 @@ def self_samples(stats: SelfStats, extra: Labels, now_ms: int) -> list[Sample]:
     """Return the self-monitoring samples, all stamped at `now_ms`."""
 
     def sample(name: str, value: float, **labels: str) -> Sample:
-        return Sample(name, tuple(sorted({**dict(extra), **labels}.items())), value,
-                      now_ms)
+        return Sample(
+            name, tuple(sorted({**dict(extra), **labels}.items())), value, now_ms
+        )
 
     out = [sample(LAST_SUCCESS, t, dataset=d) for d, t in stats.last_success.items()]
     if stats.cycle_duration_s is not None:

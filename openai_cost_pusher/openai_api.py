@@ -88,7 +88,10 @@ def parse_amount_value(value: Any, where: str) -> float:
     if isinstance(value, bool):
         number = None
     elif isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a JSON integer beyond the float range
+            number = None
     elif isinstance(value, str) and _DECIMAL.match(value.strip()):
         number = float(value.strip())
     else:
@@ -128,8 +131,9 @@ def parse_cost_bucket(bucket: Any, where: str) -> tuple[int, list[CostLine]]:
         result = _object(item, at)
         kind = result.get("object")
         if kind != "organization.costs.result":
-            raise BadResponse(f"{at}.object: expected organization.costs.result, "
-                              f"got {kind!r:.60}")
+            raise BadResponse(
+                f"{at}.object: expected organization.costs.result, got {kind!r:.60}"
+            )
         amount = result.get("amount")
         if amount is None:
             continue  # optional in the spec: such a result carries no cost
@@ -227,11 +231,18 @@ class AdminApi:
         endpoint = path.rsplit("/", 1)[-1]
         try:
             resp = send(
-                self._session, "GET", self._base_url + path, what=where,
-                timeouts=self._timeouts, unavailable=Transient, stop=self._stop,
+                self._session,
+                "GET",
+                self._base_url + path,
+                what=where,
+                timeouts=self._timeouts,
+                unavailable=Transient,
+                stop=self._stop,
                 params=params,
-                headers={"Authorization": f"Bearer {self._key.reveal()}",
-                         "Accept": "application/json"},
+                headers={
+                    "Authorization": f"Bearer {self._key.reveal()}",
+                    "Accept": "application/json",
+                },
             )
         except Transient:
             self._count(endpoint, "error")
@@ -246,8 +257,9 @@ class AdminApi:
             )
         if status != 200:
             message = _error_message(resp.content)
-            raise RequestRejected(f"{where}: HTTP {status}" +
-                                  (f": {message}" if message else ""))
+            raise RequestRejected(
+                f"{where}: HTTP {status}" + (f": {message}" if message else "")
+            )
         self._last_size = len(resp.content)
         return decode_json(resp.content, where)
 
@@ -299,8 +311,9 @@ class AdminApi:
         while segment < end:
             limit = self._costs_limit()
             seg_end = min(end, segment + limit * DAY)
-            yield from self._costs_query(segment, seg_end, limit, final=seg_end == end,
-                                         seen=seen)
+            yield from self._costs_query(
+                segment, seg_end, limit, final=seg_end == end, seen=seen
+            )
             segment = seg_end
 
     def _costs_query(
@@ -331,8 +344,10 @@ class AdminApi:
                     # the API's clock already reached tomorrow: next cycle's business
                     continue
                 if not start <= day < end:
-                    raise BadResponse(f"{where}: data[{i}].start_time: {day} is "
-                                      f"outside the requested {start}..{end}")
+                    raise BadResponse(
+                        f"{where}: data[{i}].start_time: {day} is "
+                        f"outside the requested {start}..{end}"
+                    )
                 if day in seen:
                     raise BadResponse(f"{where}: data[{i}]: day {day} served twice")
                 seen.add(day)
@@ -345,4 +360,3 @@ class AdminApi:
                 raise BadResponse(f"{where}.next_page: the cursor repeats")
             cursors.add(page_token)
         raise BadResponse(f"{where}: more than {MAX_PAGES} pages")
-

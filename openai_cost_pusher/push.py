@@ -89,24 +89,39 @@ class VmClient:
     def _post_once(self, body: bytes) -> None:
         what = "push to VictoriaMetrics"
         resp = send(
-            self._session, "POST", self._url, what=what, timeouts=self._timeouts,
-            unavailable=PushUnavailable, stop=self._stop, data=body,
+            self._session,
+            "POST",
+            self._url,
+            what=what,
+            timeouts=self._timeouts,
+            unavailable=PushUnavailable,
+            stop=self._stop,
+            data=body,
             allow_redirects=False,
-            headers=self._headers(**{"Content-Encoding": "gzip",
-                                     "Content-Type": "text/plain; version=0.0.4"}),
+            headers=self._headers(
+                **{
+                    "Content-Encoding": "gzip",
+                    "Content-Type": "text/plain; version=0.0.4",
+                }
+            ),
         )
         status = resp.status_code
         if 200 <= status < 300:
             return
         if status == 429 or status >= 500:
-            raise PushUnavailable(f"{what}: HTTP {status}",
-                                  retry_after=parse_retry_after(resp.headers))
+            raise PushUnavailable(
+                f"{what}: HTTP {status}", retry_after=parse_retry_after(resp.headers)
+            )
         if status in (401, 403):
-            raise PushRejected(f"{what}: credentials rejected (HTTP {status}); "
-                               "check VM_USERNAME/VM_PASSWORD or VM_BEARER_TOKEN")
+            raise PushRejected(
+                f"{what}: credentials rejected (HTTP {status}); "
+                "check VM_USERNAME/VM_PASSWORD or VM_BEARER_TOKEN"
+            )
         if 300 <= status < 400:
-            raise PushRejected(f"{what}: HTTP {status} redirect; set VM_PUSH_URL to "
-                               "the final import URL")
+            raise PushRejected(
+                f"{what}: HTTP {status} redirect; set VM_PUSH_URL to "
+                "the final import URL"
+            )
         message = _server_message(resp.text)
         suffix = f": {message}" if message else ""
         raise PushRejected(f"{what}: HTTP {status}{suffix}")
@@ -133,25 +148,45 @@ class VmClient:
         """
         parts = urlsplit(self._url)
         if parts.path.rstrip("/") != IMPORT_SUFFIX:
-            log.info("cannot check deduplication behind this push URL",
-                     extra={"reason": "not a single-node import path"})
+            log.info(
+                "cannot check deduplication behind this push URL",
+                extra={"reason": "not a single-node import path"},
+            )
             return "unknown"
         root = f"{parts.scheme}://{parts.netloc}"
         try:
-            info = send(self._session, "GET", root + "/api/v1/status/buildinfo",
-                        what="dedup check", timeouts=self._timeouts,
-                        unavailable=PushUnavailable, stop=self._stop,
-                        headers=self._headers())
-            flags = send(self._session, "GET", root + "/flags", what="dedup check",
-                         timeouts=self._timeouts, unavailable=PushUnavailable,
-                         stop=self._stop, headers=self._headers())
+            info = send(
+                self._session,
+                "GET",
+                root + "/api/v1/status/buildinfo",
+                what="dedup check",
+                timeouts=self._timeouts,
+                unavailable=PushUnavailable,
+                stop=self._stop,
+                headers=self._headers(),
+            )
+            flags = send(
+                self._session,
+                "GET",
+                root + "/flags",
+                what="dedup check",
+                timeouts=self._timeouts,
+                unavailable=PushUnavailable,
+                stop=self._stop,
+                headers=self._headers(),
+            )
         except (PushUnavailable, Stopped) as exc:
             log.info("cannot check deduplication", extra={"reason": str(exc)})
             return "unknown"
-        if (info.status_code != 200 or flags.status_code != 200
-                or _PROXY_FLAG.search(flags.text)):
-            log.info("cannot check deduplication behind this push URL",
-                     extra={"reason": "not a single-node VictoriaMetrics"})
+        if (
+            info.status_code != 200
+            or flags.status_code != 200
+            or _PROXY_FLAG.search(flags.text)
+        ):
+            log.info(
+                "cannot check deduplication behind this push URL",
+                extra={"reason": "not a single-node VictoriaMetrics"},
+            )
             return "unknown"
         match = _DEDUP_FLAG.search(flags.text)
         if match and match.group(1) not in ("", "0", "0s", "0ms"):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+import urllib3.exceptions
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -81,13 +82,19 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, seconds)
 
 
-def _reason(exc: requests.RequestException) -> str:
+def _reason(exc: Exception) -> str:
     """Return a short reason without the URL (requests repeats it at length)."""
     text = str(exc.args[0]) if exc.args else type(exc).__name__
-    for marker in ("Connection refused", "Name or service not known",
-                   "Temporary failure in name resolution", "timed out",
-                   "Connection reset", "Remote end closed connection",
-                   "No route to host", "certificate verify failed"):
+    for marker in (
+        "Connection refused",
+        "Name or service not known",
+        "Temporary failure in name resolution",
+        "timed out",
+        "Connection reset",
+        "Remote end closed connection",
+        "No route to host",
+        "certificate verify failed",
+    ):
         if marker in text:
             return marker.lower()
     return type(exc).__name__
@@ -113,13 +120,18 @@ def send(
         raise Stopped(f"{what}: stop requested")
     try:
         return session.request(method, url, timeout=timeouts.pair(), **kwargs)
+    except requests.ConnectTimeout as exc:
+        msg = f"{what}: cannot connect within {timeouts.connect:g}s"
+        raise unavailable(msg) from exc
     except requests.Timeout as exc:
         msg = f"{what}: no answer within {timeouts.read:g}s"
         raise unavailable(msg) from exc
     except requests.ConnectionError as exc:
         msg = f"{what}: cannot connect ({_reason(exc)})"
         raise unavailable(msg) from exc
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        # requests lets some urllib3 errors through unwrapped, such as the
+        # LocationParseError of a host name with an empty label (`api..example.com`).
         msg = f"{what}: request failed ({_reason(exc)})"
         raise unavailable(msg) from exc
 
@@ -147,9 +159,12 @@ def _log_retry(state: RetryCallState) -> None:
     """Log one WARNING per retry, naming the failure and the wait."""
     exc = state.outcome.exception() if state.outcome else None
     log.warning(
-        "retrying: %s", exc,
-        extra={"attempt": state.attempt_number,
-               "wait_s": round(state.upcoming_sleep, 3)},
+        "retrying: %s",
+        exc,
+        extra={
+            "attempt": state.attempt_number,
+            "wait_s": round(state.upcoming_sleep, 3),
+        },
     )
 
 

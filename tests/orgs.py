@@ -45,17 +45,19 @@ CostKey = tuple[str, str, str, int]
 """project_id, line_item, currency, day in ms: how a daily value is compared."""
 
 
-def seed_odd_org(fake: FakeOpenAI, today: int, *, days_back: int = 35,
-                 seed: int = 7) -> None:
+def seed_odd_org(
+    fake: FakeOpenAI, today: int, *, days_back: int = 35, seed: int = 7
+) -> None:
     """Fill `fake` with the odd projects and random costs for `days_back` days."""
     for project_id, (name, archived) in ODD_PROJECTS.items():
         fake.add_project(project_id, name, archived=archived)
     rng = random.Random(seed)
     for day in range(today - days_back * DAY, today + DAY, DAY):
-        for project_id in [*ODD_PROJECTS, None]:
+        owners: list[str | None] = [*ODD_PROJECTS, None]
+        for owner in owners:
             for item in LINE_ITEMS:
                 if rng.random() < 0.85:
-                    fake.set_cost(day, project_id, item, rng.uniform(0.0001, 80.0))
+                    fake.set_cost(day, owner, item, rng.uniform(0.0001, 80.0))
 
 
 def fake_costs(fake: FakeOpenAI, start: int, end: int) -> dict[CostKey, float]:
@@ -84,8 +86,9 @@ def vm_costs(
     return out
 
 
-def assert_equal_costs(expected: dict[CostKey, float],
-                       actual: dict[CostKey, float]) -> None:
+def assert_equal_costs(
+    expected: dict[CostKey, float], actual: dict[CostKey, float]
+) -> None:
     """Assert both hold the same keys and values within 1e-9 relative."""
     missing = sorted(set(expected) - set(actual))
     extra = sorted(set(actual) - set(expected))
@@ -93,7 +96,10 @@ def assert_equal_costs(expected: dict[CostKey, float],
     assert not extra, f"not in the API: {extra[:5]}"
     for key, value in expected.items():
         assert abs(actual[key] - value) <= 1e-9 * max(abs(value), 1e-12), (
-            key, value, actual[key])
+            key,
+            value,
+            actual[key],
+        )
 
 
 def make_pusher(
@@ -111,19 +117,32 @@ def make_pusher(
     recorded = sleeps if sleeps is not None else []
     stats = SelfStats(version="test")
     api = AdminApi(
-        make_session(), fake.base_url, Secret(fake.admin_key),
-        timeouts=Timeouts(2.0, 5.0), stop=stop, count_request=stats.count_request,
+        make_session(),
+        fake.base_url,
+        Secret(fake.admin_key),
+        timeouts=Timeouts(2.0, 5.0),
+        stop=stop,
+        count_request=stats.count_request,
         retrying=lambda: retry_policy(120, stop, sleep=recorded.append),
     )
     client = VmClient(
-        make_session(), push_url, authorization=None, timeouts=Timeouts(2.0, 5.0),
+        make_session(),
+        push_url,
+        authorization=None,
+        timeouts=Timeouts(2.0, 5.0),
         stop=stop,
-        retrying=lambda: retry_policy(120, stop, sleep=recorded.append,
-                                      max_attempts=2),
+        retrying=lambda: retry_policy(120, stop, sleep=recorded.append, max_attempts=2),
     )
-    return Pusher(api, client, lookback_days=lookback_days,
-                  backfill_days=backfill_days, extra_labels=(("job", "test"),),
-                  clock=clock, stats=stats, chunk_bytes=64 * 1024)
+    return Pusher(
+        api,
+        client,
+        lookback_days=lookback_days,
+        backfill_days=backfill_days,
+        extra_labels=(("job", "test"),),
+        clock=clock,
+        stats=stats,
+        chunk_bytes=64 * 1024,
+    )
 
 
 def dead_url() -> str:

@@ -30,10 +30,10 @@ def free_port() -> int:
 
 
 def vm_bin_dir() -> Path:
-    """Return the folder that holds the VictoriaMetrics 1.112 and Alertmanager binaries.
+    """Return the folder with the VictoriaMetrics 1.112 and Alertmanager binaries.
 
-    `scripts/fetch-victoriametrics.sh` fills it; `VM_BIN_DIR` overrides the place. A test
-    that needs a binary fails (never skips) when it is missing, because CI installs it.
+    `scripts/fetch-victoriametrics.sh` fills it; `VM_BIN_DIR` overrides the place. A
+    test that needs a binary fails (never skips) when it is missing: CI installs it.
     """
     return Path(os.environ.get("VM_BIN_DIR", ROOT / ".cache" / "vm" / "bin"))
 
@@ -58,7 +58,7 @@ class ServerProcess:
         self.args = list(args)
         self.log_path = log_path
         self._log = log_path.open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603 - the args are ours
+        self.proc = subprocess.Popen(
             self.args,
             stdout=self._log,
             stderr=subprocess.STDOUT,

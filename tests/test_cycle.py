@@ -57,8 +57,10 @@ def test_backfill_lands_every_daily_cost_exactly(
     assert report.ok, report.error
     assert_equal_costs(fake_costs(fake, *_window(clock, 30)), vm_costs(vm))
     _one_sample_per_day(vm, clock, 30)
-    labels = {s.metric.get("project_id", ""): s.metric["project"]
-              for s in vm.export('{__name__="openai_daily_cost"}')}
+    labels = {
+        s.metric.get("project_id", ""): s.metric["project"]
+        for s in vm.export('{__name__="openai_daily_cost"}')
+    }
     assert labels == EXPECTED_LABEL
     # several pages and queries were needed, each page repeating its query
     assert len(fake.requests_to("/organization/costs")) > 3
@@ -90,7 +92,9 @@ def test_revisions_replace_values_and_steady_state_pushes_only_live_series(
 
 
 def test_downward_revision_is_reported_and_counted(
-    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock,
+    fake: FakeOpenAI,
+    vm: VictoriaMetrics,
+    clock: Clock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A value revised down is logged naming series and day, and counted."""
@@ -129,7 +133,10 @@ def test_push_outage_heals_without_losing_a_day(
     good_sink = pusher.sink
     pusher_stop = threading.Event()
     pusher.sink = VmClient(
-        make_session(), dead_url(), authorization=None, timeouts=Timeouts(1, 1),
+        make_session(),
+        dead_url(),
+        authorization=None,
+        timeouts=Timeouts(1, 1),
         retrying=lambda: retry_policy(1, pusher_stop, sleep=lambda s: None),
         stop=pusher_stop,
     )
@@ -158,8 +165,9 @@ def test_restart_after_outage_backfills_missed_days(
     clock.advance_days(4)
     second = make_pusher(fake, vm.push_url, clock)  # a restart: fresh state
     assert second.run_cycle().ok
-    assert_equal_costs(fake_costs(fake, _window(clock, 34)[0], _window(clock, 1)[1]),
-                       vm_costs(vm))
+    assert_equal_costs(
+        fake_costs(fake, _window(clock, 34)[0], _window(clock, 1)[1]), vm_costs(vm)
+    )
     _one_sample_per_day(vm, clock, 30)
 
 
@@ -220,6 +228,8 @@ def test_vanished_project_keeps_its_name(
     fake.set_cost(today, "proj_never", "x", 4.0)
     clock.now += 60
     assert pusher.run_cycle().ok
-    labels = {s.metric.get("project_id", ""): s.metric["project"]
-              for s in vm.export('{__name__="openai_daily_cost"}')}
+    labels = {
+        s.metric.get("project_id", ""): s.metric["project"]
+        for s in vm.export('{__name__="openai_daily_cost"}')
+    }
     assert labels == {"proj_gone": "gone_soon", "proj_never": "unknown"}

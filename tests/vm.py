@@ -45,7 +45,9 @@ class VictoriaMetrics:
         ]
         if dedup:
             args.append("-dedup.minScrapeInterval=1ms")
-        self.process = ServerProcess("victoria-metrics", args, workdir / f"vm-{self.port}.log")
+        self.process = ServerProcess(
+            "victoria-metrics", args, workdir / f"vm-{self.port}.log"
+        )
         self.process.wait_http(f"{self.url}/health")
 
     @property
@@ -129,7 +131,9 @@ class VmAgent:
             "-remoteWrite.flushInterval=100ms",
             "-loggerLevel=WARN",
         ]
-        self.process = ServerProcess("vmagent", args, workdir / f"vmagent-{self.port}.log")
+        self.process = ServerProcess(
+            "vmagent", args, workdir / f"vmagent-{self.port}.log"
+        )
         self.process.wait_http(f"{self.url}/health")
 
     @property
@@ -143,7 +147,7 @@ class VmAgent:
 
 
 class VmAuth:
-    """A vmauth in front of one VictoriaMetrics, with one basic-auth and one bearer user."""
+    """A vmauth in front of one VictoriaMetrics, with a basic-auth and a bearer user."""
 
     def __init__(
         self,
@@ -168,7 +172,9 @@ class VmAuth:
             f"-auth.config={config}",
             "-loggerLevel=WARN",
         ]
-        self.process = ServerProcess("vmauth", args, workdir / f"vmauth-{self.port}.log")
+        self.process = ServerProcess(
+            "vmauth", args, workdir / f"vmauth-{self.port}.log"
+        )
         self.process.wait_http(f"{self.url}/health")
 
     @property
