@@ -21,7 +21,8 @@ import schedule
 
 from openai_cost_pusher import __version__
 from openai_cost_pusher.errors import CostPusherError, Stopped
-from openai_cost_pusher.exposition import DEFAULT_CHUNK_BYTES, render_chunks
+from openai_cost_pusher.exposition import DEFAULT_CHUNK_BYTES, render, render_chunks
+from openai_cost_pusher.health import HealthSnapshot
 from openai_cost_pusher.ledger import Ledger, Revision
 from openai_cost_pusher.metrics import (
     CostTable,
@@ -114,6 +115,7 @@ class Pusher:
         self.ledger = Ledger()
         self.names: dict[str, str | None] = {}
         self.unpushed_from: int | None = None
+        self.last_report: CycleReport | None = None
         self._started = False
 
     def run_cycle(self) -> CycleReport:
@@ -142,9 +144,25 @@ class Pusher:
         self.stats.cycles["success" if report.ok else "failure"] += 1
         self.stats.cycle_duration_s = time.monotonic() - started
         self.stats.samples_pushed = report.samples
+        self.last_report = report
         self._push_self(now)
         self._log_report(report)
         return report
+
+    def health(self, interval_s: float) -> HealthSnapshot:
+        """Return what the health listener reports, as of now."""
+        now = self.clock()
+        report = self.last_report
+        return HealthSnapshot(
+            now=now,
+            interval_s=interval_s,
+            last_success=self.stats.last_success.get("costs"),
+            last_ok=None if report is None else report.ok,
+            last_error=None if report is None else report.error,
+            metrics=render(
+                self_samples(self.stats, self.extra, int(now * 1000)), timestamps=False
+            ),
+        )
 
     def _costs_cycle(self, now: float, window: Window) -> CycleReport:
         projects = self.source.fetch_projects()

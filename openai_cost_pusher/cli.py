@@ -34,6 +34,7 @@ from openai_cost_pusher.config import (
 )
 from openai_cost_pusher.demo import DEMO_LABEL, DemoOrganization
 from openai_cost_pusher.errors import ConfigError, PushUnavailable
+from openai_cost_pusher.health import HealthServer
 from openai_cost_pusher.logs import make_formatter
 from openai_cost_pusher.metrics import SelfStats
 from openai_cost_pusher.openai_api import AdminApi
@@ -256,10 +257,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcome.append(True)
 
     _install_signals(stop)
+    health = None
+    if settings.listen is not None:
+        try:
+            health = HealthServer(
+                settings.listen, lambda: pusher.health(settings.interval_s)
+            )
+        except OSError as exc:
+            _error(
+                f"LISTEN: cannot listen on {settings.listen[0]}:"
+                f"{settings.listen[1]}: {exc.strerror or exc}"
+            )
+            return 2
     worker = threading.Thread(target=work, name="cycle", daemon=True)
     worker.start()
     while worker.is_alive() and not stop.is_set():
         worker.join(0.2)
+    if health is not None:
+        health.close()
     if stop.is_set():
         log.info("stopping")
         worker.join(STOP_GRACE_S)

@@ -120,6 +120,12 @@ OPTIONS: tuple[Option, ...] = (
         "30s",
         "read timeout of every HTTP call (the connect timeout is 5s or less)",
     ),
+    Option(
+        "LISTEN",
+        "--listen",
+        None,
+        "host:port of the health listener (/healthz, /metrics); empty: off",
+    ),
     Option("LOG_LEVEL", "--log-level", "info", "debug, info, warning or error"),
     Option(
         "LOG_FORMAT",
@@ -178,6 +184,7 @@ class Settings:
     http_timeout_s: float
     log_level: str
     log_format: str
+    listen: tuple[str, int] | None = None
 
     def secrets(self) -> list[str]:
         """Return every secret value, for the log redaction filter."""
@@ -239,6 +246,19 @@ def parse_url(text: str, *, allow_query: bool) -> str:
         msg = f"expected a URL without a query or fragment, got {shown!r}"
         raise ValueError(msg)
     return url.rstrip("/") if not parts.query else url
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """Return `(host, port)` from `host:port` or `:port`; empty text means off."""
+    value = text.strip()
+    if not value:
+        return None
+    host, sep, port_text = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        msg = f"expected host:port like 0.0.0.0:9108 or :9108, got {text!r}"
+        raise ValueError(msg)
+    return (host or "0.0.0.0", int(port_text))
 
 
 def _parse_days(text: str) -> int:
@@ -393,6 +413,7 @@ def load_settings(
         log_level=r.parse(
             _option("LOG_LEVEL"), lambda t: _parse_choice(t, LOG_LEVELS), "info"
         ),
+        listen=r.parse(_option("LISTEN"), parse_listen, None),
         log_format=r.parse(
             _option("LOG_FORMAT"), lambda t: _parse_choice(t, LOG_FORMATS), "text"
         ),

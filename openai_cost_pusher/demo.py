@@ -1,11 +1,11 @@
 """A simulated organization that answers like the Admin API, for `--demo`.
 
 It has a handful of projects (one archived, one with a non-Latin name), several line
-items, costs without a project, a month of history and a spend spike today, so the whole
-pipeline, the dashboard and the alerts can be tried without an admin key. Values are a
-pure function of the day, so re-fetching a day gives the same answer, and today's costs
-grow with the hour as real late-arriving costs do. Every sample the pusher makes from it
-carries `demo="true"`.
+items, costs without a project, a month of history and a spend spike on the day it
+starts, so the whole pipeline, the dashboard and the alerts can be tried without an
+admin key. Values are a pure function of the day (and of that start day), so re-fetching
+a day gives the same answer, and today's costs grow with the hour as real late-arriving
+costs do. Every sample the pusher makes from it carries `demo="true"`.
 """
 
 from __future__ import annotations
@@ -49,16 +49,20 @@ SPIKE_FACTOR = 4.0
 LEGACY_ARCHIVED_DAYS_AGO = 12
 
 
-def daily_cost(day: int, project_id: str, line_item: str, today: int) -> float:
-    """Return the simulated full-day cost of one line item on `day` (USD)."""
-    archived_since = today - LEGACY_ARCHIVED_DAYS_AGO * DAY
+def daily_cost(day: int, project_id: str, line_item: str, spike_day: int) -> float:
+    """Return the simulated full-day cost of one line item on `day` (USD).
+
+    `spike_day` is the day the demo started: the day of the spike, and the day the
+    legacy project's archiving is counted from.
+    """
+    archived_since = spike_day - LEGACY_ARCHIVED_DAYS_AGO * DAY
     if project_id == "proj_demo_legacy" and day > archived_since:
         return 0.0
     rng = random.Random(f"{day}:{project_id}:{line_item}")
     weekday = ((day // DAY) + 3) % 7  # 0 = Monday
     weekend = 0.55 if weekday >= 5 else 1.0
     value = SPEND[project_id][line_item] * weekend * rng.uniform(0.8, 1.2)
-    if day == today and project_id == SPIKE_PROJECT:
+    if day == spike_day and project_id == SPIKE_PROJECT:
         value *= SPIKE_FACTOR
     return value
 
@@ -68,6 +72,9 @@ class DemoOrganization:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
+        # Pinned at the first fetch: tied to the moving "today", yesterday's spike
+        # would vanish at midnight and be reported as a downward revision.
+        self._spike_day: int | None = None
 
     def fetch_projects(self) -> list[Project]:
         """Return the simulated projects, archived one included."""
@@ -77,12 +84,14 @@ class DemoOrganization:
         """Yield one page per day of `[start, end)`; today grows with the hour."""
         now = self._clock()
         today = day_of(now)
+        if self._spike_day is None:
+            self._spike_day = today
         elapsed = (now - today) / DAY
         for day in range(start, min(end, today + DAY), DAY):
             page = []
             for project_id, items in SPEND.items():
                 for line_item in items:
-                    value = daily_cost(day, project_id, line_item, today)
+                    value = daily_cost(day, project_id, line_item, self._spike_day)
                     if day == today:
                         value *= elapsed
                     if value > 0:

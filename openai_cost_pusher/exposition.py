@@ -52,11 +52,14 @@ def series_prefix(name: str, labels: Labels) -> str:
     return name + "{" + ",".join(parts) + "}"
 
 
-def render_lines(samples: Iterable[Sample]) -> Iterator[str]:
+def render_lines(
+    samples: Iterable[Sample], *, timestamps: bool = True
+) -> Iterator[str]:
     """Yield one exposition line (with its newline) per sample.
 
     The series prefix is built once per distinct series: a backfill repeats each series
-    for every day, so this halves the rendering work.
+    for every day, so this halves the rendering work. Without `timestamps` (for a
+    scrape endpoint) the lines end after the value.
     """
     prefixes: dict[tuple[str, Labels], str] = {}
     for sample in samples:
@@ -64,12 +67,15 @@ def render_lines(samples: Iterable[Sample]) -> Iterator[str]:
         prefix = prefixes.get(key)
         if prefix is None:
             prefix = prefixes[key] = series_prefix(sample.name, sample.labels)
-        yield f"{prefix} {format_value(sample.value)} {sample.ts_ms}\n"
+        if timestamps:
+            yield f"{prefix} {format_value(sample.value)} {sample.ts_ms}\n"
+        else:
+            yield f"{prefix} {format_value(sample.value)}\n"
 
 
-def render(samples: Iterable[Sample]) -> bytes:
+def render(samples: Iterable[Sample], *, timestamps: bool = True) -> bytes:
     """Return the whole exposition of `samples` as UTF-8 bytes."""
-    return "".join(render_lines(samples)).encode()
+    return "".join(render_lines(samples, timestamps=timestamps)).encode()
 
 
 def render_chunks(
