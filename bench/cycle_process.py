@@ -1,0 +1,76 @@
+"""Run a backfill cycle and a steady-state cycle in this process; print figures as JSON.
+
+Started by `bench/run.py` as a separate process, so that CPU time and peak RSS are the
+pusher's alone (the fake API and VictoriaMetrics run elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import threading
+import time
+
+from openai_cost_pusher.app import Pusher
+from openai_cost_pusher.config import Secret
+from openai_cost_pusher.metrics import SelfStats
+from openai_cost_pusher.openai_api import AdminApi
+from openai_cost_pusher.push import VmClient
+from openai_cost_pusher.transport import Timeouts, make_session, retry_policy
+
+
+def main() -> None:
+    """Run two cycles and print one JSON object with their figures."""
+    base_url, key, push_url = sys.argv[1:4]
+    stop = threading.Event()
+    stats = SelfStats(version="bench")
+    timeouts = Timeouts(5.0, 120.0)
+    api = AdminApi(
+        make_session(),
+        base_url,
+        Secret(key),
+        timeouts=timeouts,
+        stop=stop,
+        count_request=stats.count_request,
+        retrying=lambda: retry_policy(60, stop),
+    )
+    client = VmClient(
+        make_session(),
+        push_url,
+        authorization=None,
+        timeouts=timeouts,
+        stop=stop,
+        retrying=lambda: retry_policy(60, stop),
+    )
+    pusher = Pusher(
+        api,
+        client,
+        lookback_days=3,
+        backfill_days=30,
+        extra_labels=(("job", "bench"),),
+        stats=stats,
+    )
+    out = {}
+    for name in ("backfill", "steady"):
+        calls = sum(stats.api_requests.values())
+        cpu = time.process_time()
+        wall = time.monotonic()
+        report = pusher.run_cycle()
+        out[name] = {
+            "ok": report.ok,
+            "error": report.error,
+            "cpu_s": time.process_time() - cpu,
+            "wall_s": time.monotonic() - wall,
+            "api_requests": sum(stats.api_requests.values()) - calls,
+            "samples": report.samples,
+            "push_requests": report.stats.requests,
+            "raw_bytes": report.stats.raw_bytes,
+            "gzip_bytes": report.stats.gzip_bytes,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Test the ledger of pushed values: what is re-pushed, what is a downward revision.
+
+VictoriaMetrics' dedup keeps the largest value at a timestamp, so a lower value cannot
+replace a pushed one: the ledger reports it. Equal values are never pushed twice.
+"""
+
+from __future__ import annotations
+
+from openai_cost_pusher.ledger import Ledger, Revision
+from openai_cost_pusher.model import Labels, Sample
+
+DAY_MS = 86_400_000
+D0 = 1_730_419_200_000  # 2024-11-01 00:00 UTC in ms
+A: Labels = (("project_id", "proj_a"),)
+B: Labels = (("project_id", "proj_b"),)
+NAME = "openai_daily_cost"
+
+
+def _s(labels: Labels, day: int, value: float) -> Sample:
+    """Return a daily cost sample `day` days after D0."""
+    return Sample(NAME, labels, value, D0 + day * DAY_MS)
+
+
+def _window(first_day: int, days: int) -> tuple[int, int]:
+    """Return `[start_ms, end_ms)` for `days` days from `first_day`."""
+    return D0 + first_day * DAY_MS, D0 + (first_day + days) * DAY_MS
+
+
+def _changed(
+    ledger: Ledger, samples: list[Sample]
+) -> tuple[list[Sample], list[Revision]]:
+    """Return what `changed` yields and the revisions it reports."""
+    revisions: list[Revision] = []
+    return list(ledger.changed(samples, revisions)), revisions
+
+
+def test_empty_ledger_yields_everything() -> None:
+    """Before anything is committed, every sample is new."""
+    samples = [_s(A, 0, 1.0), _s(A, 1, 2.0), _s(B, 0, 3.0)]
+    changed, revisions = _changed(Ledger(), samples)
+    assert changed == samples
+    assert revisions == []
+
+
+def test_changed_does_not_record() -> None:
+    """`changed` alone records nothing: a push that failed is retried in full."""
+    ledger = Ledger()
+    samples = [_s(A, 0, 1.0)]
+    assert _changed(ledger, samples)[0] == samples
+    assert _changed(ledger, samples)[0] == samples
+    assert len(ledger) == 0
+
+
+def test_equal_values_are_not_repushed() -> None:
+    """After a commit, the same values yield nothing."""
+    ledger = Ledger()
+    samples = [_s(A, 0, 1.0), _s(A, 1, 2.0), _s(B, 1, 0.0)]
+    assert ledger.commit(samples, *_window(0, 2)) == []
+    assert len(ledger) == 3
+    assert _changed(ledger, samples) == ([], [])
+
+
+def test_new_and_changed_values_only() -> None:
+    """Only new days, new series and changed values are yielded, in input order."""
+    ledger = Ledger()
+    ledger.commit([_s(A, 0, 1.0), _s(A, 1, 2.0)], *_window(0, 2))
+    now = [_s(A, 0, 1.0), _s(A, 1, 2.5), _s(A, 2, 0.5), _s(B, 1, 4.0)]
+    changed, revisions = _changed(ledger, now)
+    assert changed == [_s(A, 1, 2.5), _s(A, 2, 0.5), _s(B, 1, 4.0)]
+    assert revisions == []
+
+
+def test_downward_revision_is_pushed_and_reported() -> None:
+    """A lower value is still yielded and reported with its old and new values."""
+    ledger = Ledger()
+    ledger.commit([_s(A, 0, 5.0), _s(A, 1, 2.0)], *_window(0, 2))
+    changed, revisions = _changed(ledger, [_s(A, 0, 4.5), _s(A, 1, 2.0)])
+    assert changed == [_s(A, 0, 4.5)]
+    assert revisions == [Revision(NAME, A, D0, 5.0, 4.5)]
+
+
+def test_downward_revision_reported_once() -> None:
+    """After the lower value is committed, it is neither re-pushed nor re-reported."""
+    ledger = Ledger()
+    ledger.commit([_s(A, 0, 5.0)], *_window(0, 1))
+    lower = [_s(A, 0, 4.5)]
+    assert len(_changed(ledger, lower)[1]) == 1
+    assert ledger.commit(lower, *_window(0, 1)) == []
+    assert _changed(ledger, lower) == ([], [])
+
+
+def test_commit_reports_vanished_points_inside_window() -> None:
+    """A series or day pushed before and missing now, inside the window, is reported."""
+    ledger = Ledger()
+    ledger.commit([_s(A, 0, 1.0), _s(A, 1, 2.0), _s(B, 1, 3.0)], *_window(0, 2))
+    gone = ledger.commit([_s(A, 0, 1.0)], *_window(0, 2))
+    assert sorted(gone, key=lambda r: (r.labels, r.ts_ms)) == [
+        Revision(NAME, A, D0 + DAY_MS, 2.0, None),
+        Revision(NAME, B, D0 + DAY_MS, 3.0, None),
+    ]
+    assert len(ledger) == 1
+    # reappearing later, a vanished point counts as new again
+    assert _changed(ledger, [_s(B, 1, 3.0)])[0] == [_s(B, 1, 3.0)]
+
+
+def test_commit_keeps_points_outside_window() -> None:
+    """Points older than the window, or at its end, are neither reported nor dropped."""
+    ledger = Ledger()
+    ledger.commit([_s(A, day, 1.0) for day in range(5)], *_window(0, 5))
+    gone = ledger.commit([_s(A, 2, 1.0), _s(A, 3, 1.0)], *_window(2, 2))
+    assert gone == []
+    assert len(ledger) == 5
+    assert _changed(ledger, [_s(A, day, 1.0) for day in range(5)]) == ([], [])
+
+
+def test_commit_window_end_is_exclusive() -> None:
+    """A point at `end_ms` is outside the window and survives a commit."""
+    ledger = Ledger()
+    ledger.commit([_s(A, 0, 1.0), _s(A, 1, 1.0)], *_window(0, 2))
+    assert ledger.commit([], *_window(0, 1)) == [Revision(NAME, A, D0, 1.0, None)]
+    assert len(ledger) == 1
+
+
+def test_commit_records_new_values() -> None:
+    """A commit replaces pushed values by the current answer."""
+    ledger = Ledger()
+    ledger.commit([_s(A, 0, 1.0)], *_window(0, 1))
+    ledger.commit([_s(A, 0, 3.0)], *_window(0, 1))
+    assert _changed(ledger, [_s(A, 0, 3.0)]) == ([], [])
+    assert _changed(ledger, [_s(A, 0, 1.0)])[1] == [Revision(NAME, A, D0, 3.0, 1.0)]
+
+
+def test_forget_before_drops_old_points() -> None:
+    """Points older than the cut are forgotten; newer ones, and the cut day, stay."""
+    ledger = Ledger()
+    ledger.commit(
+        [_s(A, 0, 1.0), _s(A, 1, 1.0), _s(A, 2, 1.0), _s(B, 0, 1.0)], *_window(0, 3)
+    )
+    ledger.forget_before(D0 + DAY_MS)
+    assert len(ledger) == 2
+    everything = [_s(A, 0, 1.0), _s(A, 1, 1.0), _s(A, 2, 1.0), _s(B, 0, 1.0)]
+    assert _changed(ledger, everything)[0] == [_s(A, 0, 1.0), _s(B, 0, 1.0)]
+    # a forgotten point is not reported as vanished either
+    assert ledger.commit([], *_window(-5, 5)) == []
+
+
+def test_series_are_told_apart_by_name_and_labels() -> None:
+    """The same labels under another metric name, or at another time, are new."""
+    ledger = Ledger()
+    ledger.commit([_s(A, 0, 1.0)], *_window(0, 1))
+    other_name = Sample("openai_cost_today", A, 1.0, D0)
+    changed, _ = _changed(ledger, [other_name, _s(A, 0, 1.0)])
+    assert changed == [other_name]

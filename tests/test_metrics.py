@@ -1,0 +1,377 @@
+"""Test the metric contract: name normalization, project labels and the sample builders.
+
+The rules come from DESIGN.md section 3: `project` is the normalized name, with
+`unattributed`, `unknown` and the id itself as fallbacks; `project_id` keeps projects
+with alike names apart; daily costs are stamped at 00:00 UTC and the live series at
+push time.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from openai_cost_pusher.metrics import (
+    API_REQUESTS,
+    BUILD_INFO,
+    COST_TODAY,
+    CYCLE_DURATION,
+    CYCLES_TOTAL,
+    DAILY_COST,
+    DOWNWARD_REVISIONS,
+    LAST_SUCCESS,
+    SAMPLES_PUSHED,
+    UNATTRIBUTED,
+    UNKNOWN,
+    CostTable,
+    SelfStats,
+    add_cost_lines,
+    cost_samples,
+    merge_names,
+    normalize_name,
+    project_label,
+    self_samples,
+    today_samples,
+)
+from openai_cost_pusher.model import CostLine, Labels, Project, Sample
+
+DAY = 86_400
+T0 = 1_730_419_200  # 2024-11-01 00:00 UTC
+NOW_MS = (T0 + 10 * 3600) * 1000
+JOB: Labels = (("job", "openai-cost-pusher"),)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Assistant Test/Eval", "assistant_test_eval"),
+        ("Ünïcode Проект ✓", "ünïcode_проект"),
+        ("U\u0308ni\u0308code Проект ✓", "ünïcode_проект"),  # decomposed input
+        ("Customer Chat", "customer_chat"),
+        ("Search & Retrieval", "search_retrieval"),
+        ("chat_bot", "chat_bot"),
+        ("a__b", "a_b"),
+        ("a - b", "a_b"),
+        ("Prod 2024", "prod_2024"),
+        ("  --Chat Bot!!  ", "chat_bot"),
+        ("__x__", "x"),
+        ("✓ ok ✓", "ok"),
+        ("日本語 チーム", "日本語_チーム"),
+        ("ÀÉÎ", "àéî"),
+        ("v2.0-beta", "v2_0_beta"),
+        ("tab\tand\nnewline", "tab_and_newline"),
+    ],
+)
+def test_normalize_name(name: str, expected: str) -> None:
+    """Names lowercase, runs of non-letters/digits become one `_`, ends are stripped."""
+    assert normalize_name(name) == expected
+
+
+@pytest.mark.parametrize("name", ["", " ", "___", "!!!", "✓✓", "🙂", " - / - ", "\n"])
+def test_normalize_name_to_nothing(name: str) -> None:
+    """Names without a letter or digit normalize to the empty string."""
+    assert normalize_name(name) == ""
+
+
+@settings(max_examples=300)
+@given(st.text())
+def test_normalize_name_is_idempotent(name: str) -> None:
+    """Normalizing a normalized name changes nothing."""
+    once = normalize_name(name)
+    assert normalize_name(once) == once
+
+
+@settings(max_examples=300)
+@given(st.text())
+def test_normalize_name_charset(name: str) -> None:
+    """Output holds only letters, digits and single `_`, never at either end."""
+    out = normalize_name(name)
+    assert all(ch.isalnum() or ch == "_" for ch in out)
+    assert "__" not in out
+    assert not out.startswith("_")
+    assert not out.endswith("_")
+
+
+@given(st.text(alphabet=st.characters(categories=["Ll", "Lo", "Nd"]), min_size=1))
+def test_normalize_name_keeps_letters_and_digits(name: str) -> None:
+    """A name of lowercase letters and digits only (NFC) comes back unchanged."""
+    assume(unicodedata.normalize("NFC", name) == name and name.lower() == name)
+    assert normalize_name(name) == name
+
+
+NAMES: dict[str, str | None] = {
+    "proj_a": "Chat Bot",
+    "proj_none": None,
+    "proj_empty": "",
+    "proj_junk": "✓ ✓ ✓",
+    "proj_intl": "Ünïcode Проект ✓",
+}
+
+
+@pytest.mark.parametrize(
+    ("project_id", "expected"),
+    [
+        ("", UNATTRIBUTED),
+        ("proj_a", "chat_bot"),
+        ("proj_intl", "ünïcode_проект"),
+        ("proj_missing", UNKNOWN),
+        ("proj_none", "proj_none"),
+        ("proj_empty", "proj_empty"),
+        ("proj_junk", "proj_junk"),
+    ],
+)
+def test_project_label(project_id: str, expected: str) -> None:
+    """Empty id is unattributed, absent id unknown, unusable name falls back to id."""
+    assert project_label(project_id, NAMES) == expected
+
+
+def test_project_label_unattributed_even_if_listed() -> None:
+    """An empty project id is `unattributed` even if the names map has a "" key."""
+    assert project_label("", {"": "Something"}) == UNATTRIBUTED
+
+
+def test_unknown_needs_empty_names_map() -> None:
+    """With no project list at all, every non-empty id is `unknown`."""
+    assert project_label("proj_a", {}) == UNKNOWN
+
+
+def test_merge_names_keeps_vanished_projects() -> None:
+    """A project missing from the new list keeps its last name, not `unknown`."""
+    known: dict[str, str | None] = {"proj_old": "Old Name", "proj_a": "A"}
+    merged = merge_names(
+        known, [Project("proj_a", "A2"), Project("proj_b", None, archived=True)]
+    )
+    assert merged == {"proj_old": "Old Name", "proj_a": "A2", "proj_b": None}
+    assert known == {"proj_old": "Old Name", "proj_a": "A"}  # input not mutated
+    assert project_label("proj_old", merged) == "old_name"
+    assert project_label("proj_b", merged) == "proj_b"
+
+
+def test_merge_names_with_empty_list_keeps_everything() -> None:
+    """An empty project list changes no known name."""
+    assert merge_names({"proj_a": "A"}, []) == {"proj_a": "A"}
+
+
+def _line(
+    day: int = T0,
+    project_id: str = "proj_a",
+    line_item: str = "gpt-4o, input",
+    currency: str = "usd",
+    value: float = 1.0,
+) -> CostLine:
+    return CostLine(day, project_id, line_item, currency, value)
+
+
+def test_add_cost_lines_sums_duplicates() -> None:
+    """Lines that share project, line item, currency and day are summed."""
+    table: CostTable = {}
+    add_cost_lines(table, [_line(value=0.1), _line(value=0.2)])
+    add_cost_lines(table, [_line(value=0.25)])  # a later page adds to the same day
+    assert table == {
+        ("proj_a", "gpt-4o, input", "usd"): {
+            T0: math.fsum((math.fsum((0.1, 0.2)), 0.25))
+        }
+    }
+
+
+def test_add_cost_lines_keeps_series_and_days_apart() -> None:
+    """Different days, line items, currencies and projects stay separate entries."""
+    table: CostTable = {}
+    add_cost_lines(
+        table,
+        [
+            _line(value=1.0),
+            _line(day=T0 + DAY, value=2.0),
+            _line(line_item="", value=3.0),
+            _line(currency="eur", value=4.0),
+            _line(project_id="", value=5.0),
+        ],
+    )
+    assert table == {
+        ("proj_a", "gpt-4o, input", "usd"): {T0: 1.0, T0 + DAY: 2.0},
+        ("proj_a", "", "usd"): {T0: 3.0},
+        ("proj_a", "gpt-4o, input", "eur"): {T0: 4.0},
+        ("", "gpt-4o, input", "usd"): {T0: 5.0},
+    }
+
+
+def _by_series(samples: list[Sample]) -> dict[tuple[str, Labels, int], float]:
+    out = {(s.name, s.labels, s.ts_ms): s.value for s in samples}
+    assert len(out) == len(samples), "two samples share series and timestamp"
+    return out
+
+
+def test_cost_samples_labels_and_timestamps() -> None:
+    """Each series and day gives one sample stamped at the day's 00:00 UTC in ms."""
+    table: CostTable = {
+        ("proj_a", "gpt-4o, input", "usd"): {T0: 1.5, T0 + DAY: 2.0},
+        ("", "", "usd"): {T0: 0.25},
+        ("proj_gone", "gpt-4o, output", "usd"): {T0: 3.0},
+    }
+    samples = list(cost_samples(table, NAMES, JOB))
+    a = (
+        ("currency", "usd"),
+        ("job", "openai-cost-pusher"),
+        ("line_item", "gpt-4o, input"),
+        ("project", "chat_bot"),
+        ("project_id", "proj_a"),
+    )
+    unattributed = (
+        ("currency", "usd"),
+        ("job", "openai-cost-pusher"),
+        ("line_item", ""),
+        ("project", "unattributed"),
+        ("project_id", ""),
+    )
+    gone = (
+        ("currency", "usd"),
+        ("job", "openai-cost-pusher"),
+        ("line_item", "gpt-4o, output"),
+        ("project", "unknown"),
+        ("project_id", "proj_gone"),
+    )
+    assert _by_series(samples) == {
+        (DAILY_COST, a, T0 * 1000): 1.5,
+        (DAILY_COST, a, (T0 + DAY) * 1000): 2.0,
+        (DAILY_COST, unattributed, T0 * 1000): 0.25,
+        (DAILY_COST, gone, T0 * 1000): 3.0,
+    }
+    assert all(s.labels == tuple(sorted(s.labels)) for s in samples)
+    assert T0 * 1000 == 1_730_419_200_000
+
+
+def test_alike_names_stay_apart_by_project_id() -> None:
+    """Two projects whose names normalize alike give two series, not one sum."""
+    names: dict[str, str | None] = {"proj_1": "Chat Bot", "proj_2": "chat-bot"}
+    table: CostTable = {}
+    add_cost_lines(
+        table,
+        [_line(project_id="proj_1", value=1.0), _line(project_id="proj_2", value=2.0)],
+    )
+    samples = list(cost_samples(table, names, ()))
+    assert len(samples) == 2
+    assert {dict(s.labels)["project"] for s in samples} == {"chat_bot"}
+    assert {(dict(s.labels)["project_id"], s.value) for s in samples} == {
+        ("proj_1", 1.0),
+        ("proj_2", 2.0),
+    }
+    today = today_samples(table, names, (), T0, NOW_MS)
+    assert {(dict(s.labels)["project_id"], s.value) for s in today} == {
+        ("proj_1", 1.0),
+        ("proj_2", 2.0),
+    }
+
+
+def test_today_samples_sum_today_per_project_and_currency() -> None:
+    """`openai_cost_today` sums today's line items per project and currency only."""
+    table: CostTable = {
+        ("proj_a", "gpt-4o, input", "usd"): {T0 - DAY: 100.0, T0: 1.25},
+        ("proj_a", "gpt-4o, output", "usd"): {T0: 2.5},
+        ("proj_a", "gpt-4o, input", "eur"): {T0: 7.0},
+        ("proj_old", "gpt-4o, input", "usd"): {T0 - DAY: 50.0},  # nothing today
+        ("", "", "usd"): {T0: 0.5},
+    }
+    samples = today_samples(table, NAMES, JOB, T0, NOW_MS)
+    assert {s.name for s in samples} == {COST_TODAY}
+    assert {s.ts_ms for s in samples} == {NOW_MS}
+    got = {
+        (dict(s.labels)["project_id"], dict(s.labels)["currency"]): s.value
+        for s in samples
+    }
+    assert got == {("proj_a", "usd"): 3.75, ("proj_a", "eur"): 7.0, ("", "usd"): 0.5}
+    for s in samples:
+        labels = dict(s.labels)
+        assert set(labels) == {"currency", "job", "project", "project_id"}
+        assert labels["project"] == project_label(labels["project_id"], NAMES)
+        assert s.labels == tuple(sorted(s.labels))
+
+
+def test_today_samples_empty_without_today() -> None:
+    """No cost today gives no live sample."""
+    table: CostTable = {("proj_a", "x", "usd"): {T0 - DAY: 1.0}}
+    assert today_samples(table, NAMES, JOB, T0, NOW_MS) == []
+
+
+def test_self_samples_cover_design_3_4() -> None:
+    """Every self-monitoring series of DESIGN 3.4 is built, with its labels, at now."""
+    stats = SelfStats(version="1.2.3")
+    stats.last_success["costs"] = 1_730_455_200.5
+    stats.cycle_duration_s = 1.5
+    stats.cycles["success"] = 2
+    stats.cycles["failure"] = 1
+    stats.count_request("costs", "200")
+    stats.count_request("costs", "200")
+    stats.count_request("projects", "429")
+    stats.samples_pushed = 7
+    stats.downward_revisions = 3
+    samples = self_samples(stats, JOB, NOW_MS)
+    assert {s.ts_ms for s in samples} == {NOW_MS}
+    got = {
+        (s.name, tuple((k, v) for k, v in s.labels if k != "job")): s.value
+        for s in samples
+    }
+    assert len(got) == len(samples)
+    assert got == {
+        (LAST_SUCCESS, (("dataset", "costs"),)): 1_730_455_200.5,
+        (CYCLE_DURATION, ()): 1.5,
+        (CYCLES_TOTAL, (("result", "success"),)): 2,
+        (CYCLES_TOTAL, (("result", "failure"),)): 1,
+        (API_REQUESTS, (("code", "200"), ("endpoint", "costs"))): 2,
+        (API_REQUESTS, (("code", "429"), ("endpoint", "projects"))): 1,
+        (SAMPLES_PUSHED, ()): 7,
+        (DOWNWARD_REVISIONS, ()): 3,
+        (BUILD_INFO, (("version", "1.2.3"),)): 1,
+    }
+    assert all(dict(s.labels)["job"] == "openai-cost-pusher" for s in samples)
+    assert all(s.labels == tuple(sorted(s.labels)) for s in samples)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (DAILY_COST, "openai_daily_cost"),
+        (COST_TODAY, "openai_cost_today"),
+        (LAST_SUCCESS, "openai_cost_pusher_last_success_timestamp_seconds"),
+        (CYCLE_DURATION, "openai_cost_pusher_cycle_duration_seconds"),
+        (CYCLES_TOTAL, "openai_cost_pusher_cycles_total"),
+        (API_REQUESTS, "openai_cost_pusher_api_requests_total"),
+        (SAMPLES_PUSHED, "openai_cost_pusher_samples_pushed"),
+        (DOWNWARD_REVISIONS, "openai_cost_pusher_downward_revisions_total"),
+        (BUILD_INFO, "openai_cost_pusher_build_info"),
+    ],
+)
+def test_metric_names_are_the_contract(name: str, expected: str) -> None:
+    """Metric names match DESIGN 3 exactly: renaming one breaks dashboards."""
+    assert name == expected
+
+
+def test_self_samples_fresh_stats() -> None:
+    """Before any cycle, counters are zero and no success or duration is claimed."""
+    samples = self_samples(SelfStats(version="0.1.0"), (), NOW_MS)
+    got = {(s.name, s.labels): s.value for s in samples}
+    assert got == {
+        (CYCLES_TOTAL, (("result", "success"),)): 0,
+        (CYCLES_TOTAL, (("result", "failure"),)): 0,
+        (SAMPLES_PUSHED, ()): 0,
+        (DOWNWARD_REVISIONS, ()): 0,
+        (BUILD_INFO, (("version", "0.1.0"),)): 1,
+    }
+
+
+def test_samples_carry_extra_labels() -> None:
+    """Extra labels such as `demo="true"` appear on cost, live and self samples."""
+    extra: Labels = (("demo", "true"), ("job", "openai-cost-pusher"))
+    table: CostTable = {("proj_a", "x", "usd"): {T0: 1.0}}
+    samples = [
+        *cost_samples(table, NAMES, extra),
+        *today_samples(table, NAMES, extra, T0, NOW_MS),
+        *self_samples(SelfStats(version="v"), extra, NOW_MS),
+    ]
+    for s in samples:
+        labels = dict(s.labels)
+        assert labels["demo"] == "true"
+        assert labels["job"] == "openai-cost-pusher"

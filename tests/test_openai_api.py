@@ -1,0 +1,1117 @@
+"""Test the Admin API client against the fake Admin API over real HTTP, and its parsers.
+
+The client runs with a real `requests` session against `tests.fake_openai.FakeOpenAI`
+on 127.0.0.1 (no mocks); retries use the real policy with recorded sleeps, so no test
+waits for a backoff. The pure page parsers are tested with tables.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+
+from openai_cost_pusher.config import Secret
+from openai_cost_pusher.errors import (
+    AuthRejected,
+    BadResponse,
+    RequestRejected,
+    Transient,
+)
+from openai_cost_pusher.model import CostLine, Project
+from openai_cost_pusher.openai_api import (
+    COSTS_MAX_LIMIT,
+    AdminApi,
+    parse_amount_value,
+    parse_cost_bucket,
+    parse_page,
+    parse_projects_page,
+)
+from openai_cost_pusher.transport import (
+    MAX_ATTEMPTS,
+    USER_AGENT,
+    Timeouts,
+    make_session,
+    retry_policy,
+)
+from tests.fake_openai import FakeOpenAI, Fault, RecordedRequest
+
+DAY = 86_400
+T0 = 1_730_419_200  # 2024-11-01 00:00 UTC
+DAYS = 10
+END = T0 + DAYS * DAY  # the window [T0, END) ends with "today"
+NOW = END - DAY + 3600  # 01:00 UTC on the window's last day
+KEY = "sk-admin-TEST-key-9f8e7d6c5b4a"
+COSTS = "/organization/costs"
+PROJECTS = "/organization/projects"
+ITEMS = ("gpt-4o, input", "gpt-4o, output", None)
+PROJECT_IDS = ("proj_a", "proj_b", None)
+
+
+@dataclass
+class Client:
+    """An AdminApi wired to the fake, with its recorded sleeps and request counts."""
+
+    api: AdminApi
+    sleeps: list[float] = field(default_factory=list)
+    counts: list[tuple[str, str]] = field(default_factory=list)
+
+
+@pytest.fixture(name="org")
+def _org() -> Iterator[FakeOpenAI]:
+    """Run a fake Admin API with pages of three buckets and a fixed clock."""
+    with FakeOpenAI(KEY, page_size=3, now=lambda: NOW) as fake:
+        yield fake
+
+
+@pytest.fixture(name="session")
+def _session() -> Iterator[requests.Session]:
+    """Return the product's session, closed after the test."""
+    with make_session() as session:
+        yield session
+
+
+def _client(
+    org: FakeOpenAI,
+    session: requests.Session,
+    *,
+    key: str = KEY,
+    base_url: str | None = None,
+    timeouts: Timeouts | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
+    budget: float = 60.0,
+) -> Client:
+    """Return a client of `org` whose retries record their waits instead of sleeping."""
+    stop = threading.Event()
+    sleeps: list[float] = []
+    counts: list[tuple[str, str]] = []
+    api = AdminApi(
+        session,
+        base_url or org.base_url,
+        Secret(key),
+        timeouts=timeouts or Timeouts(connect=2.0, read=5.0),
+        retrying=lambda: retry_policy(
+            budget, stop, sleep=sleeps.append, max_attempts=max_attempts
+        ),
+        stop=stop,
+        count_request=lambda endpoint, code: counts.append((endpoint, code)),
+    )
+    return Client(api, sleeps, counts)
+
+
+def _fill_costs(org: FakeOpenAI, days: int = DAYS) -> None:
+    """Store costs on every day of the window, for several projects and items."""
+    for d in range(days):
+        for p, project_id in enumerate(PROJECT_IDS):
+            for i, item in enumerate(ITEMS):
+                if (d + p + i) % 4 == 3:
+                    continue  # not every combination has a cost every day
+                org.set_cost(
+                    T0 + d * DAY,
+                    project_id,
+                    item,
+                    round(0.37 * (d + 1) + 1.1 * p + 0.013 * i, 6),
+                )
+        org.set_cost(T0 + d * DAY, "proj_a", "fine-tuning", 2.5 + d, currency="eur")
+
+
+def _expected(org: FakeOpenAI) -> list[CostLine]:
+    """Return the fake's stored costs as the cost lines the client should yield."""
+    return [
+        CostLine(day, project_id or "", item or "", currency, value)
+        for (day, project_id, item, currency), value in org.costs().items()
+    ]
+
+
+def _same(a: list[CostLine], b: list[CostLine]) -> bool:
+    """Tell whether two lists hold the same lines, as multisets."""
+    return Counter(a) == Counter(b)
+
+
+def _without_page(request: RecordedRequest) -> list[tuple[str, str]]:
+    """Return a request's query pairs except the cursor, in the order sent."""
+    return [(k, v) for k, v in request.query if k != "page"]
+
+
+def _costs(client: Client, start: int = T0, end: int = END) -> list[CostLine]:
+    """Fetch and flatten every cost line of `[start, end)`."""
+    return [line for page in client.api.fetch_costs(start, end) for line in page]
+
+
+# ------------------------------------------------------------------------ projects
+
+
+def test_projects_follow_after_across_pages(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """More than 100 projects come back whole, archived ones included, over pages."""
+    for n in range(250):
+        org.add_project(
+            f"proj_{n:03d}",
+            None if n % 50 == 7 else f"Project {n}",
+            archived=n % 9 == 0,
+        )
+    client = _client(org, session)
+    projects = client.api.fetch_projects()
+    assert projects == [
+        Project(f"proj_{n:03d}", None if n % 50 == 7 else f"Project {n}", n % 9 == 0)
+        for n in range(250)
+    ]
+    sent = org.requests_to(PROJECTS)
+    assert [r.param("after") for r in sent] == [None, "proj_099", "proj_199"]
+    for request in sent:
+        assert request.param("include_archived") == "true"
+        assert request.param("limit") == "100"
+    assert client.counts == [("projects", "200")] * 3
+
+
+@pytest.mark.parametrize("page_size", [1, 7])
+def test_projects_pages_smaller_than_limit(
+    org: FakeOpenAI, session: requests.Session, page_size: int
+) -> None:
+    """Pages shorter than `limit` are followed until `has_more` is false."""
+    org.project_page_size = page_size
+    for n in range(15):
+        org.add_project(f"proj_{n:02d}", f"P{n}", archived=n == 3)
+    projects = _client(org, session).api.fetch_projects()
+    assert [p.id for p in projects] == [f"proj_{n:02d}" for n in range(15)]
+    assert [p.archived for p in projects] == [n == 3 for n in range(15)]
+    assert len(org.requests_to(PROJECTS)) == -(-15 // page_size)
+
+
+def test_no_projects(org: FakeOpenAI, session: requests.Session) -> None:
+    """An organization without projects gives an empty list after one request."""
+    assert _client(org, session).api.fetch_projects() == []
+    assert len(org.requests_to(PROJECTS)) == 1
+
+
+# --------------------------------------------------------------------------- costs
+
+
+def test_costs_match_the_fake_day_by_day(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """Every day of the window is fetched once and its lines equal the fake's values."""
+    _fill_costs(org)
+    client = _client(org, session)
+    lines = _costs(client)
+    assert _same(lines, _expected(org))
+    assert {line.day for line in lines} == {T0 + d * DAY for d in range(DAYS)}
+    assert len(set(lines)) == len(lines)
+    assert client.sleeps == []
+
+
+def test_costs_adaptive_limit_and_repeated_parameters(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """One day with limit=1 first, then the rest with a large limit over several pages.
+
+    Every page of a query repeats that query's parameters exactly, plus `page`.
+    """
+    _fill_costs(org)
+    client = _client(org, session)
+    _costs(client)
+    sent = org.requests_to(COSTS)
+    first, rest = sent[0], sent[1:]
+    assert _without_page(first) == [
+        ("start_time", str(T0)),
+        ("bucket_width", "1d"),
+        ("group_by[]", "project_id"),
+        ("group_by[]", "line_item"),
+        ("limit", "1"),
+        ("end_time", str(T0 + DAY)),
+    ]
+    assert first.param("page") is None
+    # 9 remaining days in pages of 3: one query of 3 pages, end_time left to the API
+    assert len(rest) == 3
+    query = _without_page(rest[0])
+    assert query == [
+        ("start_time", str(T0 + DAY)),
+        ("bucket_width", "1d"),
+        ("group_by[]", "project_id"),
+        ("group_by[]", "line_item"),
+        ("limit", str(COSTS_MAX_LIMIT)),
+    ]
+    assert [r.param("page") is None for r in rest] == [True, False, False]
+    for request in rest:
+        assert _without_page(request) == query
+        assert [k for k, _ in request.query].count("page") <= 1
+    pages = [r.param("page") for r in rest[1:]]
+    assert len(set(pages)) == len(pages)
+    assert client.counts == [("costs", "200")] * 4
+
+
+def test_costs_group_by_uses_brackets(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """Every page sends `group_by[]=project_id&group_by[]=line_item`."""
+    _fill_costs(org)
+    _costs(_client(org, session))
+    for request in org.requests_to(COSTS):
+        grouped = [(k, v) for k, v in request.query if k.startswith("group_by")]
+        assert grouped == [("group_by[]", "project_id"), ("group_by[]", "line_item")]
+
+
+def test_costs_long_window_in_bounded_queries(session: requests.Session) -> None:
+    """A 400-day window goes out as 1 + 180 + 180 + 39 days, each query paginated."""
+    days = 400
+    end = T0 + days * DAY
+    with FakeOpenAI(KEY, page_size=31, now=lambda: end - DAY + 60) as org:
+        for d in range(0, days, 13):
+            org.set_cost(T0 + d * DAY, "proj_a", "gpt-4o, input", d + 0.25)
+        client = _client(org, session)
+        lines = _costs(client, T0, end)
+        assert _same(lines, _expected(org))
+        sent = org.requests_to(COSTS)
+    queries: dict[str, list[RecordedRequest]] = {}
+    for request in sent:
+        queries.setdefault(str(request.param("start_time")), []).append(request)
+    starts = [T0, T0 + DAY, T0 + 181 * DAY, T0 + 361 * DAY]
+    assert list(queries) == [str(s) for s in starts]
+    assert [q[0].param("limit") for q in queries.values()] == ["1", "180", "180", "180"]
+    assert [q[0].param("end_time") for q in queries.values()] == [
+        str(T0 + DAY),
+        str(T0 + 181 * DAY),
+        str(T0 + 361 * DAY),
+        None,
+    ]
+    assert [len(q) for q in queries.values()] == [1, 6, 6, 2]  # ceil(days / 31)
+    for pages in queries.values():
+        assert all(_without_page(p) == _without_page(pages[0]) for p in pages)
+
+
+def test_costs_limit_is_remembered(org: FakeOpenAI, session: requests.Session) -> None:
+    """A second fetch by the same client skips the one-day probe query."""
+    _fill_costs(org, days=3)
+    client = _client(org, session)
+    _costs(client, T0, T0 + 3 * DAY)
+    org.clear_requests()
+    _costs(client, T0, END)
+    sent = org.requests_to(COSTS)
+    assert sent[0].param("limit") == str(COSTS_MAX_LIMIT)
+    assert sent[0].param("start_time") == str(T0)
+    assert sent[0].param("end_time") is None
+
+
+def test_costs_amount_as_decimal_string(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """amount.value served as a decimal string gives the same lines as numbers."""
+    _fill_costs(org)
+    org.amount_as_string = True
+    assert _same(_costs(_client(org, session)), _expected(org))
+
+
+def test_costs_empty_organization(org: FakeOpenAI, session: requests.Session) -> None:
+    """Days without costs (empty `results`) give no lines and no error."""
+    assert _costs(_client(org, session)) == []
+    assert len(org.requests_to(COSTS)) == 4
+
+
+def test_costs_yield_page_by_page(org: FakeOpenAI, session: requests.Session) -> None:
+    """fetch_costs is lazy: it requests the next page only when asked for it."""
+    _fill_costs(org)
+    pages = _client(org, session).api.fetch_costs(T0, END)
+    first = next(pages)
+    assert {line.day for line in first} == {T0}
+    assert len(org.requests_to(COSTS)) == 1
+
+
+# ------------------------------------------------------------- malformed answers
+
+
+def _bucket(start: int = T0, results: list[Any] | None = None) -> dict[str, Any]:
+    """Return a costs bucket with one valid result unless `results` is given."""
+    if results is None:
+        results = [_result()]
+    return {
+        "object": "bucket",
+        "start_time": start,
+        "end_time": start + DAY,
+        "results": results,
+    }
+
+
+def _result(**changes: Any) -> dict[str, Any]:
+    """Return a valid CostsResult with `changes` applied (None deletes a key)."""
+    result: dict[str, Any] = {
+        "object": "organization.costs.result",
+        "amount": {"value": 1.5, "currency": "usd"},
+        "line_item": "gpt-4o, input",
+        "project_id": "proj_a",
+    }
+    for key, value in changes.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return result
+
+
+def _page(*buckets: dict[str, Any], next_page: str | None = None) -> dict[str, Any]:
+    """Return a costs page holding `buckets`."""
+    return {
+        "object": "page",
+        "data": list(buckets),
+        "has_more": next_page is not None,
+        "next_page": next_page,
+    }
+
+
+_BAD_COSTS: list[tuple[str, Fault, str]] = [
+    (
+        "not-json",
+        Fault.malformed(),
+        "GET /organization/costs: the answer is not valid JSON",
+    ),
+    (
+        "nan",
+        Fault(status=200, body=b'{"data": [], "has_more": false, "x": NaN}'),
+        "GET /organization/costs: the answer is not valid JSON",
+    ),
+    (
+        "not-an-object",
+        Fault.wrong_shape([]),
+        "GET /organization/costs: expected an object, got list",
+    ),
+    (
+        "data-missing",
+        Fault.wrong_shape({"object": "page", "has_more": False}),
+        "GET /organization/costs.data: missing",
+    ),
+    (
+        "data-string",
+        Fault.wrong_shape(),
+        "GET /organization/costs.data: expected an array, got str",
+    ),
+    (
+        "has-more-string",
+        Fault.wrong_shape({"object": "page", "data": [], "has_more": "false"}),
+        "GET /organization/costs.has_more: expected true or false",
+    ),
+    (
+        "has-more-missing",
+        Fault.wrong_shape({"object": "page", "data": []}),
+        "GET /organization/costs.has_more: missing",
+    ),
+    (
+        "next-page-missing",
+        Fault.wrong_shape({"object": "page", "data": [], "has_more": True}),
+        "GET /organization/costs.next_page: missing although has_more is true",
+    ),
+    (
+        "next-page-number",
+        Fault.wrong_shape(
+            {"object": "page", "data": [], "has_more": True, "next_page": 2}
+        ),
+        "GET /organization/costs.next_page: expected a string or null",
+    ),
+    (
+        "result-object",
+        Fault.wrong_shape(
+            _page(
+                _bucket(
+                    results=[_result(object="organization.usage.completions.result")]
+                )
+            )
+        ),
+        "GET /organization/costs: data[0].results[0].object: expected "
+        "organization.costs.result",
+    ),
+    (
+        "result-object-missing",
+        Fault.wrong_shape(_page(_bucket(results=[_result(object=None)]))),
+        "GET /organization/costs: data[0].results[0].object: expected",
+    ),
+    (
+        "value-true",
+        Fault.wrong_shape(
+            _page(_bucket(results=[_result(amount={"value": True, "currency": "usd"})]))
+        ),
+        "GET /organization/costs: data[0].results[0].amount.value: expected a number "
+        "or a decimal string, got True",
+    ),
+    (
+        "value-abc",
+        Fault.wrong_shape(
+            _page(
+                _bucket(results=[_result(amount={"value": "abc", "currency": "usd"})])
+            )
+        ),
+        "GET /organization/costs: data[0].results[0].amount.value: expected a number "
+        "or a decimal string, got 'abc'",
+    ),
+    (
+        "value-missing",
+        Fault.wrong_shape(
+            _page(_bucket(results=[_result(amount={"currency": "usd"})]))
+        ),
+        "GET /organization/costs: data[0].results[0].amount.value: missing",
+    ),
+    (
+        "currency-missing",
+        Fault.wrong_shape(_page(_bucket(results=[_result(amount={"value": 1})]))),
+        "GET /organization/costs: data[0].results[0].amount.currency: missing",
+    ),
+    (
+        "unaligned-start",
+        Fault.wrong_shape(_page(_bucket(start=T0 + 3600))),
+        f"GET /organization/costs: data[0].start_time: {T0 + 3600} is not 00:00 UTC",
+    ),
+    (
+        "start-string",
+        Fault.wrong_shape(_page({**_bucket(), "start_time": str(T0)})),
+        "GET /organization/costs: data[0].start_time: expected an integer",
+    ),
+    (
+        "day-before-window",
+        Fault.wrong_shape(_page(_bucket(start=T0 - DAY))),
+        f"GET /organization/costs: data[0].start_time: {T0 - DAY} is outside the "
+        f"requested {T0}..{T0 + DAY}",
+    ),
+    (
+        "results-missing",
+        Fault.wrong_shape(_page({"object": "bucket", "start_time": T0})),
+        "GET /organization/costs: data[0].results: missing",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [pytest.param(f, m, id=i) for i, f, m in _BAD_COSTS],
+)
+def test_costs_bad_answer(
+    org: FakeOpenAI, session: requests.Session, fault: Fault, message: str
+) -> None:
+    """A costs answer of the wrong shape raises BadResponse naming endpoint, field."""
+    org.inject(fault, path_prefix=COSTS)
+    client = _client(org, session)
+    with pytest.raises(BadResponse) as info:
+        _costs(client, T0, T0 + DAY)
+    assert str(info.value).startswith(message), str(info.value)
+    assert "\n" not in str(info.value)
+    assert len(org.requests_to(COSTS)) == 1  # a bad answer is not retried
+    assert client.sleeps == []
+
+
+def test_costs_day_served_twice(org: FakeOpenAI, session: requests.Session) -> None:
+    """A day served on two pages of one fetch is a bad answer, never summed."""
+    org.inject(
+        Fault.wrong_shape(_page(_bucket(), next_page="page_two")), path_prefix=COSTS
+    )
+    org.inject(Fault.wrong_shape(_page(_bucket())), path_prefix=COSTS)
+    with pytest.raises(
+        BadResponse,
+        match=rf"^GET /organization/costs: data\[0\]: day {T0} served "
+        "twice$",
+    ):
+        _costs(_client(org, session), T0, T0 + DAY)
+    assert [r.param("page") for r in org.requests_to(COSTS)] == [None, "page_two"]
+
+
+def test_costs_cursor_repeats(org: FakeOpenAI, session: requests.Session) -> None:
+    """A server that hands out the same cursor twice is a bad answer, not a loop."""
+    org.inject(
+        Fault.wrong_shape(_page(next_page="page_same")), path_prefix=COSTS, times=3
+    )
+    with pytest.raises(BadResponse, match=r"next_page: the cursor repeats"):
+        _costs(_client(org, session), T0, T0 + DAY)
+
+
+_BAD_PROJECTS: list[tuple[str, Fault, str]] = [
+    (
+        "not-json",
+        Fault.malformed(),
+        "GET /organization/projects: the answer is not valid JSON",
+    ),
+    (
+        "data-string",
+        Fault.wrong_shape(),
+        "GET /organization/projects.data: expected an array, got str",
+    ),
+    (
+        "has-more-missing",
+        Fault.wrong_shape({"object": "list", "data": []}),
+        "GET /organization/projects.has_more: missing",
+    ),
+    (
+        "id-missing",
+        Fault.wrong_shape(
+            {"object": "list", "data": [{"name": "x"}], "has_more": False}
+        ),
+        "GET /organization/projects.data[0].id: missing",
+    ),
+    (
+        "id-number",
+        Fault.wrong_shape({"object": "list", "data": [{"id": 5}], "has_more": False}),
+        "GET /organization/projects.data[0].id: expected a non-empty string",
+    ),
+    (
+        "name-number",
+        Fault.wrong_shape(
+            {"object": "list", "data": [{"id": "p", "name": 5}], "has_more": False}
+        ),
+        "GET /organization/projects.data[0].name: expected a string or null",
+    ),
+    (
+        "more-on-empty",
+        Fault.wrong_shape({"object": "list", "data": [], "has_more": True}),
+        "GET /organization/projects: has_more on an empty page",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [pytest.param(f, m, id=i) for i, f, m in _BAD_PROJECTS],
+)
+def test_projects_bad_answer(
+    org: FakeOpenAI, session: requests.Session, fault: Fault, message: str
+) -> None:
+    """A project list of the wrong shape raises BadResponse naming the field."""
+    org.inject(fault, path_prefix=PROJECTS)
+    with pytest.raises(BadResponse) as info:
+        _client(org, session).api.fetch_projects()
+    assert str(info.value).startswith(message), str(info.value)
+    assert len(org.requests_to(PROJECTS)) == 1
+
+
+def test_projects_last_id_repeats(org: FakeOpenAI, session: requests.Session) -> None:
+    """A `last_id` equal to the previous `after` is a bad answer, not a loop."""
+    page = {
+        "object": "list",
+        "data": [{"id": "proj_1", "name": "a"}],
+        "last_id": "proj_1",
+        "has_more": True,
+    }
+    org.inject(Fault.wrong_shape(page), path_prefix=PROJECTS, times=2)
+    with pytest.raises(BadResponse, match=r"last_id: repeats 'proj_1'"):
+        _client(org, session).api.fetch_projects()
+
+
+# ------------------------------------------------------------------ HTTP failures
+
+
+@pytest.mark.parametrize("retry_after", [1, 3, 20])
+def test_429_waits_retry_after(
+    org: FakeOpenAI, session: requests.Session, retry_after: int
+) -> None:
+    """A 429 is retried after at least its Retry-After, with identical parameters."""
+    _fill_costs(org)
+    org.inject(Fault.rate_limited(retry_after), path_prefix=COSTS)
+    client = _client(org, session)
+    assert _same(_costs(client), _expected(org))
+    assert len(client.sleeps) == 1
+    assert client.sleeps[0] >= retry_after
+    sent = org.requests_to(COSTS)
+    assert len(sent) == 5
+    assert sent[0].query == sent[1].query
+    assert client.counts == [("costs", "429")] + [("costs", "200")] * 4
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_5xx_retried(org: FakeOpenAI, session: requests.Session, status: int) -> None:
+    """Server errors are retried until the page arrives."""
+    _fill_costs(org)
+    org.inject(Fault.server_error(status), path_prefix=COSTS, times=2)
+    client = _client(org, session)
+    assert _same(_costs(client), _expected(org))
+    assert len(client.sleeps) == 2
+    assert client.counts == [("costs", str(status))] * 2 + [("costs", "200")] * 4
+
+
+def test_retry_mid_pagination_repeats_the_cursor(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """A page retried after a 500 repeats its query and cursor; the result is whole."""
+    _fill_costs(org)
+    client = _client(org, session)
+    pages = client.api.fetch_costs(T0, END)
+    got = [*next(pages), *next(pages)]  # the probe day, then the next query's page 1
+    org.inject(Fault.server_error(500), path_prefix=COSTS)
+    got += [line for page in pages for line in page]
+    assert _same(got, _expected(org))
+    sent = org.requests_to(COSTS)
+    assert sent[2].query == sent[3].query
+    assert sent[2].param("page") is not None
+    assert len(client.sleeps) == 1
+
+
+def test_5xx_gives_up_after_max_attempts(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """A server that keeps failing gives Transient after the attempts run out."""
+    org.inject(Fault.server_error(503), path_prefix=COSTS, times=10)
+    client = _client(org, session, max_attempts=3)
+    with pytest.raises(Transient, match=r"^GET /organization/costs: HTTP 503$"):
+        _costs(client, T0, T0 + DAY)
+    assert len(org.requests_to(COSTS)) == 3
+    assert len(client.sleeps) == 2
+
+
+def test_429_beyond_budget_gives_up(org: FakeOpenAI, session: requests.Session) -> None:
+    """A Retry-After longer than the retry budget ends the call without waiting."""
+    org.inject(Fault.rate_limited(120), path_prefix=COSTS)
+    client = _client(org, session, budget=60.0)
+    with pytest.raises(Transient) as info:
+        _costs(client, T0, T0 + DAY)
+    assert info.value.retry_after == 120.0
+    assert client.sleeps == []
+
+
+@pytest.mark.parametrize(
+    "fault", [Fault.unauthorized(), Fault(status=403)], ids=["401", "403"]
+)
+def test_auth_rejected_without_retry(
+    org: FakeOpenAI, session: requests.Session, fault: Fault
+) -> None:
+    """401 and 403 raise AuthRejected at once; the message never holds the key."""
+    org.inject(fault, path_prefix=PROJECTS)
+    client = _client(org, session)
+    with pytest.raises(AuthRejected) as info:
+        client.api.fetch_projects()
+    assert str(info.value) == (
+        f"GET /organization/projects: admin key rejected (HTTP {fault.status})"
+    )
+    assert KEY not in str(info.value) and KEY not in repr(info.value)
+    assert len(org.requests_to(PROJECTS)) == 1
+    assert client.sleeps == []
+    assert client.counts == [("projects", str(fault.status))]
+
+
+def test_wrong_key_rejected(org: FakeOpenAI, session: requests.Session) -> None:
+    """A key the server does not know gives AuthRejected that names neither key."""
+    wrong = "sk-admin-WRONG-0000000000"
+    client = _client(org, session, key=wrong)
+    with pytest.raises(AuthRejected) as info:
+        _costs(client, T0, T0 + DAY)
+    assert wrong not in str(info.value) and KEY not in str(info.value)
+    assert "sk-admin" not in str(info.value)
+    assert len(org.requests_to(COSTS)) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (400, "GET /organization/costs: HTTP 400: Injected fault: HTTP 400."),
+        (404, "GET /organization/costs: HTTP 404: Injected fault: HTTP 404."),
+        (409, "GET /organization/costs: HTTP 409: Injected fault: HTTP 409."),
+        (422, "GET /organization/costs: HTTP 422: Injected fault: HTTP 422."),
+    ],
+)
+def test_request_rejected_without_retry(
+    org: FakeOpenAI, session: requests.Session, status: int, message: str
+) -> None:
+    """Other 4xx answers raise RequestRejected with the API's message, no retry."""
+    org.inject(Fault(status=status), path_prefix=COSTS)
+    client = _client(org, session)
+    with pytest.raises(RequestRejected) as info:
+        _costs(client, T0, T0 + DAY)
+    assert str(info.value) == message
+    assert len(org.requests_to(COSTS)) == 1
+    assert client.sleeps == []
+
+
+def test_wrong_path_is_404(org: FakeOpenAI, session: requests.Session) -> None:
+    """A base URL without the API root gives RequestRejected from a real 404."""
+    client = _client(org, session, base_url=org.base_url.removesuffix("/v1") + "/v2/")
+    with pytest.raises(
+        RequestRejected, match=r"^GET /organization/projects: HTTP 404: Invalid URL"
+    ):
+        client.api.fetch_projects()
+    assert client.sleeps == []
+
+
+def test_rejected_error_body_is_trimmed(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """A long multi-line error message is logged on one line, at most 200 chars."""
+    text = "bad  request\n" * 100
+    body = json.dumps({"error": {"message": text, "type": "x"}}).encode()
+    org.inject(Fault(status=400, body=body), path_prefix=COSTS)
+    with pytest.raises(RequestRejected) as info:
+        _costs(_client(org, session), T0, T0 + DAY)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("GET /organization/costs: HTTP 400: bad request bad")
+    assert len(message) <= len("GET /organization/costs: HTTP 400: ") + 200
+
+
+def test_error_body_not_json(org: FakeOpenAI, session: requests.Session) -> None:
+    """A 4xx with a body that is not an ErrorResponse still gives a clean message."""
+    org.inject(
+        Fault(status=400, body=b"<html>nope</html>", content_type="text/html"),
+        path_prefix=COSTS,
+    )
+    with pytest.raises(RequestRejected, match=r"^GET /organization/costs: HTTP 400$"):
+        _costs(_client(org, session), T0, T0 + DAY)
+
+
+def test_hang_past_read_timeout_is_transient(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """A server that hangs past the read timeout gives Transient, counted as error."""
+    org.inject(Fault.hang(5.0), path_prefix=PROJECTS, times=2)
+    client = _client(
+        org, session, timeouts=Timeouts(connect=1.0, read=0.3), max_attempts=2
+    )
+    with pytest.raises(
+        Transient, match=r"^GET /organization/projects: no answer within 0.3s$"
+    ):
+        client.api.fetch_projects()
+    assert client.counts == [("projects", "error")] * 2
+    assert len(client.sleeps) == 1
+
+
+def test_hang_then_answer_is_retried(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """After one timed-out request the retry gets the page."""
+    org.add_project("proj_a", "A")
+    org.inject(Fault.hang(5.0), path_prefix=PROJECTS)
+    client = _client(org, session, timeouts=Timeouts(connect=1.0, read=0.3))
+    assert client.api.fetch_projects() == [Project("proj_a", "A")]
+    assert client.counts == [("projects", "error"), ("projects", "200")]
+
+
+def test_connection_refused_is_transient(session: requests.Session) -> None:
+    """An API that is not there gives Transient after the retries."""
+    with FakeOpenAI(KEY) as org:
+        base_url = org.base_url
+    stop = threading.Event()
+    sleeps: list[float] = []
+    api = AdminApi(
+        session,
+        base_url,
+        Secret(KEY),
+        timeouts=Timeouts(1.0, 1.0),
+        retrying=lambda: retry_policy(60, stop, sleep=sleeps.append, max_attempts=2),
+        stop=stop,
+    )
+    with pytest.raises(Transient, match=r"cannot connect \(connection refused\)$"):
+        api.fetch_projects()
+    assert len(sleeps) == 1
+
+
+def test_stop_set_sends_nothing(org: FakeOpenAI, session: requests.Session) -> None:
+    """With the stop Event set, a fetch sends no request."""
+    stop = threading.Event()
+    stop.set()
+    api = AdminApi(
+        session,
+        org.base_url,
+        Secret(KEY),
+        timeouts=Timeouts(1.0, 1.0),
+        retrying=lambda: retry_policy(60, stop, sleep=lambda s: None),
+        stop=stop,
+    )
+    with pytest.raises(Exception, match="stop requested"):
+        api.fetch_projects()
+    assert org.requests == []
+
+
+# ------------------------------------------------------------ headers and secrets
+
+
+def test_key_only_in_authorization_header(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """Requests send `Authorization: Bearer <key>`; the key is never in the URL."""
+    _fill_costs(org, days=4)
+    org.add_project("proj_a", "A")
+    client = _client(org, session)
+    client.api.fetch_projects()
+    _costs(client, T0, T0 + 4 * DAY)
+    assert len(org.requests) >= 3
+    for request in org.requests:
+        assert request.headers["authorization"] == f"Bearer {KEY}"
+        assert request.headers["user-agent"] == USER_AGENT
+        assert request.headers["accept"] == "application/json"
+        assert request.method == "GET"
+        assert KEY not in request.path
+        assert all(KEY not in k and KEY not in v for k, v in request.query)
+    assert KEY not in repr(client.api.__dict__)
+
+
+# ---------------------------------------------------------------- pure parsers
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1, 1.0),
+        (0, 0.0),
+        (1.25, 1.25),
+        (-0.5, -0.5),
+        (10**20, 1e20),
+        ("12.50", 12.5),
+        ("0", 0.0),
+        (" 3 ", 3.0),
+        ("-2.5", -2.5),
+        ("1e-3", 0.001),
+        ("-2.5E2", -250.0),
+        ("0.30000000000000004", 0.30000000000000004),
+    ],
+)
+def test_parse_amount_value(value: Any, expected: float) -> None:
+    """JSON numbers and decimal strings are accepted as floats."""
+    assert parse_amount_value(value, "where") == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        True,
+        False,
+        None,
+        "abc",
+        "",
+        " ",
+        "1.",
+        ".5",
+        "+1",
+        "0x10",
+        "1,5",
+        "12.50 usd",
+        "nan",
+        "inf",
+        "Infinity",
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        "1e400",
+        10**400,
+        [1],
+        {"value": 1},
+    ],
+    ids=repr,
+)
+def test_parse_amount_value_rejects(value: Any) -> None:
+    """Anything but a finite number or decimal string is rejected, field named."""
+    with pytest.raises(
+        BadResponse,
+        match=r"^x\.amount\.value: expected a number or a decimal "
+        r"string, got ",
+    ):
+        parse_amount_value(value, "x.amount.value")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"data": [], "has_more": False}, ([], False, None)),
+        ({"data": [1], "has_more": False, "next_page": None}, ([1], False, None)),
+        ({"data": [], "has_more": True, "next_page": "p"}, ([], True, "p")),
+        (
+            {"object": "page", "data": [{}], "has_more": False, "next_page": "p"},
+            ([{}], False, "p"),
+        ),
+    ],
+)
+def test_parse_page(body: Any, expected: tuple[list[Any], bool, str | None]) -> None:
+    """A page gives its buckets, `has_more` and `next_page`."""
+    assert parse_page(body, "GET /c") == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "GET /c: expected an object, got list"),
+        (None, "GET /c: expected an object, got NoneType"),
+        ({"has_more": False}, "GET /c.data: missing"),
+        ({"data": {}, "has_more": False}, "GET /c.data: expected an array, got dict"),
+        ({"data": []}, "GET /c.has_more: missing"),
+        ({"data": [], "has_more": "true"}, "GET /c.has_more: expected true or false"),
+        ({"data": [], "has_more": 1}, "GET /c.has_more: expected true or false"),
+        ({"data": [], "has_more": None}, "GET /c.has_more: expected true or false"),
+        (
+            {"data": [], "has_more": False, "next_page": 5},
+            "GET /c.next_page: expected a string or null",
+        ),
+        (
+            {"data": [], "has_more": True},
+            "GET /c.next_page: missing although has_more is true",
+        ),
+        (
+            {"data": [], "has_more": True, "next_page": ""},
+            "GET /c.next_page: missing although has_more is true",
+        ),
+    ],
+)
+def test_parse_page_rejects(body: Any, message: str) -> None:
+    """A page of the wrong shape names the field."""
+    with pytest.raises(BadResponse) as info:
+        parse_page(body, "GET /c")
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("bucket", "lines"),
+    [
+        (_bucket(), [CostLine(T0, "proj_a", "gpt-4o, input", "usd", 1.5)]),
+        (_bucket(results=[]), []),
+        (_bucket(results=[_result(amount=None)]), []),
+        (
+            _bucket(results=[_result(project_id=None, line_item=None)]),
+            [CostLine(T0, "", "", "usd", 1.5)],
+        ),
+        (
+            _bucket(results=[{**_result(), "project_id": None, "line_item": None}]),
+            [CostLine(T0, "", "", "usd", 1.5)],
+        ),
+        (
+            _bucket(
+                results=[
+                    _result(amount={"value": "12.50", "currency": "eur"}),
+                    _result(amount={"value": 0, "currency": "usd"}),
+                ]
+            ),
+            [
+                CostLine(T0, "proj_a", "gpt-4o, input", "eur", 12.5),
+                CostLine(T0, "proj_a", "gpt-4o, input", "usd", 0.0),
+            ],
+        ),
+        ({"start_time": 0, "results": []}, []),
+    ],
+)
+def test_parse_cost_bucket(bucket: Any, lines: list[CostLine]) -> None:
+    """A bucket gives its day and one line per result with an amount."""
+    assert parse_cost_bucket(bucket, "w") == (bucket["start_time"], lines)
+
+
+@pytest.mark.parametrize(
+    ("bucket", "message"),
+    [
+        ("x", "w: expected an object, got str"),
+        ({"results": []}, "w.start_time: missing"),
+        ({"start_time": "0", "results": []}, "w.start_time: expected an integer"),
+        ({"start_time": True, "results": []}, "w.start_time: expected an integer"),
+        ({"start_time": 1.0 * T0, "results": []}, "w.start_time: expected an integer"),
+        (
+            {"start_time": T0 + 1, "results": []},
+            f"w.start_time: {T0 + 1} is not 00:00 UTC",
+        ),
+        ({"start_time": T0}, "w.results: missing"),
+        ({"start_time": T0, "results": {}}, "w.results: expected an array"),
+        (_bucket(results=[5]), "w.results[0]: expected an object, got int"),
+        (
+            _bucket(results=[_result(object="bucket")]),
+            "w.results[0].object: expected organization.costs.result, got 'bucket'",
+        ),
+        (
+            _bucket(results=[_result(amount=[1])]),
+            "w.results[0].amount: expected an object, got list",
+        ),
+        (
+            _bucket(results=[_result(amount={"currency": "usd"})]),
+            "w.results[0].amount.value: missing",
+        ),
+        (
+            _bucket(results=[_result(amount={"value": "1,5", "currency": "usd"})]),
+            "w.results[0].amount.value: expected a number or a decimal string",
+        ),
+        (
+            _bucket(results=[_result(amount={"value": 1})]),
+            "w.results[0].amount.currency: missing",
+        ),
+        (
+            _bucket(results=[_result(amount={"value": 1, "currency": ""})]),
+            "w.results[0].amount.currency: expected a currency code",
+        ),
+        (
+            _bucket(results=[_result(amount={"value": 1, "currency": 5})]),
+            "w.results[0].amount.currency: expected a currency code",
+        ),
+        (
+            _bucket(results=[_result(), _result(project_id=5)]),
+            "w.results[1].project_id: expected a string or null, got 5",
+        ),
+        (
+            _bucket(results=[_result(line_item=["a"])]),
+            "w.results[0].line_item: expected a string or null",
+        ),
+    ],
+)
+def test_parse_cost_bucket_rejects(bucket: Any, message: str) -> None:
+    """A bucket of the wrong shape names the field."""
+    with pytest.raises(BadResponse) as info:
+        parse_cost_bucket(bucket, "w")
+    assert str(info.value).startswith(message), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"data": [], "has_more": False}, ([], False)),
+        (
+            {
+                "object": "list",
+                "has_more": True,
+                "data": [
+                    {
+                        "id": "proj_a",
+                        "name": "A",
+                        "archived_at": None,
+                        "status": "active",
+                    },
+                    {"id": "proj_b", "name": None, "archived_at": 1_700_000_000},
+                    {"id": "proj_c", "name": "C", "status": "archived"},
+                    {"id": "proj_d"},
+                ],
+            },
+            (
+                [
+                    Project("proj_a", "A", False),
+                    Project("proj_b", None, True),
+                    Project("proj_c", "C", True),
+                    Project("proj_d", None, False),
+                ],
+                True,
+            ),
+        ),
+    ],
+)
+def test_parse_projects_page(body: Any, expected: tuple[list[Project], bool]) -> None:
+    """A project page gives projects, archived flag from archived_at or status."""
+    assert parse_projects_page(body, "GET /p") == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("x", "GET /p: expected an object, got str"),
+        ({"has_more": False}, "GET /p.data: missing"),
+        ({"data": None, "has_more": False}, "GET /p.data: expected an array"),
+        ({"data": []}, "GET /p.has_more: missing"),
+        ({"data": [], "has_more": "no"}, "GET /p.has_more: expected true or false"),
+        (
+            {"data": [7], "has_more": False},
+            "GET /p.data[0]: expected an object, got int",
+        ),
+        ({"data": [{}], "has_more": False}, "GET /p.data[0].id: missing"),
+        (
+            {"data": [{"id": ""}], "has_more": False},
+            "GET /p.data[0].id: expected a non-empty string",
+        ),
+        (
+            {"data": [{"id": "a"}, {"id": 3}], "has_more": False},
+            "GET /p.data[1].id: expected a non-empty string",
+        ),
+        (
+            {"data": [{"id": "a", "name": 3}], "has_more": False},
+            "GET /p.data[0].name: expected a string or null",
+        ),
+    ],
+)
+def test_parse_projects_page_rejects(body: Any, message: str) -> None:
+    """A project page of the wrong shape names the field."""
+    with pytest.raises(BadResponse) as info:
+        parse_projects_page(body, "GET /p")
+    assert str(info.value).startswith(message), str(info.value)
