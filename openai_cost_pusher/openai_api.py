@@ -15,8 +15,10 @@ import math
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import requests
 from tenacity import Retrying
 
 from openai_cost_pusher.config import Secret
@@ -26,8 +28,15 @@ from openai_cost_pusher.errors import (
     RequestRejected,
     Transient,
 )
+from openai_cost_pusher.jsonstream import NotAnObject, StreamError, stream_object
 from openai_cost_pusher.model import CostLine, Project
-from openai_cost_pusher.transport import HttpSession, Timeouts, parse_retry_after, send
+from openai_cost_pusher.transport import (
+    HttpSession,
+    Timeouts,
+    iter_body,
+    parse_retry_after,
+    send,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +46,6 @@ PROJECTS_PATH = "/organization/projects"
 COSTS_MAX_LIMIT = 180
 PROJECTS_LIMIT = 100
 MAX_PAGES = 10_000
-TARGET_PAGE_BYTES = 8 * 1024 * 1024
-"""Aim for pages of about this size: big enough for few requests, small enough that a
-decoded page of a large organization stays well inside the memory goal."""
 
 _DECIMAL = re.compile(r"^-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?$")
 
@@ -118,8 +124,15 @@ def parse_page(body: Any, where: str) -> tuple[list[Any], bool, str | None]:
     return data, has_more, next_page
 
 
-def parse_cost_bucket(bucket: Any, where: str) -> tuple[int, list[CostLine]]:
-    """Return a costs bucket's day and its lines; results without an amount add 0."""
+def parse_cost_bucket(
+    bucket: Any, where: str, strings: dict[str, str] | None = None
+) -> tuple[int, list[CostLine]]:
+    """Return a costs bucket's day and its lines; results without an amount add 0.
+
+    `strings` interns project ids, line items and currencies across buckets: a large
+    organization repeats the same few thousand strings hundreds of thousands of times.
+    """
+    shared: dict[str, str] = {} if strings is None else strings
     obj = _object(bucket, where)
     day = _int(_field(obj, "start_time", where), f"{where}.start_time")
     if day % DAY:
@@ -144,12 +157,14 @@ def parse_cost_bucket(bucket: Any, where: str) -> tuple[int, list[CostLine]]:
         currency = _field(amount, "currency", f"{at}.amount")
         if not isinstance(currency, str) or not currency:
             raise BadResponse(f"{at}.amount.currency: expected a currency code")
+        project_id = _opt_str(result.get("project_id"), f"{at}.project_id")
+        line_item = _opt_str(result.get("line_item"), f"{at}.line_item")
         lines.append(
             CostLine(
                 day=day,
-                project_id=_opt_str(result.get("project_id"), f"{at}.project_id"),
-                line_item=_opt_str(result.get("line_item"), f"{at}.line_item"),
-                currency=currency,
+                project_id=shared.setdefault(project_id, project_id),
+                line_item=shared.setdefault(line_item, line_item),
+                currency=shared.setdefault(currency, currency),
                 value=value,
             )
         )
@@ -223,10 +238,12 @@ class AdminApi:
         self._retrying = retrying
         self._stop = stop
         self._count = count_request
-        self._bucket_bytes: float | None = None
-        self._last_size = 0
+        self._strings: dict[str, str] = {}
 
-    def _get_once(self, path: str, params: list[tuple[str, str]]) -> Any:
+    def _send(
+        self, path: str, params: list[tuple[str, str]], *, stream: bool = False
+    ) -> requests.Response:
+        """Send one GET; return a 200 response or raise by status."""
         where = f"GET {path}"
         endpoint = path.rsplit("/", 1)[-1]
         try:
@@ -239,6 +256,7 @@ class AdminApi:
                 unavailable=Transient,
                 stop=self._stop,
                 params=params,
+                stream=stream,
                 headers={
                     "Authorization": f"Bearer {self._key.reveal()}",
                     "Accept": "application/json",
@@ -249,24 +267,22 @@ class AdminApi:
             raise
         self._count(endpoint, str(resp.status_code))
         status = resp.status_code
-        if status in (401, 403):
-            raise AuthRejected(f"{where}: admin key rejected (HTTP {status})")
-        if status == 429 or status >= 500:
-            raise Transient(
-                f"{where}: HTTP {status}", retry_after=parse_retry_after(resp.headers)
-            )
-        if status != 200:
+        if status == 200:
+            return resp
+        with resp:
+            if status in (401, 403):
+                raise AuthRejected(f"{where}: admin key rejected (HTTP {status})")
+            if status == 429 or status >= 500:
+                retry_after = parse_retry_after(resp.headers)
+                raise Transient(f"{where}: HTTP {status}", retry_after=retry_after)
             message = _error_message(resp.content)
-            raise RequestRejected(
-                f"{where}: HTTP {status}" + (f": {message}" if message else "")
-            )
-        self._last_size = len(resp.content)
-        return decode_json(resp.content, where)
+            suffix = f": {message}" if message else ""
+            raise RequestRejected(f"{where}: HTTP {status}{suffix}")
 
     def _get(self, path: str, params: list[tuple[str, str]]) -> Any:
         for attempt in self._retrying():
-            with attempt:
-                return self._get_once(path, params)
+            with attempt, self._send(path, params) as resp:
+                return decode_json(resp.content, f"GET {path}")
         raise AssertionError("unreachable: the retry policy re-raises")
 
     def fetch_projects(self) -> list[Project]:
@@ -290,34 +306,25 @@ class AdminApi:
             after = last_id
         raise BadResponse(f"GET {PROJECTS_PATH}: more than {MAX_PAGES} pages")
 
-    def _costs_limit(self) -> int:
-        """Return the bucket limit for the next costs query (1 while unmeasured)."""
-        if self._bucket_bytes is None:
-            return 1
-        fit = int(TARGET_PAGE_BYTES // max(self._bucket_bytes, 1.0))
-        return max(1, min(COSTS_MAX_LIMIT, fit))
-
     def fetch_costs(self, start: int, end: int) -> Iterator[list[CostLine]]:
         """Yield the cost lines of every day in `[start, end)`, one page at a time.
 
-        The window is fetched in consecutive queries of `limit` days each. The first
-        query of a client asks for one day; later ones size `limit` from the bytes per
-        bucket seen so far, so that a page stays near `TARGET_PAGE_BYTES`. Every page of
-        one query repeats that query's parameters exactly, as cursors require. A day
-        served twice or outside the query's range is a bad answer, never summed.
+        One query per 180 days (the API's largest `limit`), following `next_page`
+        with the query's exact parameters. Each page is decoded as a stream, one
+        bucket at a time, and handed over only when it is whole. A day served twice
+        or outside the query's range is a bad answer, never summed.
         """
         seen: set[int] = set()
         segment = start
         while segment < end:
-            limit = self._costs_limit()
-            seg_end = min(end, segment + limit * DAY)
+            seg_end = min(end, segment + COSTS_MAX_LIMIT * DAY)
             yield from self._costs_query(
-                segment, seg_end, limit, final=seg_end == end, seen=seen
+                segment, seg_end, final=seg_end == end, seen=seen
             )
             segment = seg_end
 
     def _costs_query(
-        self, start: int, end: int, limit: int, *, final: bool, seen: set[int]
+        self, start: int, end: int, *, final: bool, seen: set[int]
     ) -> Iterator[list[CostLine]]:
         where = f"GET {COSTS_PATH}"
         base = [
@@ -325,7 +332,7 @@ class AdminApi:
             ("bucket_width", "1d"),
             ("group_by[]", "project_id"),
             ("group_by[]", "line_item"),
-            ("limit", str(limit)),
+            ("limit", str(COSTS_MAX_LIMIT)),
         ]
         if not final:  # the last query leaves end_time to the API's default (now)
             base.append(("end_time", str(end)))
@@ -333,30 +340,76 @@ class AdminApi:
         page_token: str | None = None
         for _ in range(MAX_PAGES):
             params = base if page_token is None else [*base, ("page", page_token)]
-            body = self._get(COSTS_PATH, params)
-            buckets, has_more, page_token = parse_page(body, where)
-            if buckets:
-                self._bucket_bytes = self._last_size / len(buckets)
-            lines: list[CostLine] = []
-            for i, bucket in enumerate(buckets):
-                day, bucket_lines = parse_cost_bucket(bucket, f"{where}: data[{i}]")
-                if final and day >= end:
-                    # the API's clock already reached tomorrow: next cycle's business
-                    continue
-                if not start <= day < end:
-                    raise BadResponse(
-                        f"{where}: data[{i}].start_time: {day} is "
-                        f"outside the requested {start}..{end}"
-                    )
-                if day in seen:
-                    raise BadResponse(f"{where}: data[{i}]: day {day} served twice")
-                seen.add(day)
-                lines.extend(bucket_lines)
-            yield lines
-            if not has_more:
+            page = self._costs_page(params, start, end, final=final, seen=seen)
+            seen.update(page.days)
+            yield page.lines
+            if not page.has_more:
                 return
+            page_token = page.next_page
             assert page_token is not None  # parse_page guarantees it
             if page_token in cursors:
                 raise BadResponse(f"{where}.next_page: the cursor repeats")
             cursors.add(page_token)
         raise BadResponse(f"{where}: more than {MAX_PAGES} pages")
+
+    def _costs_page(
+        self,
+        params: list[tuple[str, str]],
+        start: int,
+        end: int,
+        *,
+        final: bool,
+        seen: set[int],
+    ) -> _CostsPage:
+        """Fetch and decode one costs page whole, retrying transient failures."""
+        for attempt in self._retrying():
+            with attempt, self._send(COSTS_PATH, params, stream=True) as resp:
+                return self._decode_costs_page(resp, start, end, final, seen)
+        raise AssertionError("unreachable: the retry policy re-raises")
+
+    def _decode_costs_page(
+        self,
+        resp: requests.Response,
+        start: int,
+        end: int,
+        final: bool,
+        seen: set[int],
+    ) -> _CostsPage:
+        where = f"GET {COSTS_PATH}"
+        envelope: dict[str, Any] = {}
+        page = _CostsPage()
+        body = iter_body(resp, what=where, unavailable=Transient)
+        buckets = stream_object(body, "data", envelope.__setitem__)
+        try:
+            for i, bucket in enumerate(buckets):
+                day, lines = parse_cost_bucket(
+                    bucket, f"{where}: data[{i}]", self._strings
+                )
+                if final and day >= end:
+                    continue  # the API's clock already reached tomorrow
+                if not start <= day < end:
+                    raise BadResponse(
+                        f"{where}: data[{i}].start_time: {day} is "
+                        f"outside the requested {start}..{end}"
+                    )
+                if day in seen or day in page.days:
+                    raise BadResponse(f"{where}: data[{i}]: day {day} served twice")
+                page.days.append(day)
+                page.lines.extend(lines)
+        except NotAnObject:
+            raise BadResponse(f"{where}: expected an object") from None
+        except StreamError as exc:
+            msg = f"{where}: the answer is not valid JSON ({exc})"
+            raise BadResponse(msg) from None
+        _, page.has_more, page.next_page = parse_page(envelope, where)
+        return page
+
+
+@dataclass(slots=True)
+class _CostsPage:
+    """One costs page, decoded whole."""
+
+    lines: list[CostLine] = field(default_factory=list)
+    days: list[int] = field(default_factory=list)
+    has_more: bool = False
+    next_page: str | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +133,21 @@ def send(
         # requests lets some urllib3 errors through unwrapped, such as the
         # LocationParseError of a host name with an empty label (`api..example.com`).
         msg = f"{what}: request failed ({_reason(exc)})"
+        raise unavailable(msg) from exc
+
+
+def iter_body(
+    resp: requests.Response,
+    *,
+    what: str,
+    unavailable: type[Transient] | type[PushUnavailable],
+    chunk_bytes: int = 256 * 1024,
+) -> Iterator[bytes]:
+    """Yield a streamed body; map a connection lost midway to `unavailable`."""
+    try:
+        yield from resp.iter_content(chunk_bytes)
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        msg = f"{what}: the answer broke off ({_reason(exc)})"
         raise unavailable(msg) from exc
 
 

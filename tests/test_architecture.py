@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "ledger": 1,
     "metrics": 1,
     "exposition": 1,
+    "jsonstream": 1,
     "transport": 2,
     "logs": 2,
     "openai_api": 3,

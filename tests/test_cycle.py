@@ -177,7 +177,6 @@ def test_failed_page_pushes_no_cost_data(
     """When a later costs page keeps failing, no cost sample of the cycle is pushed."""
     seed_odd_org(fake, _today(clock))
     pusher = make_pusher(fake, vm.push_url, clock)
-    pusher.source._bucket_bytes = 1.0  # type: ignore[attr-defined]  # one big query
     fake.inject(Fault.slow(0), path_prefix="/v1/organization/costs", times=1)
     fake.inject(Fault.server_error(), path_prefix="/v1/organization/costs", times=20)
     report = pusher.run_cycle()

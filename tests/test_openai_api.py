@@ -207,42 +207,31 @@ def test_costs_match_the_fake_day_by_day(
     assert client.sleeps == []
 
 
-def test_costs_adaptive_limit_and_repeated_parameters(
+def test_costs_one_query_with_repeated_parameters(
     org: FakeOpenAI, session: requests.Session
 ) -> None:
-    """One day with limit=1 first, then the rest with a large limit over several pages.
+    """The window goes out as one query with the largest limit, over several pages.
 
-    Every page of a query repeats that query's parameters exactly, plus `page`.
+    Every page of the query repeats its parameters exactly, plus `page`.
     """
     _fill_costs(org)
     client = _client(org, session)
     _costs(client)
     sent = org.requests_to(COSTS)
-    first, rest = sent[0], sent[1:]
-    assert _without_page(first) == [
+    query = [
         ("start_time", str(T0)),
-        ("bucket_width", "1d"),
-        ("group_by[]", "project_id"),
-        ("group_by[]", "line_item"),
-        ("limit", "1"),
-        ("end_time", str(T0 + DAY)),
-    ]
-    assert first.param("page") is None
-    # 9 remaining days in pages of 3: one query of 3 pages, end_time left to the API
-    assert len(rest) == 3
-    query = _without_page(rest[0])
-    assert query == [
-        ("start_time", str(T0 + DAY)),
         ("bucket_width", "1d"),
         ("group_by[]", "project_id"),
         ("group_by[]", "line_item"),
         ("limit", str(COSTS_MAX_LIMIT)),
     ]
-    assert [r.param("page") is None for r in rest] == [True, False, False]
-    for request in rest:
+    # 10 days in pages of 3 buckets: 4 pages, end_time left to the API
+    assert len(sent) == 4
+    assert [r.param("page") is None for r in sent] == [True, False, False, False]
+    for request in sent:
         assert _without_page(request) == query
         assert [k for k, _ in request.query].count("page") <= 1
-    pages = [r.param("page") for r in rest[1:]]
+    pages = [r.param("page") for r in sent[1:]]
     assert len(set(pages)) == len(pages)
     assert client.counts == [("costs", "200")] * 4
 
@@ -259,7 +248,7 @@ def test_costs_group_by_uses_brackets(
 
 
 def test_costs_long_window_in_bounded_queries(session: requests.Session) -> None:
-    """A 400-day window goes out as 1 + 180 + 180 + 39 days, each query paginated."""
+    """A 400-day window goes out as 180 + 180 + 40 days, each query paginated."""
     days = 400
     end = T0 + days * DAY
     with FakeOpenAI(KEY, page_size=31, now=lambda: end - DAY + 60) as org:
@@ -272,31 +261,17 @@ def test_costs_long_window_in_bounded_queries(session: requests.Session) -> None
     queries: dict[str, list[RecordedRequest]] = {}
     for request in sent:
         queries.setdefault(str(request.param("start_time")), []).append(request)
-    starts = [T0, T0 + DAY, T0 + 181 * DAY, T0 + 361 * DAY]
+    starts = [T0, T0 + 180 * DAY, T0 + 360 * DAY]
     assert list(queries) == [str(s) for s in starts]
-    assert [q[0].param("limit") for q in queries.values()] == ["1", "180", "180", "180"]
+    assert [q[0].param("limit") for q in queries.values()] == ["180", "180", "180"]
     assert [q[0].param("end_time") for q in queries.values()] == [
-        str(T0 + DAY),
-        str(T0 + 181 * DAY),
-        str(T0 + 361 * DAY),
+        str(T0 + 180 * DAY),
+        str(T0 + 360 * DAY),
         None,
     ]
-    assert [len(q) for q in queries.values()] == [1, 6, 6, 2]  # ceil(days / 31)
+    assert [len(q) for q in queries.values()] == [6, 6, 2]  # ceil(days / 31)
     for pages in queries.values():
         assert all(_without_page(p) == _without_page(pages[0]) for p in pages)
-
-
-def test_costs_limit_is_remembered(org: FakeOpenAI, session: requests.Session) -> None:
-    """A second fetch by the same client skips the one-day probe query."""
-    _fill_costs(org, days=3)
-    client = _client(org, session)
-    _costs(client, T0, T0 + 3 * DAY)
-    org.clear_requests()
-    _costs(client, T0, END)
-    sent = org.requests_to(COSTS)
-    assert sent[0].param("limit") == str(COSTS_MAX_LIMIT)
-    assert sent[0].param("start_time") == str(T0)
-    assert sent[0].param("end_time") is None
 
 
 def test_costs_amount_as_decimal_string(
@@ -319,7 +294,7 @@ def test_costs_yield_page_by_page(org: FakeOpenAI, session: requests.Session) ->
     _fill_costs(org)
     pages = _client(org, session).api.fetch_costs(T0, END)
     first = next(pages)
-    assert {line.day for line in first} == {T0}
+    assert {line.day for line in first} == {T0, T0 + DAY, T0 + 2 * DAY}  # page_size 3
     assert len(org.requests_to(COSTS)) == 1
 
 
@@ -378,7 +353,7 @@ _BAD_COSTS: list[tuple[str, Fault, str]] = [
     (
         "not-an-object",
         Fault.wrong_shape([]),
-        "GET /organization/costs: expected an object, got list",
+        "GET /organization/costs: expected an object",
     ),
     (
         "data-missing",
@@ -634,13 +609,13 @@ def test_retry_mid_pagination_repeats_the_cursor(
     _fill_costs(org)
     client = _client(org, session)
     pages = client.api.fetch_costs(T0, END)
-    got = [*next(pages), *next(pages)]  # the probe day, then the next query's page 1
+    got = [*next(pages)]  # page 1
     org.inject(Fault.server_error(500), path_prefix=COSTS)
     got += [line for page in pages for line in page]
     assert _same(got, _expected(org))
     sent = org.requests_to(COSTS)
-    assert sent[2].query == sent[3].query
-    assert sent[2].param("page") is not None
+    assert sent[1].query == sent[2].query
+    assert sent[1].param("page") is not None
     assert len(client.sleeps) == 1
 
 
