@@ -75,7 +75,9 @@ def run_org(name: str, projects: int, items: int, workdir: Path) -> dict[str, ob
                 text=True,
                 check=True,
             )
-            figures = json.loads(proc.stdout.strip().splitlines()[-1])
+            figures: dict[str, object] = json.loads(
+                proc.stdout.strip().splitlines()[-1]
+            )
         stored = len(vm.export('{__name__="openai_daily_cost"}'))
     finally:
         vm.stop()
@@ -137,7 +139,7 @@ def bench_render(n: int) -> dict[str, float]:
             yield family
 
     registry = CollectorRegistry()
-    registry.register(Collector())  # type: ignore[arg-type]
+    registry.register(Collector())
     cpu = time.process_time()
     text = generate_latest(registry)
     baseline_gz = len(gzip.compress(text, compresslevel=GZIP_LEVEL, mtime=0))

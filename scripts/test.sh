@@ -16,6 +16,16 @@ command -v systemd-analyze >/dev/null || apt_install systemd
 command -v npm >/dev/null || apt_install nodejs npm
 VM_BIN_DIR=$(bash scripts/fetch-victoriametrics.sh)
 export VM_BIN_DIR
+# Debian's alertmanager reads its built-in templates from this fixed path, which an
+# unpacked package does not fill; install them there (the alerting tests need them).
+tmpl_src=.cache/vm/root/usr/share/prometheus/alertmanager
+tmpl_dst=/usr/share/prometheus/alertmanager
+for tmpl in default.tmpl email.tmpl; do
+    if [ ! -f "$tmpl_dst/$tmpl" ]; then
+        sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+        $sudo_cmd install -D -m 0644 "$tmpl_src/$tmpl" "$tmpl_dst/$tmpl"
+    fi
+done
 if [ -f scripts/fetch-node-tools.sh ]; then
     bash scripts/fetch-node-tools.sh >&2
 fi

@@ -1,0 +1,403 @@
+"""Tests for the Grafana dashboard: every query on real data, the schema, the ConfigMap.
+
+The queries run against a real VictoriaMetrics (scripts/fetch-victoriametrics.sh)
+holding the demo-like organization of `cost_histories.py`, and each panel is checked
+against numbers computed here from the same seeded lines, on one known day. The JSON
+is type-checked with `tsc` against npm @grafana/schema (scripts/fetch-node-tools.sh),
+since no Grafana server can run here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from tests.cost_histories import (
+    CostLine,
+    Outage,
+    demo_organization,
+    push_text,
+    render_costs,
+    render_self_monitoring,
+)
+from tests.procs import ROOT
+from tests.vm import VictoriaMetrics
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "openai-costs-dashboard.json"
+CONFIGMAP = ROOT / "deploy" / "grafana" / "openai-costs-dashboard-configmap.yaml"
+LAST_DAY = date(2025, 3, 31)
+KNOWN_DAY = date(2025, 3, 15)
+NOW = datetime(2025, 3, 31, 15, tzinfo=UTC)
+HEALTH_AT = datetime(2025, 3, 31, 11, 50, tzinfo=UTC)  # failing since 11:00
+MID_MONTH = datetime(2025, 3, 20, 12, tzinfo=UTC)
+ALL = ".*"
+
+
+def _panels() -> dict[str, dict[str, Any]]:
+    """Return the dashboard's panels by title."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return {p["title"]: p for p in dashboard["panels"]}
+
+
+def _panel(prefix: str) -> dict[str, Any]:
+    """Return the one panel whose title starts with `prefix`."""
+    found = [p for title, p in _panels().items() if title.startswith(prefix)]
+    assert len(found) == 1, prefix
+    return found[0]
+
+
+def _expr(panel: dict[str, Any], ref: str = "A", project: str = ALL) -> str:
+    """Return a target's expression with the dashboard variables substituted."""
+    target = next(t for t in panel["targets"] if t["refId"] == ref)
+    expr: str = target["expr"]
+    return expr.replace("$project", project)
+
+
+def _ts(at: datetime | date) -> float:
+    """Return epoch seconds for an aware datetime or a UTC day's 00:00."""
+    if not isinstance(at, datetime):
+        at = datetime(at.year, at.month, at.day, tzinfo=UTC)
+    return at.timestamp()
+
+
+def _by(result: list[dict[str, Any]], label: str) -> dict[str, float]:
+    """Return an instant-query result as {label value: number}."""
+    return {r["metric"].get(label, ""): float(r["value"][1]) for r in result}
+
+
+def _scalar(result: list[dict[str, Any]]) -> float:
+    """Return the single number of an instant-query result."""
+    assert len(result) == 1, result
+    return float(result[0]["value"][1])
+
+
+def _query_range(
+    vm: VictoriaMetrics, expr: str, start: float, end: float, step: int
+) -> list[dict[str, Any]]:
+    """Run a range query like Grafana does and return its matrix."""
+    vm.flush()
+    resp = requests.get(
+        f"{vm.url}/api/v1/query_range",
+        params={"query": expr, "start": str(start), "end": str(end), "step": str(step)},
+        timeout=30,
+    )
+    resp.raise_for_status()
+    body = resp.json()
+    assert body["status"] == "success", body
+    matrix: list[dict[str, Any]] = body["data"]["result"]
+    return matrix
+
+
+def _day_points(
+    matrix: list[dict[str, Any]], label: str
+) -> dict[tuple[str, date], float]:
+    """Return range points as {(label value, UTC day of the point): value}."""
+    out = {}
+    for series in matrix:
+        for ts, value in series["values"]:
+            day = datetime.fromtimestamp(ts, UTC).date()
+            out[(series["metric"].get(label, ""), day)] = float(value)
+    return out
+
+
+def _totals(lines: list[CostLine], key: str) -> dict[tuple[str, date], float]:
+    """Return the seeded daily sums by project or line item."""
+    values: dict[tuple[str, date], list[float]] = defaultdict(list)
+    for line in lines:
+        values[(getattr(line, key), line.day)].append(line.value)
+    return {k: math.fsum(v) for k, v in values.items()}
+
+
+@pytest.fixture(name="lines", scope="module")
+def _lines() -> list[CostLine]:
+    """Return the demo organization's 30 days ending on Monday, March 31 2025."""
+    return demo_organization(LAST_DAY)
+
+
+@pytest.fixture(name="vm", scope="module")
+def _vm(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[CostLine]
+) -> Iterator[VictoriaMetrics]:
+    """Start a VictoriaMetrics holding the demo organization and a pusher's health."""
+    server = VictoriaMetrics(tmp_path_factory.mktemp("vm-dashboard"))
+    try:
+        push_text(server.push_url, render_costs(lines))
+        failing = Outage(
+            datetime(2025, 3, 31, 11, tzinfo=UTC),
+            datetime(2025, 3, 31, 12, tzinfo=UTC),
+            dead=False,
+        )
+        push_text(
+            server.push_url,
+            render_self_monitoring(
+                datetime(2025, 3, 30, tzinfo=UTC),
+                datetime(2025, 3, 31, 12, tzinfo=UTC),
+                [failing],
+            ),
+        )
+        server.flush()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_variables_and_datasource() -> None:
+    """The datasource is a variable, project a multi-select; every query uses both."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    project = variables["project"]
+    assert project["multi"] and project["includeAll"] and project["allValue"] == ".*"
+    assert dashboard["timezone"] == "utc"
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+            if "openai_daily_cost" in target["expr"]:
+                assert 'project=~"$project"' in target["expr"], panel["title"]
+
+
+def test_bar_panels_have_one_point_per_day() -> None:
+    """Both daily bar panels ask for a 1d step and draw stacked bars."""
+    for prefix in ("Daily spend per project", "Daily spend by line item"):
+        panel = _panel(prefix)
+        assert panel["interval"] == "1d"
+        assert all(t["interval"] == "1d" for t in panel["targets"])
+        assert panel["fieldConfig"]["defaults"]["custom"]["drawStyle"] == "bars"
+
+
+@pytest.mark.vm
+def test_spend_today_panel(vm: VictoriaMetrics, lines: list[CostLine]) -> None:
+    """Spend today per project is the sum of today's line items, not yesterday's."""
+    got = _by(vm.query(_expr(_panel("Spend today")), _ts(NOW)), "project")
+    totals = _totals(lines, "project")
+    want = {p: v for (p, day), v in totals.items() if day == LAST_DAY}
+    assert got.keys() == want.keys()
+    for project, value in want.items():
+        assert got[project] == pytest.approx(value, rel=1e-9), project
+    assert got["chat_prod"] != pytest.approx(
+        totals[("chat_prod", LAST_DAY - timedelta(1))]
+    )
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize(
+    "start",
+    [datetime(2025, 3, 2, tzinfo=UTC), datetime(2025, 3, 2, 13, 37, tzinfo=UTC)],
+    ids=["aligned", "unaligned"],
+)
+def test_daily_bars_have_each_days_value(
+    vm: VictoriaMetrics, lines: list[CostLine], start: datetime
+) -> None:
+    """The bar stamped on day D holds day D's spend (no off-by-one-day shift)."""
+    matrix = _query_range(
+        vm, _expr(_panel("Daily spend per project")), _ts(start), _ts(NOW), 86400
+    )
+    got = _day_points(matrix, "project")
+    want = _totals(lines, "project")
+    assert got[("chat_prod", KNOWN_DAY)] == pytest.approx(
+        want[("chat_prod", KNOWN_DAY)]
+    )
+    for key, value in got.items():
+        assert value == pytest.approx(want[key], rel=1e-9), key
+    assert ("batch_jobs", date(2025, 3, 17)) in got  # a Monday
+    assert ("batch_jobs", date(2025, 3, 18)) not in got
+
+
+@pytest.mark.vm
+def test_project_variable_selects_projects(vm: VictoriaMetrics) -> None:
+    """A multi-select value (a|b) limits the bars to those projects."""
+    expr = _expr(
+        _panel("Daily spend per project"), project="chat_prod|search_embeddings"
+    )
+    matrix = _query_range(vm, expr, _ts(date(2025, 3, 2)), _ts(NOW), 86400)
+    assert {s["metric"]["project"] for s in matrix} == {
+        "chat_prod",
+        "search_embeddings",
+    }
+
+
+@pytest.mark.vm
+def test_line_item_bars(vm: VictoriaMetrics, lines: list[CostLine]) -> None:
+    """The line-item bar for day D holds that line item's spend on day D."""
+    matrix = _query_range(
+        vm,
+        _expr(_panel("Daily spend by line item")),
+        _ts(date(2025, 3, 2)),
+        _ts(NOW),
+        86400,
+    )
+    got = _day_points(matrix, "line_item")
+    want = _totals(lines, "line_item")
+    item = "gpt-4o-2024-08-06, output"
+    assert got[(item, KNOWN_DAY)] == pytest.approx(want[(item, KNOWN_DAY)], rel=1e-9)
+    assert got[(item, LAST_DAY)] == pytest.approx(want[(item, LAST_DAY)], rel=1e-9)
+
+
+@pytest.mark.vm
+def test_month_to_date_and_forecast(vm: VictoriaMetrics, lines: list[CostLine]) -> None:
+    """Month to date sums the 1st..today; the forecast adds 7-day mean x days left."""
+    today = MID_MONTH.date()
+    mtd = math.fsum(
+        line.value for line in lines if line.day.month == 3 and line.day <= today
+    )
+    week = math.fsum(
+        line.value for line in lines if today - timedelta(7) <= line.day < today
+    )
+    forecast = mtd + week / 7 * (31 - today.day)
+    got_mtd = _scalar(vm.query(_expr(_panel("Month to date")), _ts(MID_MONTH)))
+    got_forecast = _scalar(vm.query(_expr(_panel("Forecast")), _ts(MID_MONTH)))
+    assert got_mtd == pytest.approx(mtd, rel=1e-9)
+    assert got_forecast == pytest.approx(forecast, rel=1e-9)
+    # April 1st: March no longer counts.
+    april = datetime(2025, 4, 1, 6, tzinfo=UTC)
+    assert vm.query(_expr(_panel("Month to date")), _ts(april)) == [] or _scalar(
+        vm.query(_expr(_panel("Month to date")), _ts(april))
+    ) == pytest.approx(0)
+
+
+@pytest.mark.vm
+def test_today_vs_baseline_table(vm: VictoriaMetrics, lines: list[CostLine]) -> None:
+    """The table shows today, the 7-day median, the ratio and the days of history."""
+    panel = _panel("Today vs baseline")
+    totals = _totals(lines, "project")
+    previous = [LAST_DAY - timedelta(d) for d in range(1, 8)]
+    today = _by(vm.query(_expr(panel, "A"), _ts(NOW)), "project")
+    baseline = _by(vm.query(_expr(panel, "B"), _ts(NOW)), "project")
+    ratio = _by(vm.query(_expr(panel, "C"), _ts(NOW)), "project")
+    history = _by(vm.query(_expr(panel, "D"), _ts(NOW)), "project")
+    days = [totals[("chat_prod", d)] for d in previous]
+    assert baseline["chat_prod"] == pytest.approx(statistics.median(days), rel=1e-9)
+    assert ratio["chat_prod"] == pytest.approx(
+        today["chat_prod"] / statistics.median(days), rel=1e-9
+    )
+    assert ratio["chat_prod"] > 2.5  # the demo's spike
+    assert history["chat_prod"] == 7
+    assert history["batch_jobs"] == 1  # Mondays only: insufficient history
+    overrides = {o["matcher"]["options"]: o for o in panel["fieldConfig"]["overrides"]}
+    mapping = next(
+        p["value"][0]
+        for p in overrides["history"]["properties"]
+        if p["id"] == "mappings"
+    )
+    assert (
+        mapping["options"]["from"] <= history["batch_jobs"] <= mapping["options"]["to"]
+    )
+    assert mapping["options"]["result"]["text"] == "insufficient history"
+    assert not mapping["options"]["from"] <= 3 <= mapping["options"]["to"]
+
+
+@pytest.mark.vm
+def test_pusher_health_panels(vm: VictoriaMetrics) -> None:
+    """Pusher health shows the age of the last success and the failed cycles."""
+    age = _scalar(vm.query(_expr(_panel("Pusher: since")), _ts(HEALTH_AT)))
+    failed = _scalar(vm.query(_expr(_panel("Pusher: failed")), _ts(HEALTH_AT)))
+    assert age == pytest.approx(3900)  # last success at 10:45
+    assert failed == pytest.approx(4)  # 11:00, 11:15, 11:30, 11:45
+    quiet = datetime(2025, 3, 31, 20, tzinfo=UTC)
+    assert _scalar(vm.query(_expr(_panel("Pusher: failed")), _ts(quiet))) == 0
+
+
+def _node_tools() -> Path:
+    """Install or find the pinned typescript and @grafana/schema; return the folder."""
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "fetch-node-tools.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, (
+        "scripts/fetch-node-tools.sh failed (needs node and npm):\n" + done.stderr
+    )
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def _tsc(dashboard_json: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """Type-check `dashboard_json` as `satisfies Dashboard` with tsc."""
+    tools = _node_tools()
+    link = workdir / "node_modules"
+    if not link.exists():
+        link.symlink_to(tools / "node_modules")
+    source = workdir / "dashboard.ts"
+    source.write_text(
+        "import type { Dashboard } from '@grafana/schema';\n\n"
+        f"export const dashboard = {dashboard_json.rstrip()} satisfies Dashboard;\n"
+    )
+    return subprocess.run(
+        [
+            str(tools / "node_modules" / ".bin" / "tsc"),
+            "--noEmit",
+            "--strict",
+            "--skipLibCheck",
+            "--module",
+            "esnext",
+            "--moduleResolution",
+            "bundler",
+            "--target",
+            "es2022",
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_dashboard_satisfies_grafana_schema(tmp_path: Path) -> None:
+    """The dashboard JSON type-checks as a @grafana/schema Dashboard."""
+    done = _tsc(DASHBOARD.read_text(), tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("refresh_rate",), "1m", "'\"refresh_rate\"' does not exist"),
+        (("panels", 0, "gridPos", "h"), "eight", "not assignable to type 'number'"),
+    ],
+    ids=["unknown-field", "wrong-type"],
+)
+def test_schema_check_catches_a_bad_dashboard(
+    tmp_path: Path, path: tuple[str | int, ...], value: str, message: str
+) -> None:
+    """A copy with a misspelt field or a wrongly typed value fails the same check."""
+    broken = json.loads(DASHBOARD.read_text())
+    node: Any = broken
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    done = _tsc(json.dumps(broken, indent=2), tmp_path)
+    assert done.returncode != 0
+    assert message in done.stdout, done.stdout
+
+
+def test_configmap_carries_the_dashboard() -> None:
+    """The sidecar ConfigMap is generated from the JSON and labelled for Grafana."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen-grafana-configmap.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    configmap = yaml.safe_load(CONFIGMAP.read_text())
+    assert configmap["kind"] == "ConfigMap"
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    embedded = configmap["data"]["openai-costs-dashboard.json"]
+    assert json.loads(embedded) == json.loads(DASHBOARD.read_text())
