@@ -86,14 +86,16 @@ class DemoOrganization:
         today = day_of(now)
         if self._spike_day is None:
             self._spike_day = today
-        elapsed = (now - today) / DAY
+        # today's costs arrive as the day goes on: half a day's worth at 00:00 UTC,
+        # all of it by 24:00, so the spike shows (and alerts) at any hour
+        arrived = 0.5 + 0.5 * (now - today) / DAY
         for day in range(start, min(end, today + DAY), DAY):
             page = []
             for project_id, items in SPEND.items():
                 for line_item in items:
                     value = daily_cost(day, project_id, line_item, self._spike_day)
                     if day == today:
-                        value *= elapsed
+                        value *= arrived
                     if value > 0:
                         page.append(
                             CostLine(day, project_id, line_item, "usd", round(value, 6))
