@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from openai_cost_pusher.model import Labels, Sample
+from openai_cost_pusher.model import Labels, Points, Sample
 
 Series = tuple[str, Labels]
 
@@ -28,10 +28,15 @@ class Revision:
 
 
 class Ledger:
-    """The last value pushed for each series and timestamp, since start."""
+    """The last value pushed for each series and timestamp, since start.
 
-    def __init__(self) -> None:
-        self._pushed: dict[Series, dict[int, float]] = {}
+    Timestamps of one ledger lie on a grid of `step_ms` (a day for costs, the bucket
+    width for usage), which lets each series be packed in a `Points` array.
+    """
+
+    def __init__(self, step_ms: int = 86_400_000) -> None:
+        self._step = step_ms
+        self._pushed: dict[Series, Points] = {}
 
     def __len__(self) -> int:
         return sum(len(points) for points in self._pushed.values())
@@ -63,28 +68,33 @@ class Ledger:
         Returns the series and days that were pushed before inside the window but are
         missing from the answer now: their values went down to nothing.
         """
-        fresh: dict[Series, dict[int, float]] = {}
+        fresh: dict[Series, Points] = {}
         for sample in samples:
-            fresh.setdefault((sample.name, sample.labels), {})[sample.ts_ms] = (
-                sample.value
-            )
+            points = fresh.get((sample.name, sample.labels))
+            if points is None:
+                points = fresh[(sample.name, sample.labels)] = Points(self._step)
+            points[sample.ts_ms] = sample.value
         gone: list[Revision] = []
         for series, points in self._pushed.items():
-            now_points = fresh.get(series, {})
-            for ts_ms in [t for t in points if start_ms <= t < end_ms]:
-                if ts_ms not in now_points:
-                    gone.append(Revision(*series, ts_ms, points[ts_ms], None))
+            now_points = fresh.get(series)
+            for ts_ms, old in [p for p in points.items() if start_ms <= p[0] < end_ms]:
+                if now_points is None or ts_ms not in now_points:
+                    gone.append(Revision(*series, ts_ms, old, None))
                 del points[ts_ms]
-        for series, points in fresh.items():
-            self._pushed.setdefault(series, {}).update(points)
+        for series, new_points in fresh.items():
+            kept = self._pushed.get(series)
+            if kept is None:
+                self._pushed[series] = new_points
+            else:
+                for ts_ms, value in new_points.items():
+                    kept[ts_ms] = value
         self._drop_empty()
         return gone
 
     def forget_before(self, ts_ms: int) -> None:
         """Drop points older than `ts_ms`: they will never be fetched again."""
         for points in self._pushed.values():
-            for ts in [t for t in points if t < ts_ms]:
-                del points[ts]
+            points.drop_before(ts_ms)
         self._drop_empty()
 
     def _drop_empty(self) -> None:

@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from openai_cost_pusher.model import CostLine, Labels, Project, Sample
+from openai_cost_pusher.model import CostLine, Labels, Points, Project, Sample
 
 DAILY_COST = "openai_daily_cost"
 COST_TODAY = "openai_cost_today"
@@ -32,6 +32,7 @@ SAMPLES_PUSHED = "openai_cost_pusher_samples_pushed"
 DOWNWARD_REVISIONS = "openai_cost_pusher_downward_revisions_total"
 BUILD_INFO = "openai_cost_pusher_build_info"
 
+DAY_SECONDS = 86_400
 UNATTRIBUTED = "unattributed"
 UNKNOWN = "unknown"
 
@@ -75,20 +76,22 @@ def merge_names(
 CostKey = tuple[str, str, str]
 """A cost series in API terms: project id, line item, currency."""
 
-CostTable = dict[CostKey, dict[int, float]]
+CostTable = dict[CostKey, Points]
 """Daily amounts per cost series: day (00:00 UTC, Unix seconds) to value.
 
-Grouped by series rather than by (series, day) so that a 30-day window of a large
-organization costs one small dict per series instead of one tuple per sample.
+Grouped by series, packed in `Points`, so that a 30-day window of a large organization
+costs one small array per series instead of one object per sample.
 """
 
 
 def add_cost_lines(table: CostTable, lines: Iterable[CostLine]) -> None:
     """Add parsed cost lines to `table`, summing lines that share series and day."""
     for line in lines:
-        days = table.setdefault((line.project_id, line.line_item, line.currency), {})
-        old = days.get(line.day)
-        days[line.day] = line.value if old is None else math.fsum((old, line.value))
+        key = (line.project_id, line.line_item, line.currency)
+        points = table.get(key)
+        if points is None:
+            points = table[key] = Points(DAY_SECONDS)
+        points.add(line.day, line.value)
 
 
 def _series_labels(
@@ -125,8 +128,9 @@ def today_samples(
     """Return `openai_cost_today` per project and currency, stamped at `now_ms`."""
     parts: dict[tuple[str, str], list[float]] = {}
     for (project_id, _line_item, currency), days in table.items():
-        if today in days:
-            parts.setdefault((project_id, currency), []).append(days[today])
+        value = days.get(today)
+        if value is not None:
+            parts.setdefault((project_id, currency), []).append(value)
     return [
         Sample(
             COST_TODAY,

@@ -1,0 +1,68 @@
+"""Points: the packed per-series value store used by cost tables and ledgers."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from openai_cost_pusher.model import Points
+
+STEP = 86_400
+
+
+def test_points_grow_both_ways_and_keep_gaps() -> None:
+    """Setting before the first or after the last point extends the array with gaps."""
+    points = Points(STEP)
+    points[10 * STEP] = 1.0
+    points[7 * STEP] = 2.0
+    points[13 * STEP] = 3.0
+    assert list(points.items()) == [(7 * STEP, 2.0), (10 * STEP, 1.0), (13 * STEP, 3.0)]
+    assert points.get(8 * STEP) is None
+    assert points.get(100 * STEP) is None
+    assert len(points) == 3
+
+
+def test_points_reject_timestamps_off_the_grid() -> None:
+    """A timestamp that is not a whole number of steps away is an error."""
+    points = Points(STEP)
+    points[0] = 1.0
+    with pytest.raises(ValueError, match="not on the"):
+        points[STEP + 1] = 2.0
+
+
+def test_add_sums_and_delete_removes() -> None:
+    """add() sums into a point; del removes it; empty points are falsy."""
+    points = Points(STEP)
+    points.add(STEP, 0.1)
+    points.add(STEP, 0.2)
+    assert points.get(STEP) == 0.1 + 0.2
+    del points[STEP]
+    del points[5 * STEP]  # absent: nothing happens
+    assert not points
+    assert STEP not in points
+
+
+def test_drop_before_forgets_old_points() -> None:
+    """drop_before() removes every point strictly before the timestamp."""
+    points = Points(STEP)
+    for day in range(5):
+        points[day * STEP] = float(day)
+    points.drop_before(2 * STEP)
+    assert dict(points.items()) == {2 * STEP: 2.0, 3 * STEP: 3.0, 4 * STEP: 4.0}
+    points.drop_before(10 * STEP)
+    assert not points
+    points[20 * STEP] = 1.0
+    assert dict(points.items()) == {20 * STEP: 1.0}
+
+
+@given(st.dictionaries(st.integers(-50, 50), st.floats(allow_nan=False), max_size=30))
+def test_points_behave_like_a_dict(values: dict[int, float]) -> None:
+    """Any set of grid points reads back exactly as a dict would hold it."""
+    points = Points(STEP)
+    for idx, value in values.items():
+        points[idx * STEP] = value
+    expected = {idx * STEP: value for idx, value in values.items()}
+    assert points == expected
+    assert dict(points.items()) == expected
+    assert list(points.items()) == sorted(expected.items())
