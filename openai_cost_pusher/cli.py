@@ -25,7 +25,7 @@ from typing import BinaryIO
 from dotenv import dotenv_values
 
 from openai_cost_pusher import __version__
-from openai_cost_pusher.app import Pusher, Sink, run_forever
+from openai_cost_pusher.app import Pusher, Sink, UsagePlan, run_forever
 from openai_cost_pusher.config import (
     OPTIONS,
     SECRET_FILE_SUFFIX,
@@ -199,12 +199,24 @@ def _build(
             retrying=lambda: retry_policy(budget, stop),
         )
         sink = DemoSink(client, stdout, settings.push_url) if args.demo else client
+    usage = None
+    if settings.usage_width is not None:
+        usage = UsagePlan.build(
+            settings.usage_width,
+            lookback_days=settings.lookback_days,
+            backfill_days=settings.backfill_days,
+            lookback_hours=settings.usage_lookback_hours,
+            backfill_hours=settings.usage_backfill_hours,
+            by_user=settings.usage_by_user,
+            by_api_key=settings.usage_by_api_key,
+        )
     pusher = Pusher(
         source,
         sink,
         lookback_days=settings.lookback_days,
         backfill_days=settings.backfill_days,
         extra_labels=extra,
+        usage=usage,
         stats=stats,
     )
     return pusher, client

@@ -103,6 +103,36 @@ OPTIONS: tuple[Option, ...] = (
         "UTC days fetched on the first cycle after start",
     ),
     Option(
+        "USAGE_BUCKET_WIDTH",
+        "--usage-bucket-width",
+        "1d",
+        "token usage bucket: 1d (lines up with daily costs), 1h, 1m, or off",
+    ),
+    Option(
+        "USAGE_LOOKBACK_HOURS",
+        "--usage-lookback-hours",
+        "24",
+        "with 1h or 1m buckets: hours of usage re-fetched every cycle",
+    ),
+    Option(
+        "USAGE_BACKFILL_HOURS",
+        "--usage-backfill-hours",
+        "168",
+        "with 1h or 1m buckets: hours of usage fetched on the first cycle",
+    ),
+    Option(
+        "USAGE_GROUP_BY_USER",
+        "--usage-group-by-user",
+        "false",
+        "true adds a user_id label to usage series (more series)",
+    ),
+    Option(
+        "USAGE_GROUP_BY_API_KEY",
+        "--usage-group-by-api-key",
+        "false",
+        "true adds an api_key_id label to usage series (more series)",
+    ),
+    Option(
         "EXTRA_LABELS",
         "--extra-label",
         "job=openai-cost-pusher",
@@ -185,6 +215,11 @@ class Settings:
     log_level: str
     log_format: str
     listen: tuple[str, int] | None = None
+    usage_width: str | None = "1d"
+    usage_lookback_hours: int = 24
+    usage_backfill_hours: int = 168
+    usage_by_user: bool = False
+    usage_by_api_key: bool = False
 
     def secrets(self) -> list[str]:
         """Return every secret value, for the log redaction filter."""
@@ -259,6 +294,32 @@ def parse_listen(text: str) -> tuple[str, int] | None:
         msg = f"expected host:port like 0.0.0.0:9108 or :9108, got {text!r}"
         raise ValueError(msg)
     return (host or "0.0.0.0", int(port_text))
+
+
+USAGE_WIDTHS = ("1d", "1h", "1m", "off")
+MAX_MINUTE_HOURS = 24
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off", ""):
+        return False
+    msg = f"expected true or false, got {text!r}"
+    raise ValueError(msg)
+
+
+def _parse_hours(text: str) -> int:
+    try:
+        hours = int(text.strip())
+    except ValueError:
+        msg = f"expected a whole number of hours, got {text!r}"
+        raise ValueError(msg) from None
+    if not 1 <= hours <= MAX_DAYS * 24:
+        msg = f"expected 1 to {MAX_DAYS * 24} hours, got {hours}"
+        raise ValueError(msg)
+    return hours
 
 
 def _parse_days(text: str) -> int:
@@ -397,6 +458,22 @@ def load_settings(
         lambda t: (("job", "openai-cost-pusher"), *parse_labels(t.split(","))),
         (("job", "openai-cost-pusher"),),
     )
+    width = r.parse(
+        _option("USAGE_BUCKET_WIDTH"), lambda t: _parse_choice(t, USAGE_WIDTHS), "1d"
+    )
+    usage_lookback = r.parse(_option("USAGE_LOOKBACK_HOURS"), _parse_hours, 24)
+    usage_backfill = r.parse(_option("USAGE_BACKFILL_HOURS"), _parse_hours, 168)
+    if width == "1m":
+        for env, hours in (
+            ("USAGE_LOOKBACK_HOURS", usage_lookback),
+            ("USAGE_BACKFILL_HOURS", usage_backfill),
+        ):
+            if hours > MAX_MINUTE_HOURS:
+                r.problems.append(
+                    f"{env}: with USAGE_BUCKET_WIDTH=1m at most {MAX_MINUTE_HOURS} "
+                    f"hours (1,440 one-minute buckets a query), got {hours}; use 1h "
+                    "buckets for longer windows"
+                )
     settings = Settings(
         admin_key=admin_key,
         openai_base_url=base_url,
@@ -414,6 +491,11 @@ def load_settings(
             _option("LOG_LEVEL"), lambda t: _parse_choice(t, LOG_LEVELS), "info"
         ),
         listen=r.parse(_option("LISTEN"), parse_listen, None),
+        usage_width=None if width == "off" else width,
+        usage_lookback_hours=usage_lookback,
+        usage_backfill_hours=usage_backfill,
+        usage_by_user=r.parse(_option("USAGE_GROUP_BY_USER"), _parse_bool, False),
+        usage_by_api_key=r.parse(_option("USAGE_GROUP_BY_API_KEY"), _parse_bool, False),
         log_format=r.parse(
             _option("LOG_FORMAT"), lambda t: _parse_choice(t, LOG_FORMATS), "text"
         ),

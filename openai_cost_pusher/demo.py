@@ -11,9 +11,9 @@ costs do. Every sample the pusher makes from it carries `demo="true"`.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
-from openai_cost_pusher.model import CostLine, Project
+from openai_cost_pusher.model import CostLine, Project, UsageLine
 from openai_cost_pusher.window import DAY, day_of
 
 DEMO_LABEL = ("demo", "true")
@@ -67,8 +67,35 @@ def daily_cost(day: int, project_id: str, line_item: str, spike_day: int) -> flo
     return value
 
 
+# line item -> (usage endpoint, model, token field, USD per million tokens)
+TOKEN_PRICES: dict[str, tuple[str, str, str, float]] = {
+    "gpt-4o, input": ("completions", "gpt-4o-2024-08-06", "input_tokens", 2.50),
+    "gpt-4o, output": ("completions", "gpt-4o-2024-08-06", "output_tokens", 10.0),
+    "gpt-4o-mini, input": ("completions", "gpt-4o-mini", "input_tokens", 0.15),
+    "gpt-4o-mini, output": ("completions", "gpt-4o-mini", "output_tokens", 0.60),
+    "text-embedding-3-small": (
+        "embeddings",
+        "text-embedding-3-small",
+        "input_tokens",
+        0.02,
+    ),
+}
+TOKENS_PER_REQUEST = 1_500
+_USAGE_DIMS = {
+    "completions": (
+        "project_id",
+        "user_id",
+        "api_key_id",
+        "model",
+        "batch",
+        "service_tier",
+    ),
+    "embeddings": ("project_id", "user_id", "api_key_id", "model"),
+}
+
+
 class DemoOrganization:
-    """Answers `fetch_projects` and `fetch_costs` from simulated data."""
+    """Answers like the Admin API (projects, costs, usage) from simulated data."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
@@ -80,24 +107,85 @@ class DemoOrganization:
         """Return the simulated projects, archived one included."""
         return list(PROJECTS)
 
-    def fetch_costs(self, start: int, end: int) -> Iterator[list[CostLine]]:
-        """Yield one page per day of `[start, end)`; today grows with the hour."""
-        now = self._clock()
+    def _day_costs(self, day: int, now: float) -> Iterator[tuple[str, str, float]]:
+        """Yield (project, line item, USD) of one day as known at `now`."""
         today = day_of(now)
         if self._spike_day is None:
             self._spike_day = today
         # today's costs arrive as the day goes on: half a day's worth at 00:00 UTC,
         # all of it by 24:00, so the spike shows (and alerts) at any hour
         arrived = 0.5 + 0.5 * (now - today) / DAY
-        for day in range(start, min(end, today + DAY), DAY):
+        for project_id, items in SPEND.items():
+            for line_item in items:
+                value = daily_cost(day, project_id, line_item, self._spike_day)
+                if day == today:
+                    value *= arrived
+                if value > 0:
+                    yield project_id, line_item, round(value, 6)
+
+    def fetch_costs(self, start: int, end: int) -> Iterator[list[CostLine]]:
+        """Yield one page per day of `[start, end)`; today grows with the hour."""
+        now = self._clock()
+        for day in range(start, min(end, day_of(now) + DAY), DAY):
+            yield [
+                CostLine(day, project_id, line_item, "usd", value)
+                for project_id, line_item, value in self._day_costs(day, now)
+            ]
+
+    def fetch_usage(
+        self, kind: str, start: int, end: int, width: str, group_by: Sequence[str]
+    ) -> Iterator[list[UsageLine]]:
+        """Yield usage consistent with the costs: tokens = cost / price per token.
+
+        A day's tokens are spread evenly over its buckets (for 1h or 1m widths), up
+        to the current one. Only completions and embeddings have usage here.
+        """
+        step = {"1d": DAY, "1h": 3600, "1m": 60}[width]
+        now = self._clock()
+        dims_of_kind = _USAGE_DIMS.get(kind)
+        last = int(now // step) * step
+        for day in range(day_of(start), min(end, last + step), DAY):
+            if dims_of_kind is None:
+                yield []
+                continue
+            totals: dict[tuple[str, str], dict[str, int]] = {}
+            for project_id, line_item, value in self._day_costs(day, now):
+                price = TOKEN_PRICES.get(line_item)
+                if price is None or price[0] != kind:
+                    continue
+                _, model, token_field, usd_per_million = price
+                tokens = round(value / usd_per_million * 1_000_000)
+                counters = totals.setdefault((project_id, model), {})
+                counters[token_field] = counters.get(token_field, 0) + tokens
+            per_day = DAY // step
+            buckets = range(max(day, start), min(day + DAY, end, last + step), step)
             page = []
-            for project_id, items in SPEND.items():
-                for line_item in items:
-                    value = daily_cost(day, project_id, line_item, self._spike_day)
-                    if day == today:
-                        value *= arrived
-                    if value > 0:
-                        page.append(
-                            CostLine(day, project_id, line_item, "usd", round(value, 6))
+            for bucket in buckets:
+                k = (bucket - day) // step
+                for (project_id, model), counters in totals.items():
+                    share = {
+                        name: total * (k + 1) // per_day - total * k // per_day
+                        for name, total in counters.items()
+                    }
+                    share.setdefault("input_tokens", 0)
+                    share.setdefault("output_tokens", 0)
+                    if kind == "completions":
+                        share["input_cached_tokens"] = share["input_tokens"] // 5
+                    else:
+                        del share["output_tokens"]
+                    requests = sum(share.values()) // TOKENS_PER_REQUEST
+                    share["num_model_requests"] = requests
+                    dims = {
+                        "project_id": project_id,
+                        "model": model,
+                        "batch": "false" if "batch" in group_by else "",
+                    }
+                    page.append(
+                        UsageLine(
+                            bucket,
+                            kind,
+                            tuple((d, dims.get(d, "")) for d in dims_of_kind),
+                            tuple((n, float(v)) for n, v in share.items()),
                         )
+                    )
             yield page

@@ -123,7 +123,7 @@ def stream_object(
     malformed or truncated; trailing text after the object is an error too.
     """
     reader = _Reader(chunks)
-    if reader.peek() in "[\"-0123456789tfn" and reader.peek():
+    if reader.peek() in '["-0123456789tfn' and reader.peek():
         raise NotAnObject("expected an object")
     reader.expect("{")
     if reader.peek() == "}":

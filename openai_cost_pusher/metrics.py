@@ -17,10 +17,17 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from openai_cost_pusher.model import CostLine, Labels, Points, Project, Sample
+from openai_cost_pusher.model import (
+    CostLine,
+    Labels,
+    Points,
+    Project,
+    Sample,
+    UsageLine,
+)
 
 DAILY_COST = "openai_daily_cost"
 COST_TODAY = "openai_cost_today"
@@ -31,6 +38,25 @@ API_REQUESTS = "openai_cost_pusher_api_requests_total"
 SAMPLES_PUSHED = "openai_cost_pusher_samples_pushed"
 DOWNWARD_REVISIONS = "openai_cost_pusher_downward_revisions_total"
 BUILD_INFO = "openai_cost_pusher_build_info"
+USAGE_TOKENS = "openai_usage_tokens"
+USAGE_REQUESTS = "openai_usage_requests"
+USAGE_IMAGES = "openai_usage_images"
+USAGE_AUDIO_CHARACTERS = "openai_usage_audio_characters"
+USAGE_AUDIO_SECONDS = "openai_usage_audio_seconds"
+USAGE_CODE_INTERPRETER_SESSIONS = "openai_usage_code_interpreter_sessions"
+USAGE_VECTOR_STORE_BYTES = "openai_usage_vector_store_bytes"
+
+_USAGE_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "num_model_requests": (USAGE_REQUESTS, ("operation", "model", "batch")),
+    "images": (USAGE_IMAGES, ("model", "size", "source")),
+    "characters": (USAGE_AUDIO_CHARACTERS, ("model",)),
+    "seconds": (USAGE_AUDIO_SECONDS, ("model",)),
+    "num_sessions": (USAGE_CODE_INTERPRETER_SESSIONS, ()),
+    "usage_bytes": (USAGE_VECTOR_STORE_BYTES, ()),
+}
+"""Usage counter field to metric name and its labels besides project_id/project."""
+_TOKEN_LABELS = ("operation", "model", "type", "batch")
+_OPTIONAL_DIMS = ("user_id", "api_key_id")
 
 DAY_SECONDS = 86_400
 UNATTRIBUTED = "unattributed"
@@ -140,6 +166,70 @@ def today_samples(
         )
         for (project_id, currency), values in parts.items()
     ]
+
+
+UsageTable = dict[tuple[str, Labels], Points]
+"""Usage samples per series (metric name, labels): bucket start (s) to amount."""
+
+
+def add_usage_lines(
+    table: UsageTable,
+    lines: Iterable[UsageLine],
+    names: Mapping[str, str | None],
+    extra: Labels,
+    step: int,
+    optional_dims: Sequence[str] = (),
+) -> None:
+    """Add usage lines to `table` as samples of the usage families.
+
+    Each `*_tokens` field becomes `openai_usage_tokens{type=<field without _tokens>}`;
+    the other counters map to their own family. Lines that land on the same series
+    and bucket (images requests of several sizes, say) are summed. Labels a family
+    has but the request did not group by are `""`. `optional_dims` (`user_id`,
+    `api_key_id`) are added as labels when grouping by them is on.
+    """
+    series_cache: dict[tuple[str, str, Labels], Labels] = {}
+    for line in lines:
+        dims = dict(line.dims)
+        for field_name, value in line.counters:
+            wanted: tuple[str, ...]
+            if field_name.endswith("_tokens"):
+                name, wanted = USAGE_TOKENS, _TOKEN_LABELS
+                kind = field_name[: -len("_tokens")]
+            elif field_name in _USAGE_FAMILIES:
+                name, wanted = _USAGE_FAMILIES[field_name]
+                kind = ""
+            else:
+                continue
+            cache_key = (name, kind, line.dims)
+            labels = series_cache.get(cache_key)
+            if labels is None:
+                pairs = {
+                    **dict(extra),
+                    "project_id": dims.get("project_id", ""),
+                    "project": project_label(dims.get("project_id", ""), names),
+                }
+                for label in wanted:
+                    if label == "operation":
+                        pairs[label] = line.operation
+                    elif label == "type":
+                        pairs[label] = kind
+                    else:
+                        pairs[label] = dims.get(label, "")
+                for dim in optional_dims:
+                    pairs[dim] = dims.get(dim, "")
+                labels = series_cache[cache_key] = tuple(sorted(pairs.items()))
+            points = table.get((name, labels))
+            if points is None:
+                points = table[(name, labels)] = Points(step)
+            points.add(line.start, value)
+
+
+def usage_samples(table: UsageTable) -> Iterator[Sample]:
+    """Yield one sample per usage series and bucket, stamped at the bucket's start."""
+    for (name, labels), points in table.items():
+        for start, value in points.items():
+            yield Sample(name, labels, value, start * 1000)
 
 
 @dataclass(slots=True)

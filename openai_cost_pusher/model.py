@@ -41,6 +41,21 @@ class CostLine:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageLine:
+    """One usage result: a bucket's amounts for one combination of dimensions.
+
+    `start` is the bucket's start in Unix seconds. `dims` holds every dimension the
+    endpoint has (`project_id`, `model`, `batch`, ...) as strings, `""` where the API
+    gave null; `counters` holds each numeric field (`input_tokens`, ...) present.
+    """
+
+    start: int
+    operation: str
+    dims: Labels
+    counters: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One sample to push: metric name, sorted labels, value and timestamp in ms."""
 

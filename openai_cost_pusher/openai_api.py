@@ -14,9 +14,9 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import requests
 from tenacity import Retrying
@@ -29,7 +29,7 @@ from openai_cost_pusher.errors import (
     Transient,
 )
 from openai_cost_pusher.jsonstream import NotAnObject, StreamError, stream_object
-from openai_cost_pusher.model import CostLine, Project
+from openai_cost_pusher.model import CostLine, Project, UsageLine
 from openai_cost_pusher.transport import (
     HttpSession,
     Timeouts,
@@ -43,12 +43,17 @@ log = logging.getLogger(__name__)
 DAY = 86_400
 COSTS_PATH = "/organization/costs"
 PROJECTS_PATH = "/organization/projects"
+USAGE_PATH = "/organization/usage"
 COSTS_MAX_LIMIT = 180
+USAGE_WIDTHS = {"1d": (DAY, 31), "1h": (3600, 168), "1m": (60, 1440)}
+"""Bucket width to (seconds, the API's largest `limit`)."""
 PROJECTS_LIMIT = 100
 MAX_PAGES = 10_000
 
 _DECIMAL = re.compile(r"^-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?$")
 
+T = TypeVar("T")
+BucketParser = Callable[[Any, str], tuple[int, list[T]]]
 Json = dict[str, Any]
 RequestCounter = Callable[[str, str], None]
 
@@ -169,6 +174,132 @@ def parse_cost_bucket(
             )
         )
     return day, lines
+
+
+@dataclass(frozen=True, slots=True)
+class UsageKind:
+    """What one usage endpoint returns and how it may be grouped (the spec)."""
+
+    required: tuple[str, ...]
+    dims: tuple[str, ...]
+    group_by: tuple[str, ...]
+
+
+_PEOPLE = ("project_id", "user_id", "api_key_id", "model")
+USAGE_KINDS: dict[str, UsageKind] = {
+    "completions": UsageKind(
+        ("input_tokens", "output_tokens", "num_model_requests"),
+        (*_PEOPLE, "batch", "service_tier"),
+        ("project_id", "model", "batch"),
+    ),
+    "embeddings": UsageKind(
+        ("input_tokens", "num_model_requests"), _PEOPLE, ("project_id", "model")
+    ),
+    "moderations": UsageKind(
+        ("input_tokens", "num_model_requests"), _PEOPLE, ("project_id", "model")
+    ),
+    "images": UsageKind(
+        ("images", "num_model_requests"),
+        (*_PEOPLE, "size", "source"),
+        ("project_id", "model", "size", "source"),
+    ),
+    "audio_speeches": UsageKind(
+        ("characters", "num_model_requests"), _PEOPLE, ("project_id", "model")
+    ),
+    "audio_transcriptions": UsageKind(
+        ("seconds", "num_model_requests"), _PEOPLE, ("project_id", "model")
+    ),
+    "vector_stores": UsageKind(("usage_bytes",), ("project_id",), ("project_id",)),
+    "code_interpreter_sessions": UsageKind(
+        ("num_sessions",), ("project_id",), ("project_id",)
+    ),
+}
+"""The eight usage endpoints: required counters, dimensions, default grouping."""
+
+USAGE_COUNTERS = frozenset(
+    {
+        "num_model_requests",
+        "images",
+        "characters",
+        "seconds",
+        "usage_bytes",
+        "num_sessions",
+    }
+)
+"""Numeric fields other than `*_tokens` that are amounts (or, for bytes, a level)."""
+
+
+def usage_group_by(kind: str, *, by_user: bool, by_api_key: bool) -> list[str]:
+    """Return the `group_by` values for one endpoint under the settings."""
+    spec = USAGE_KINDS[kind]
+    extra = [
+        d
+        for d, on in (("user_id", by_user), ("api_key_id", by_api_key))
+        if on and d in spec.dims
+    ]
+    return [*spec.group_by, *extra]
+
+
+def _counter(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadResponse(f"{where}: expected a number, got {value!r:.40}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise BadResponse(f"{where}: expected a finite number")
+    return number
+
+
+def parse_usage_bucket(
+    bucket: Any,
+    where: str,
+    kind: str,
+    step: int,
+    strings: dict[str, str] | None = None,
+) -> tuple[int, list[UsageLine]]:
+    """Return a usage bucket's start and its lines, naming any bad field.
+
+    Required counters must be numbers; every other `*_tokens` field becomes a counter
+    too (new token types appear without a code change); unknown fields are ignored.
+    """
+    shared: dict[str, str] = {} if strings is None else strings
+    spec = USAGE_KINDS[kind]
+    expected = f"organization.usage.{kind}.result"
+    obj = _object(bucket, where)
+    start = _int(_field(obj, "start_time", where), f"{where}.start_time")
+    if start % step:
+        raise BadResponse(f"{where}.start_time: {start} is not a bucket start")
+    results = _list(_field(obj, "results", where), f"{where}.results")
+    lines = []
+    for i, item in enumerate(results):
+        at = f"{where}.results[{i}]"
+        result = _object(item, at)
+        if result.get("object") != expected:
+            raise BadResponse(
+                f"{at}.object: expected {expected}, got {result.get('object')!r:.60}"
+            )
+        counters = []
+        for name in spec.required:
+            value = result.get(name)
+            if value is None:
+                raise BadResponse(f"{at}.{name}: missing")
+            counters.append((name, _counter(value, f"{at}.{name}")))
+        for name, value in result.items():
+            if name in spec.required or value is None:
+                continue
+            if name.endswith("_tokens") or name in USAGE_COUNTERS:
+                counters.append(
+                    (shared.setdefault(name, name), _counter(value, f"{at}.{name}"))
+                )
+        dims = []
+        for dim in spec.dims:
+            raw = result.get(dim)
+            if dim == "batch" and isinstance(raw, bool):
+                text = "true" if raw else "false"
+            else:
+                text = _opt_str(raw, f"{at}.{dim}")
+            dims.append((dim, shared.setdefault(text, text)))
+        lines.append(UsageLine(start, kind, tuple(dims), tuple(counters)))
+    return start, lines
 
 
 def parse_projects_page(body: Any, where: str) -> tuple[list[Project], bool]:
@@ -307,42 +438,83 @@ class AdminApi:
         raise BadResponse(f"GET {PROJECTS_PATH}: more than {MAX_PAGES} pages")
 
     def fetch_costs(self, start: int, end: int) -> Iterator[list[CostLine]]:
-        """Yield the cost lines of every day in `[start, end)`, one page at a time.
+        """Yield the cost lines of every day in `[start, end)`, one page at a time."""
+        params = [
+            ("bucket_width", "1d"),
+            ("group_by[]", "project_id"),
+            ("group_by[]", "line_item"),
+        ]
+        yield from self._buckets(
+            COSTS_PATH,
+            params,
+            start,
+            end,
+            DAY,
+            COSTS_MAX_LIMIT,
+            lambda bucket, where: parse_cost_bucket(bucket, where, self._strings),
+        )
 
-        One query per 180 days (the API's largest `limit`), following `next_page`
-        with the query's exact parameters. Each page is decoded as a stream, one
-        bucket at a time, and handed over only when it is whole. A day served twice
-        or outside the query's range is a bad answer, never summed.
+    def fetch_usage(
+        self, kind: str, start: int, end: int, width: str, group_by: Sequence[str]
+    ) -> Iterator[list[UsageLine]]:
+        """Yield the usage lines of one endpoint for `[start, end)`, page by page."""
+        step, max_limit = USAGE_WIDTHS[width]
+        params = [("bucket_width", width)]
+        params += [("group_by[]", dim) for dim in group_by]
+        yield from self._buckets(
+            f"{USAGE_PATH}/{kind}",
+            params,
+            start,
+            end,
+            step,
+            max_limit,
+            lambda bucket, where: parse_usage_bucket(
+                bucket, where, kind, step, self._strings
+            ),
+        )
+
+    def _buckets(
+        self,
+        path: str,
+        params: list[tuple[str, str]],
+        start: int,
+        end: int,
+        step: int,
+        max_limit: int,
+        parse: BucketParser[T],
+    ) -> Iterator[list[T]]:
+        """Yield the records of every bucket in `[start, end)`, one page at a time.
+
+        One query per `max_limit` buckets (the API's largest `limit` for the width),
+        following `next_page` with the query's exact parameters. Each page is decoded
+        as a stream, one bucket at a time, and handed over only when it is whole. A
+        bucket served twice or outside the query's range is a bad answer, never
+        summed.
         """
         seen: set[int] = set()
         segment = start
         while segment < end:
-            seg_end = min(end, segment + COSTS_MAX_LIMIT * DAY)
-            yield from self._costs_query(
-                segment, seg_end, final=seg_end == end, seen=seen
-            )
+            seg_end = min(end, segment + max_limit * step)
+            base = [("start_time", str(segment)), *params, ("limit", str(max_limit))]
+            if seg_end != end:  # the last query leaves end_time to the API (now)
+                base.append(("end_time", str(seg_end)))
+            query = _Query(path, base, segment, seg_end, step, final=seg_end == end)
+            yield from self._query(query, parse, seen)
             segment = seg_end
 
-    def _costs_query(
-        self, start: int, end: int, *, final: bool, seen: set[int]
-    ) -> Iterator[list[CostLine]]:
-        where = f"GET {COSTS_PATH}"
-        base = [
-            ("start_time", str(start)),
-            ("bucket_width", "1d"),
-            ("group_by[]", "project_id"),
-            ("group_by[]", "line_item"),
-            ("limit", str(COSTS_MAX_LIMIT)),
-        ]
-        if not final:  # the last query leaves end_time to the API's default (now)
-            base.append(("end_time", str(end)))
+    def _query(
+        self, query: _Query, parse: BucketParser[T], seen: set[int]
+    ) -> Iterator[list[T]]:
+        where = f"GET {query.path}"
         cursors: set[str] = set()
         page_token: str | None = None
         for _ in range(MAX_PAGES):
-            params = base if page_token is None else [*base, ("page", page_token)]
-            page = self._costs_page(params, start, end, final=final, seen=seen)
-            seen.update(page.days)
-            yield page.lines
+            params = query.params
+            if page_token is not None:
+                params = [*params, ("page", page_token)]
+            page = self._page(query, params, parse, seen)
+            seen.update(page.starts)
+            yield page.records
             if not page.has_more:
                 return
             page_token = page.next_page
@@ -352,64 +524,68 @@ class AdminApi:
             cursors.add(page_token)
         raise BadResponse(f"{where}: more than {MAX_PAGES} pages")
 
-    def _costs_page(
+    def _page(
         self,
+        query: _Query,
         params: list[tuple[str, str]],
-        start: int,
-        end: int,
-        *,
-        final: bool,
+        parse: BucketParser[T],
         seen: set[int],
-    ) -> _CostsPage:
-        """Fetch and decode one costs page whole, retrying transient failures."""
+    ) -> _Page[T]:
+        """Fetch and decode one page whole, retrying transient failures."""
         for attempt in self._retrying():
-            with attempt, self._send(COSTS_PATH, params, stream=True) as resp:
-                return self._decode_costs_page(resp, start, end, final, seen)
+            with attempt, self._send(query.path, params, stream=True) as resp:
+                return _decode_page(resp, query, parse, seen)
         raise AssertionError("unreachable: the retry policy re-raises")
 
-    def _decode_costs_page(
-        self,
-        resp: requests.Response,
-        start: int,
-        end: int,
-        final: bool,
-        seen: set[int],
-    ) -> _CostsPage:
-        where = f"GET {COSTS_PATH}"
-        envelope: dict[str, Any] = {}
-        page = _CostsPage()
-        body = iter_body(resp, what=where, unavailable=Transient)
-        buckets = stream_object(body, "data", envelope.__setitem__)
-        try:
-            for i, bucket in enumerate(buckets):
-                day, lines = parse_cost_bucket(
-                    bucket, f"{where}: data[{i}]", self._strings
-                )
-                if final and day >= end:
-                    continue  # the API's clock already reached tomorrow
-                if not start <= day < end:
-                    raise BadResponse(
-                        f"{where}: data[{i}].start_time: {day} is "
-                        f"outside the requested {start}..{end}"
-                    )
-                if day in seen or day in page.days:
-                    raise BadResponse(f"{where}: data[{i}]: day {day} served twice")
-                page.days.append(day)
-                page.lines.extend(lines)
-        except NotAnObject:
-            raise BadResponse(f"{where}: expected an object") from None
-        except StreamError as exc:
-            msg = f"{where}: the answer is not valid JSON ({exc})"
-            raise BadResponse(msg) from None
-        _, page.has_more, page.next_page = parse_page(envelope, where)
-        return page
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """One bucket query: path, parameters (without `page`) and the range it covers."""
+
+    path: str
+    params: list[tuple[str, str]]
+    start: int
+    end: int
+    step: int
+    final: bool
 
 
 @dataclass(slots=True)
-class _CostsPage:
-    """One costs page, decoded whole."""
+class _Page(Generic[T]):
+    """One page, decoded whole."""
 
-    lines: list[CostLine] = field(default_factory=list)
-    days: list[int] = field(default_factory=list)
+    records: list[T] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
     has_more: bool = False
     next_page: str | None = None
+
+
+def _decode_page(
+    resp: requests.Response, query: _Query, parse: BucketParser[T], seen: set[int]
+) -> _Page[T]:
+    """Decode a streamed page bucket by bucket, checking each bucket's start."""
+    where = f"GET {query.path}"
+    envelope: dict[str, Any] = {}
+    page: _Page[T] = _Page()
+    body = iter_body(resp, what=where, unavailable=Transient)
+    buckets = stream_object(body, "data", envelope.__setitem__)
+    try:
+        for i, bucket in enumerate(buckets):
+            start, records = parse(bucket, f"{where}: data[{i}]")
+            if query.final and start >= query.end:
+                continue  # the API's clock is already past our window's end
+            if not query.start <= start < query.end:
+                raise BadResponse(
+                    f"{where}: data[{i}].start_time: {start} is outside the "
+                    f"requested {query.start}..{query.end}"
+                )
+            if start in seen or start in page.starts:
+                raise BadResponse(f"{where}: data[{i}]: bucket {start} served twice")
+            page.starts.append(start)
+            page.records.extend(records)
+    except NotAnObject:
+        raise BadResponse(f"{where}: expected an object") from None
+    except StreamError as exc:
+        raise BadResponse(f"{where}: the answer is not valid JSON ({exc})") from None
+    _, page.has_more, page.next_page = parse_page(envelope, where)
+    return page

@@ -34,23 +34,28 @@ class Window:
 
 
 def cycle_window(
-    now: float, lookback_days: int, backfill_days: int, unpushed_from: int | None
+    now: float,
+    lookback: int,
+    backfill: int,
+    unpushed_from: int | None,
+    unit: int = DAY,
 ) -> Window:
-    """Return the days one cycle fetches.
+    """Return the buckets one cycle fetches, as `[start, end)` in Unix seconds.
 
-    Normally the last `lookback_days` days, today included. When `unpushed_from` is
-    set (the first cycle after start, or days a failed cycle did not land) the window
-    reaches back to it, but never further than `max(lookback, backfill)` days: older
-    days are past the healing horizon.
+    Normally the last `lookback` buckets of `unit` seconds (days for costs), the
+    current one included. When `unpushed_from` is set (the first cycle after start,
+    or buckets a failed cycle did not land) the window reaches back to it, but never
+    further than `max(lookback, backfill)` buckets: older ones are past the healing
+    horizon.
     """
-    today = day_of(now)
-    start = today - (lookback_days - 1) * DAY
+    current = int(now // unit) * unit
+    start = current - (lookback - 1) * unit
     if unpushed_from is not None:
-        horizon = today - (max(lookback_days, backfill_days) - 1) * DAY
-        start = max(min(start, day_of(unpushed_from)), horizon)
-    return Window(start=start, end=today + DAY)
+        horizon = current - (max(lookback, backfill) - 1) * unit
+        start = max(min(start, unpushed_from // unit * unit), horizon)
+    return Window(start=start, end=current + unit)
 
 
-def first_unpushed(now: float, backfill_days: int) -> int:
+def first_unpushed(now: float, backfill: int, unit: int = DAY) -> int:
     """Return the `unpushed_from` that makes the first cycle a full backfill."""
-    return day_of(now) - (backfill_days - 1) * DAY
+    return int(now // unit) * unit - (backfill - 1) * unit

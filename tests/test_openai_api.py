@@ -484,7 +484,7 @@ def test_costs_day_served_twice(org: FakeOpenAI, session: requests.Session) -> N
     org.inject(Fault.wrong_shape(_page(_bucket())), path_prefix=COSTS)
     with pytest.raises(
         BadResponse,
-        match=rf"^GET /organization/costs: data\[0\]: day {T0} served "
+        match=rf"^GET /organization/costs: data\[0\]: bucket {T0} served "
         "twice$",
     ):
         _costs(_client(org, session), T0, T0 + DAY)
