@@ -37,7 +37,7 @@ from openai_cost_pusher.metrics import (
     self_samples,
     today_samples,
 )
-from openai_cost_pusher.model import CostLine, Labels, Project, Sample
+from openai_cost_pusher.model import CostLine, Labels, Points, Project, Sample
 
 DAY = 86_400
 T0 = 1_730_419_200  # 2024-11-01 00:00 UTC
@@ -166,6 +166,16 @@ def _line(
     return CostLine(day, project_id, line_item, currency, value)
 
 
+def _table(raw: dict[tuple[str, str, str], dict[int, float]]) -> CostTable:
+    """Return a cost table holding `raw`'s days and values."""
+    table: CostTable = {}
+    for key, days in raw.items():
+        points = table[key] = Points(DAY)
+        for day, value in days.items():
+            points[day] = value
+    return table
+
+
 def test_add_cost_lines_sums_duplicates() -> None:
     """Lines that share project, line item, currency and day are summed."""
     table: CostTable = {}
@@ -207,11 +217,13 @@ def _by_series(samples: list[Sample]) -> dict[tuple[str, Labels, int], float]:
 
 def test_cost_samples_labels_and_timestamps() -> None:
     """Each series and day gives one sample stamped at the day's 00:00 UTC in ms."""
-    table: CostTable = {
-        ("proj_a", "gpt-4o, input", "usd"): {T0: 1.5, T0 + DAY: 2.0},
-        ("", "", "usd"): {T0: 0.25},
-        ("proj_gone", "gpt-4o, output", "usd"): {T0: 3.0},
-    }
+    table = _table(
+        {
+            ("proj_a", "gpt-4o, input", "usd"): {T0: 1.5, T0 + DAY: 2.0},
+            ("", "", "usd"): {T0: 0.25},
+            ("proj_gone", "gpt-4o, output", "usd"): {T0: 3.0},
+        }
+    )
     samples = list(cost_samples(table, NAMES, JOB))
     a = (
         ("currency", "usd"),
@@ -268,13 +280,15 @@ def test_alike_names_stay_apart_by_project_id() -> None:
 
 def test_today_samples_sum_today_per_project_and_currency() -> None:
     """`openai_cost_today` sums today's line items per project and currency only."""
-    table: CostTable = {
-        ("proj_a", "gpt-4o, input", "usd"): {T0 - DAY: 100.0, T0: 1.25},
-        ("proj_a", "gpt-4o, output", "usd"): {T0: 2.5},
-        ("proj_a", "gpt-4o, input", "eur"): {T0: 7.0},
-        ("proj_old", "gpt-4o, input", "usd"): {T0 - DAY: 50.0},  # nothing today
-        ("", "", "usd"): {T0: 0.5},
-    }
+    table = _table(
+        {
+            ("proj_a", "gpt-4o, input", "usd"): {T0 - DAY: 100.0, T0: 1.25},
+            ("proj_a", "gpt-4o, output", "usd"): {T0: 2.5},
+            ("proj_a", "gpt-4o, input", "eur"): {T0: 7.0},
+            ("proj_old", "gpt-4o, input", "usd"): {T0 - DAY: 50.0},  # nothing today
+            ("", "", "usd"): {T0: 0.5},
+        }
+    )
     samples = today_samples(table, NAMES, JOB, T0, NOW_MS)
     assert {s.name for s in samples} == {COST_TODAY}
     assert {s.ts_ms for s in samples} == {NOW_MS}
@@ -292,7 +306,7 @@ def test_today_samples_sum_today_per_project_and_currency() -> None:
 
 def test_today_samples_empty_without_today() -> None:
     """No cost today gives no live sample."""
-    table: CostTable = {("proj_a", "x", "usd"): {T0 - DAY: 1.0}}
+    table = _table({("proj_a", "x", "usd"): {T0 - DAY: 1.0}})
     assert today_samples(table, NAMES, JOB, T0, NOW_MS) == []
 
 
@@ -365,7 +379,7 @@ def test_self_samples_fresh_stats() -> None:
 def test_samples_carry_extra_labels() -> None:
     """Extra labels such as `demo="true"` appear on cost, live and self samples."""
     extra: Labels = (("demo", "true"), ("job", "openai-cost-pusher"))
-    table: CostTable = {("proj_a", "x", "usd"): {T0: 1.0}}
+    table = _table({("proj_a", "x", "usd"): {T0: 1.0}})
     samples = [
         *cost_samples(table, NAMES, extra),
         *today_samples(table, NAMES, extra, T0, NOW_MS),
