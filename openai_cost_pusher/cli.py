@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import BinaryIO
@@ -27,19 +27,23 @@ from dotenv import dotenv_values
 from openai_cost_pusher import __version__
 from openai_cost_pusher.app import Pusher, Sink, UsagePlan, run_forever
 from openai_cost_pusher.config import (
+    MAX_DAYS,
     OPTIONS,
     SECRET_FILE_SUFFIX,
     Settings,
     load_settings,
 )
 from openai_cost_pusher.demo import DEMO_LABEL, DemoOrganization
-from openai_cost_pusher.errors import ConfigError, PushUnavailable
+from openai_cost_pusher.errors import ConfigError, CostPusherError, PushUnavailable
 from openai_cost_pusher.health import HealthServer
 from openai_cost_pusher.logs import make_formatter
 from openai_cost_pusher.metrics import SelfStats
 from openai_cost_pusher.openai_api import AdminApi
 from openai_cost_pusher.push import PushStats, VmClient, auth_header
 from openai_cost_pusher.transport import Timeouts, make_session, retry_policy
+from openai_cost_pusher.verify import render_table, run_verify
+from openai_cost_pusher.vmread import VmReader, query_root
+from openai_cost_pusher.window import DAY, Window, cycle_window
 
 log = logging.getLogger("openai_cost_pusher")
 
@@ -48,7 +52,7 @@ STOP_GRACE_S = 3.0
 DEMO_PUSH_BUDGET_S = 2.0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, verify: bool = False) -> argparse.ArgumentParser:
     """Return the parser; every setting's help names its variable and default."""
     env_only = "\n".join(
         f"  {o.env}: {o.help}"
@@ -56,11 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
         for o in OPTIONS
         if o.flag is None
     )
+    description = (
+        "Compare what VictoriaMetrics holds with the Admin API, per UTC day and "
+        "project: costs and token totals. Exit 0 when every value matches within "
+        "1e-9 relative, 1 otherwise.\n"
+        if verify
+        else "Push exact daily OpenAI organization costs to VictoriaMetrics.\n"
+        "Commands: (none) runs the pusher; `verify --help` checks what landed.\n"
+    )
     parser = argparse.ArgumentParser(
-        prog=PROG,
+        prog=f"{PROG} verify" if verify else PROG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Push exact daily OpenAI organization costs to VictoriaMetrics.\n"
-        "Settings come from flags, then the environment, then ./.env, then defaults.",
+        description=description
+        + "Settings come from flags, then the environment, then ./.env, then defaults.",
         epilog=f"settings read from the environment or .env only:\n{env_only}",
     )
     for option in OPTIONS:
@@ -80,6 +92,32 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(
                 option.flag, dest=option.env, metavar="VALUE", help=help_text
             )
+    if verify:
+        parser.add_argument(
+            "--days",
+            type=int,
+            default=7,
+            metavar="N",
+            help="complete UTC days to compare, before today (default: 7)",
+        )
+        parser.add_argument(
+            "--include-today",
+            action="store_true",
+            help="also compare today, whose costs still change (default: the N "
+            "complete days before today)",
+        )
+        parser.add_argument(
+            "--all", action="store_true", help="print every row, not only problems"
+        )
+        parser.add_argument(
+            "--demo",
+            action="store_true",
+            help='compare with the simulated organization\'s demo="true" data',
+        )
+        parser.add_argument(
+            "--version", action="version", version=f"{PROG} {__version__}"
+        )
+        return parser
     parser.add_argument(
         "--once",
         action="store_true",
@@ -161,26 +199,33 @@ def _error(line: str) -> None:
     print(f"{PROG}: error: {line}", file=sys.stderr)
 
 
+def _source(
+    settings: Settings, demo: bool, stop: threading.Event, stats: SelfStats
+) -> DemoOrganization | AdminApi:
+    """Return the demo organization or the Admin API client."""
+    if demo:
+        return DemoOrganization(time.time)
+    assert settings.admin_key is not None
+    return AdminApi(
+        make_session(),
+        settings.openai_base_url,
+        settings.admin_key,
+        timeouts=Timeouts.from_read(settings.http_timeout_s),
+        stop=stop,
+        count_request=stats.count_request,
+        retrying=lambda: retry_policy(settings.retry_budget_s, stop),
+    )
+
+
 def _build(
     settings: Settings, args: argparse.Namespace, stop: threading.Event
 ) -> tuple[Pusher, VmClient | None]:
     timeouts = Timeouts.from_read(settings.http_timeout_s)
     stats = SelfStats(version=__version__)
     extra = settings.extra_labels
+    source = _source(settings, args.demo, stop, stats)
     if args.demo:
-        source: DemoOrganization | AdminApi = DemoOrganization(time.time)
         extra = tuple(sorted((*extra, DEMO_LABEL)))
-    else:
-        assert settings.admin_key is not None
-        source = AdminApi(
-            make_session(),
-            settings.openai_base_url,
-            settings.admin_key,
-            timeouts=timeouts,
-            stop=stop,
-            count_request=stats.count_request,
-            retrying=lambda: retry_policy(settings.retry_budget_s, stop),
-        )
     client: VmClient | None = None
     stdout = StdoutSink(sys.stdout.buffer)
     sink: Sink
@@ -230,10 +275,81 @@ def _install_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _run_worker(work: Callable[[], int], stop: threading.Event) -> int:
+    """Run `work` in a thread; return its code, or 0 when a signal stops it."""
+    result: list[int] = []
+    _install_signals(stop)
+    worker = threading.Thread(target=lambda: result.append(work()), daemon=True)
+    worker.start()
+    while worker.is_alive() and not stop.is_set():
+        worker.join(0.2)
+    if stop.is_set():
+        log.info("stopping")
+        worker.join(STOP_GRACE_S)
+        return 0
+    return result[0] if result else 1
+
+
+def _verify(argv: Sequence[str]) -> int:
+    """Run `verify`: compare VictoriaMetrics with the Admin API, print the table."""
+    args = build_parser(verify=True).parse_args(argv)
+    loaded = _load(args)
+    if isinstance(loaded, int):
+        return loaded
+    settings = loaded
+    if not 1 <= args.days <= MAX_DAYS:
+        _error(f"--days: expected 1 to {MAX_DAYS}, got {args.days}")
+        return 2
+    try:
+        root = settings.query_url or query_root(settings.push_url)
+    except ValueError as exc:
+        _error(f"VM_PUSH_URL: {exc}")
+        return 2
+    _setup_logging(settings)
+    stop = threading.Event()
+    timeouts = Timeouts.from_read(settings.http_timeout_s)
+    source = _source(settings, args.demo, stop, SelfStats(version=__version__))
+    reader = VmReader(
+        make_session(),
+        root,
+        authorization=auth_header(
+            settings.vm_username, settings.vm_password, settings.vm_bearer_token
+        ),
+        timeouts=timeouts,
+        stop=stop,
+        retrying=lambda: retry_policy(settings.retry_budget_s, stop),
+    )
+    labels = dict(settings.extra_labels)
+    labels["demo"] = "true" if args.demo else ""
+    window = cycle_window(time.time(), args.days, args.days, None)
+    if not args.include_today:
+        window = Window(window.start - DAY, window.end - DAY)
+
+    def work() -> int:
+        try:
+            verdict = run_verify(
+                source, reader, window, labels, usage=settings.usage_width is not None
+            )
+        except CostPusherError as exc:
+            _error(str(exc))
+            return 1
+        if args.all or not verdict.ok:
+            print(render_table(verdict.rows, verdict.names, show_all=args.all))
+        counts = verdict.counts
+        print(
+            f"verify: {window.days} days, {len(verdict.rows)} values: "
+            f"{counts['ok']} equal, {counts['different']} different, "
+            f"{counts['missing']} missing in VictoriaMetrics, "
+            f"{counts['extra']} not in the API"
+            + ("" if verdict.rows else " (nothing to compare)")
+        )
+        return 0 if verdict.ok else 1
+
+    return _run_worker(work, stop)
+
+
+def _load(args: argparse.Namespace) -> Settings | int:
+    """Return the settings, or the exit code after printing every problem."""
     flags: dict[str, str | list[str] | None] = {
         o.env: getattr(args, o.env, None) for o in OPTIONS if o.flag is not None
     }
@@ -249,6 +365,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "or pass --demo to try the simulated organization"
         )
         return 2
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["verify"]:
+        return _verify(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    loaded = _load(args)
+    if isinstance(loaded, int):
+        return loaded
+    settings = loaded
     _setup_logging(settings)
     stop = threading.Event()
     pusher, client = _build(settings, args, stop)
@@ -257,18 +387,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "DEMO MODE: simulated organization, not real spend; every "
             'sample carries demo="true"'
         )
-    outcome: list[bool] = []
 
-    def work() -> None:
+    def work() -> int:
         if client is not None:
             client.check_dedup()
         if args.once:
-            outcome.append(pusher.run_cycle().ok)
-        else:
-            run_forever(pusher, settings.interval_s, stop)
-            outcome.append(True)
+            return 0 if pusher.run_cycle().ok else 1
+        run_forever(pusher, settings.interval_s, stop)
+        return 0
 
-    _install_signals(stop)
     health = None
     if settings.listen is not None:
         try:
@@ -281,14 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{settings.listen[1]}: {exc.strerror or exc}"
             )
             return 2
-    worker = threading.Thread(target=work, name="cycle", daemon=True)
-    worker.start()
-    while worker.is_alive() and not stop.is_set():
-        worker.join(0.2)
-    if health is not None:
-        health.close()
-    if stop.is_set():
-        log.info("stopping")
-        worker.join(STOP_GRACE_S)
-        return 0
-    return 0 if outcome and outcome[0] else 1
+    try:
+        return _run_worker(work, stop)
+    finally:
+        if health is not None:
+            health.close()

@@ -103,6 +103,12 @@ OPTIONS: tuple[Option, ...] = (
         "UTC days fetched on the first cycle after start",
     ),
     Option(
+        "VM_QUERY_URL",
+        "--query-url",
+        None,
+        "verify only: where to read back (default: derived from the push URL)",
+    ),
+    Option(
         "USAGE_BUCKET_WIDTH",
         "--usage-bucket-width",
         "1d",
@@ -215,6 +221,7 @@ class Settings:
     log_level: str
     log_format: str
     listen: tuple[str, int] | None = None
+    query_url: str | None = None
     usage_width: str | None = "1d"
     usage_lookback_hours: int = 24
     usage_backfill_hours: int = 168
@@ -491,6 +498,11 @@ def load_settings(
             _option("LOG_LEVEL"), lambda t: _parse_choice(t, LOG_LEVELS), "info"
         ),
         listen=r.parse(_option("LISTEN"), parse_listen, None),
+        query_url=r.parse(
+            _option("VM_QUERY_URL"),
+            lambda t: parse_url(t, allow_query=False) if t.strip() else None,
+            None,
+        ),
         usage_width=None if width == "off" else width,
         usage_lookback_hours=usage_lookback,
         usage_backfill_hours=usage_backfill,
