@@ -1,0 +1,453 @@
+"""Token usage end to end: the fake's usage endpoints, a real VictoriaMetrics.
+
+Every usage series is one sample per bucket, so `sum_over_time` over a day equals the
+API's total for that day exactly, through restarts and revisions.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import pytest
+import requests
+
+from openai_cost_pusher.app import UsagePlan
+from tests.conftest import Clock
+from tests.fake_openai import FakeOpenAI, Fault
+from tests.orgs import DAY, make_pusher
+from tests.vm import VictoriaMetrics
+
+MODELS = ("gpt-4o", "gpt-4o-mini")
+PROJECTS = {"proj_a": "Alpha Team", "proj_b": "Бета"}
+FAMILY = {
+    "num_model_requests": "openai_usage_requests",
+    "images": "openai_usage_images",
+    "characters": "openai_usage_audio_characters",
+    "seconds": "openai_usage_audio_seconds",
+    "num_sessions": "openai_usage_code_interpreter_sessions",
+    "usage_bytes": "openai_usage_vector_store_bytes",
+}
+GROUP_BY = {
+    "completions": ["project_id", "model", "batch"],
+    "embeddings": ["project_id", "model"],
+    "moderations": ["project_id", "model"],
+    "images": ["project_id", "model", "size", "source"],
+    "audio_speeches": ["project_id", "model"],
+    "audio_transcriptions": ["project_id", "model"],
+    "vector_stores": ["project_id"],
+    "code_interpreter_sessions": ["project_id"],
+}
+
+
+def seed_usage(fake: FakeOpenAI, today: int, days: int = 10, seed: int = 3) -> None:
+    """Fill every usage endpoint with records at several hours of each day."""
+    rng = random.Random(seed)
+    for project_id, name in PROJECTS.items():
+        fake.add_project(project_id, name)
+    for day in range(today - (days - 1) * DAY, today + DAY, DAY):
+        for hour in (1, 7, 13):
+            t = day + hour * 3600
+            for pid in PROJECTS:
+                for model in MODELS:
+                    for batch in (True, False):
+                        fake.add_usage(
+                            "completions",
+                            t,
+                            project_id=pid,
+                            model=model,
+                            batch=batch,
+                            input_tokens=rng.randint(0, 10**6),
+                            output_tokens=rng.randint(0, 10**5),
+                            input_cached_tokens=rng.randint(0, 1000),
+                            input_audio_tokens=0,
+                            input_quantum_tokens=rng.randint(1, 50),
+                            num_model_requests=rng.randint(1, 500),
+                        )
+                    fake.add_usage(
+                        "embeddings",
+                        t,
+                        project_id=pid,
+                        model="text-embedding-3-small",
+                        input_tokens=rng.randint(1, 10**6),
+                        num_model_requests=rng.randint(1, 50),
+                    )
+                fake.add_usage(
+                    "images",
+                    t,
+                    project_id=pid,
+                    model="dall-e-3",
+                    size="1024x1024",
+                    source="image.generation",
+                    images=rng.randint(1, 9),
+                    num_model_requests=2,
+                )
+                fake.add_usage(
+                    "images",
+                    t,
+                    project_id=pid,
+                    model="dall-e-3",
+                    size="512x512",
+                    source="image.edit",
+                    images=rng.randint(1, 9),
+                    num_model_requests=3,
+                )
+                fake.add_usage(
+                    "audio_speeches",
+                    t,
+                    project_id=pid,
+                    model="tts-1",
+                    characters=rng.randint(1, 5000),
+                    num_model_requests=1,
+                )
+                fake.add_usage(
+                    "audio_transcriptions",
+                    t,
+                    project_id=pid,
+                    model="whisper-1",
+                    seconds=rng.randint(1, 600),
+                    num_model_requests=1,
+                )
+                fake.add_usage(
+                    "vector_stores",
+                    t,
+                    project_id=pid,
+                    usage_bytes=rng.randint(10**6, 10**9),
+                )
+                fake.add_usage(
+                    "code_interpreter_sessions",
+                    t,
+                    project_id=pid,
+                    num_sessions=rng.randint(0, 4),
+                )
+
+
+def _api_answer(fake: FakeOpenAI, kind: str, start: int, width: str) -> list[Any]:
+    """Read one endpoint from the fake directly, following every page."""
+    buckets: list[Any] = []
+    page = None
+    limit = {"1d": 31, "1h": 168}[width]
+    while True:
+        params = [
+            ("start_time", str(start)),
+            ("bucket_width", width),
+            ("limit", str(limit)),
+            *[("group_by", g) for g in GROUP_BY[kind]],
+        ]
+        if page:
+            params.append(("page", page))
+        body = requests.get(
+            f"{fake.base_url}/organization/usage/{kind}",
+            params=params,
+            headers={"Authorization": f"Bearer {fake.admin_key}"},
+            timeout=10,
+        ).json()
+        buckets += body["data"]
+        if not body["has_more"]:
+            return buckets
+        page = body["next_page"]
+
+
+def expected_series(
+    fake: FakeOpenAI, start: int, width: str
+) -> dict[tuple[str, frozenset[tuple[str, str]], int], float]:
+    """Return what VictoriaMetrics must hold, computed from the API's own answers."""
+    out: dict[tuple[str, frozenset[tuple[str, str]], int], list[float]] = {}
+    for kind in GROUP_BY:
+        for bucket in _api_answer(fake, kind, start, width):
+            for result in bucket["results"]:
+                for field, value in result.items():
+                    if field.endswith("_tokens"):
+                        name = "openai_usage_tokens"
+                        labels = {
+                            "operation": kind,
+                            "model": result["model"] or "",
+                            "type": field[: -len("_tokens")],
+                            "batch": _batch(result.get("batch")),
+                        }
+                    elif field in FAMILY:
+                        name = FAMILY[field]
+                        labels = _family_labels(field, kind, result)
+                    else:
+                        continue
+                    labels["project_id"] = result["project_id"]
+                    key = (
+                        name,
+                        frozenset((k, v) for k, v in labels.items() if v),
+                        bucket["start_time"] * 1000,
+                    )
+                    out.setdefault(key, []).append(float(value))
+    return {k: math.fsum(v) for k, v in out.items()}
+
+
+def _batch(value: object) -> str:
+    return "" if value is None else str(value).lower()
+
+
+def _family_labels(field: str, kind: str, result: dict[str, Any]) -> dict[str, str]:
+    if field == "num_model_requests":
+        return {
+            "operation": kind,
+            "model": result.get("model") or "",
+            "batch": _batch(result.get("batch")),
+        }
+    if field == "images":
+        return {
+            "model": result["model"],
+            "size": result["size"],
+            "source": result["source"],
+        }
+    if field in ("characters", "seconds"):
+        return {"model": result["model"]}
+    return {}
+
+
+def stored_series(
+    vm: VictoriaMetrics,
+) -> dict[tuple[str, frozenset[tuple[str, str]], int], float]:
+    """Return every usage sample in VictoriaMetrics keyed like `expected_series`."""
+    out = {}
+    for series in vm.export('{__name__=~"openai_usage_.*"}'):
+        labels = {
+            k: v
+            for k, v in series.metric.items()
+            if k not in ("__name__", "job", "project")
+        }
+        for ts, value in zip(series.timestamps, series.values, strict=True):
+            key = (series.metric["__name__"], frozenset(labels.items()), ts)
+            assert key not in out, key
+            out[key] = value
+    return out
+
+
+def _plan(width: str = "1d") -> UsagePlan:
+    return UsagePlan.build(
+        width, lookback_days=3, backfill_days=30, lookback_hours=6, backfill_hours=72
+    )
+
+
+def _today(clock: Clock) -> int:
+    return int(clock.now) // DAY * DAY
+
+
+def test_daily_usage_lands_exactly_and_survives_a_restart(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
+) -> None:
+    """Every usage series and day equals the API; a restart changes no total."""
+    today = _today(clock)
+    seed_usage(fake, today)
+    pusher = make_pusher(fake, vm.push_url, clock)
+    pusher.usage = _plan()
+    pusher.datasets.append(
+        type(pusher.costs)("usage", DAY, 3, 30, type(pusher.ledger)(DAY * 1000))
+    )
+    report = pusher.run_cycle()
+    assert report.ok, report.error
+    expected = expected_series(fake, today - 29 * DAY, "1d")
+    assert stored_series(vm) == pytest.approx(expected, rel=1e-12)
+    # new token fields become new types; the zero counter is a real zero
+    types = {dict(k[1]).get("type") for k in expected if k[0] == "openai_usage_tokens"}
+    assert {"input", "output", "input_cached", "input_audio", "input_quantum"} <= types
+    # sum_over_time over a day is that day's total
+    day = today - 2 * DAY
+    rows = vm.query(
+        'sum(sum_over_time(openai_usage_tokens{type="input"}[1d]))', at=day + DAY - 1
+    )
+    total = math.fsum(
+        v
+        for (name, labels, ts), v in expected.items()
+        if name == "openai_usage_tokens"
+        and ts == day * 1000
+        and ("type", "input") in labels
+    )
+    assert float(rows[0]["value"][1]) == pytest.approx(total, rel=1e-12)
+    restarted = make_pusher(fake, vm.push_url, clock)
+    restarted.usage = pusher.usage
+    restarted.datasets.append(
+        type(pusher.costs)("usage", DAY, 3, 30, type(pusher.ledger)(DAY * 1000))
+    )
+    clock.now += 600
+    assert restarted.run_cycle().ok
+    assert stored_series(vm) == pytest.approx(expected, rel=1e-12)
+
+
+def _with_usage(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock, width: str = "1d"
+) -> Any:
+    from openai_cost_pusher.app import Pusher
+
+    base = make_pusher(fake, vm.push_url, clock)
+    return Pusher(
+        base.source,
+        base.sink,
+        lookback_days=3,
+        backfill_days=30,
+        extra_labels=(("job", "test"),),
+        usage=_plan(width),
+        clock=clock,
+        stats=base.stats,
+    )
+
+
+def test_revised_buckets_replace_old_ones(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
+) -> None:
+    """Usage that grows for today after a cycle is stored with its new total."""
+    today = _today(clock)
+    seed_usage(fake, today, days=3)
+    pusher = _with_usage(fake, vm, clock)
+    assert pusher.run_cycle().ok
+    fake.add_usage(
+        "completions",
+        today + 3600,
+        project_id="proj_a",
+        model="gpt-4o",
+        batch=False,
+        input_tokens=777,
+        output_tokens=1,
+        num_model_requests=1,
+    )
+    clock.now += 900
+    assert pusher.run_cycle().ok
+    assert stored_series(vm) == pytest.approx(
+        expected_series(fake, today - 29 * DAY, "1d"), rel=1e-12
+    )
+
+
+def test_hourly_buckets_sum_to_the_daily_totals(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
+) -> None:
+    """With 1h buckets, each hour is a sample and a day's sum equals the 1d answer."""
+    today = _today(clock)
+    seed_usage(fake, today, days=3)
+    pusher = _with_usage(fake, vm, clock, "1h")
+    report = pusher.run_cycle()
+    assert report.ok, report.error
+    assert report.get("usage").window.start == int(clock.now) // 3600 * 3600 - 71 * 3600
+    hourly = stored_series(vm)
+    assert hourly == pytest.approx(
+        expected_series(fake, report.get("usage").window.start, "1h"), rel=1e-12
+    )
+    day = today - DAY
+    daily = expected_series(fake, day, "1d")
+    per_day: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for (name, labels, ts), value in hourly.items():
+        if (
+            day * 1000 <= ts < (day + DAY) * 1000
+            and name != "openai_usage_vector_store_bytes"
+        ):
+            per_day[(name, labels)] = per_day.get((name, labels), 0.0) + value
+    for (name, labels, ts), value in daily.items():
+        if ts == day * 1000 and name != "openai_usage_vector_store_bytes":
+            assert per_day[(name, labels)] == pytest.approx(value, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("result", "message"),
+    [
+        (
+            {"output_tokens": 1, "num_model_requests": 1},
+            "GET /organization/usage/completions: data[0].results[0].input_tokens: "
+            "missing",
+        ),
+        (
+            {"input_tokens": "12", "output_tokens": 1, "num_model_requests": 1},
+            "GET /organization/usage/completions: data[0].results[0].input_tokens: "
+            "expected a number",
+        ),
+    ],
+)
+def test_bad_usage_fails_usage_only(
+    fake: FakeOpenAI,
+    vm: VictoriaMetrics,
+    clock: Clock,
+    result: dict[str, Any],
+    message: str,
+) -> None:
+    """A usage answer missing a required field fails usage; costs still land."""
+    today = _today(clock)
+    fake.add_project("proj_a", "A")
+    fake.set_cost(today, "proj_a", "x", 2.0)
+    doc = {
+        "object": "page",
+        "has_more": False,
+        "next_page": None,
+        "data": [
+            {
+                "object": "bucket",
+                "start_time": today,
+                "end_time": today + DAY,
+                "results": [
+                    {
+                        "object": "organization.usage.completions.result",
+                        "project_id": "proj_a",
+                        "model": "gpt-4o",
+                        "batch": None,
+                        **result,
+                    }
+                ],
+            }
+        ],
+    }
+    fake.inject(
+        Fault.wrong_shape(doc),
+        path_prefix="/v1/organization/usage/completions",
+        times=10,
+    )
+    pusher = _with_usage(fake, vm, clock)
+    report = pusher.run_cycle()
+    assert report.get("costs").ok
+    assert not report.get("usage").ok
+    assert report.get("usage").error == message or (
+        report.get("usage").error or ""
+    ).startswith(message)
+    assert vm.export('{__name__="openai_daily_cost"}')
+    assert vm.export('{__name__=~"openai_usage_.*"}') == []
+
+
+def test_unknown_fields_are_ignored(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
+) -> None:
+    """Fields the spec does not know are ignored; unknown *_tokens become types."""
+    today = _today(clock)
+    fake.add_project("proj_a", "A")
+    doc = {
+        "object": "page",
+        "has_more": False,
+        "next_page": None,
+        "extra": {"x": 1},
+        "data": [
+            {
+                "object": "bucket",
+                "start_time": today,
+                "end_time": today + DAY,
+                "surprise": [1, 2],
+                "results": [
+                    {
+                        "object": "organization.usage.completions.result",
+                        "project_id": "proj_a",
+                        "model": "gpt-4o",
+                        "batch": False,
+                        "input_tokens": 5,
+                        "output_tokens": 6,
+                        "num_model_requests": 1,
+                        "future_field": "whatever",
+                        "input_hologram_tokens": 9,
+                    }
+                ],
+            }
+        ],
+    }
+    fake.inject(
+        Fault.wrong_shape(doc),
+        path_prefix="/v1/organization/usage/completions",
+        times=10,
+    )
+    pusher = _with_usage(fake, vm, clock)
+    assert pusher.run_cycle().ok
+    types = {
+        s.metric.get("type"): s.values
+        for s in vm.export('{__name__="openai_usage_tokens"}')
+    }
+    assert types == {"input": [5.0], "output": [6.0], "input_hologram": [9.0]}
