@@ -19,7 +19,9 @@ from openai_cost_pusher.model import Labels
 
 T = TypeVar("T")
 
-DEFAULT_PUSH_URL = "http://localhost:8428/api/v1/import/prometheus"
+IMPORT_SUFFIX = "/api/v1/import/prometheus"
+"""The Prometheus text import path of VictoriaMetrics, vmagent and vmauth."""
+DEFAULT_PUSH_URL = "http://localhost:8428" + IMPORT_SUFFIX
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 

@@ -19,13 +19,12 @@ from urllib.parse import urlsplit
 
 from tenacity import Retrying
 
-from openai_cost_pusher.config import Secret
+from openai_cost_pusher.config import IMPORT_SUFFIX, Secret
 from openai_cost_pusher.errors import PushRejected, PushUnavailable, Stopped
 from openai_cost_pusher.transport import HttpSession, Timeouts, parse_retry_after, send
 
 log = logging.getLogger(__name__)
 
-IMPORT_SUFFIX = "/api/v1/import/prometheus"
 GZIP_LEVEL = 1
 """Level 1 compresses exposition text about 8:1 at a fraction of level 6's CPU."""
 

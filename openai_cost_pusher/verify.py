@@ -10,17 +10,35 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from openai_cost_pusher.app import CostSource
 from openai_cost_pusher.metrics import DAILY_COST, USAGE_TOKENS, project_label
-from openai_cost_pusher.model import CostLine, UsageLine
+from openai_cost_pusher.model import CostLine, Project, UsageLine
 from openai_cost_pusher.vmread import Series, VmReader, selector
 from openai_cost_pusher.window import DAY, Window
 
 TOKEN_KINDS = ("completions", "embeddings", "moderations")
 REL_TOLERANCE = 1e-9
+
+class Source(Protocol):
+    """The Admin API client or the demo organization (see `app.CostSource`)."""
+
+    def fetch_projects(self) -> list[Project]:
+        """Return every project, archived included."""
+        ...
+
+    def fetch_costs(self, start: int, end: int) -> Iterator[list[CostLine]]:
+        """Yield the cost lines of `[start, end)` page by page."""
+        ...
+
+    def fetch_usage(
+        self, kind: str, start: int, end: int, width: str, group_by: Sequence[str]
+    ) -> Iterator[list[UsageLine]]:
+        """Yield one usage endpoint's lines of `[start, end)` page by page."""
+        ...
+
 
 Key = tuple[int, str, str]
 """UTC day (Unix seconds), project id, and what: `cost usd` or `tokens <op> <type>`."""
@@ -163,7 +181,7 @@ class Verdict:
 
 
 def run_verify(
-    source: CostSource,
+    source: Source,
     reader: VmReader,
     window: Window,
     labels: Mapping[str, str],

@@ -14,10 +14,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tenacity import Retrying
 
-from openai_cost_pusher.config import Secret
+from openai_cost_pusher.config import IMPORT_SUFFIX, Secret
 from openai_cost_pusher.errors import PushRejected, PushUnavailable
 from openai_cost_pusher.model import Labels
-from openai_cost_pusher.push import IMPORT_SUFFIX
 from openai_cost_pusher.transport import HttpSession, Timeouts, iter_body, send
 
 Series = tuple[Labels, dict[int, float]]

@@ -30,7 +30,9 @@ LAYERS: dict[str, int] = {
     "push": 3,
     "demo": 3,
     "health": 3,
+    "vmread": 3,
     "app": 4,
+    "verify": 4,
     "cli": 5,
     "__main__": 6,  # `python -m`: imports cli and nothing else
 }
