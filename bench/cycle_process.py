@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from openai_cost_pusher.app import Pusher
+from openai_cost_pusher.app import Pusher, UsagePlan
 from openai_cost_pusher.config import Secret
 from openai_cost_pusher.metrics import SelfStats
 from openai_cost_pusher.openai_api import AdminApi
@@ -22,7 +22,7 @@ from openai_cost_pusher.transport import Timeouts, make_session, retry_policy
 
 def main() -> None:
     """Run two cycles and print one JSON object with their figures."""
-    base_url, key, push_url = sys.argv[1:4]
+    base_url, key, push_url, width = sys.argv[1:5]
     stop = threading.Event()
     stats = SelfStats(version="bench")
     timeouts = Timeouts(5.0, 120.0)
@@ -43,12 +43,22 @@ def main() -> None:
         stop=stop,
         retrying=lambda: retry_policy(60, stop),
     )
+    usage = None
+    if width != "off":
+        usage = UsagePlan.build(
+            width,
+            lookback_days=3,
+            backfill_days=30,
+            lookback_hours=24,
+            backfill_hours=168,
+        )
     pusher = Pusher(
         api,
         client,
         lookback_days=3,
         backfill_days=30,
         extra_labels=(("job", "bench"),),
+        usage=usage,
         stats=stats,
     )
     out = {}
@@ -64,6 +74,7 @@ def main() -> None:
             "wall_s": time.monotonic() - wall,
             "api_requests": sum(stats.api_requests.values()) - calls,
             "samples": report.samples,
+            "usage_samples": report.get("usage").samples if usage else 0,
             "push_requests": report.stats.requests,
             "raw_bytes": report.stats.raw_bytes,
             "gzip_bytes": report.stats.gzip_bytes,

@@ -3,7 +3,9 @@
 Measures, for a small (5 projects x 5 line items) and a large (1,000 x 20) synthetic
 organization, a 30-day backfill cycle and a steady-state cycle: Admin API requests
 (next to the minimum the page limits allow), CPU seconds and peak RSS of the pusher
-process, samples and bytes pushed. Then renders and gzips 1,000,000 samples next to
+process, samples and bytes pushed. Costs only, then costs with token usage (5 models
+each on completions and embeddings, every day active) with 1d buckets, and with 1h
+buckets over a 7-day window. Then renders and gzips 1,000,000 samples next to
 prometheus_client's `generate_latest` on the same samples.
 
 Run: `.venv/bin/python -m bench.run` (after `scripts/test.sh` has fetched the servers).
@@ -47,20 +49,68 @@ def seed(fake: FakeOpenAI, projects: int, items: int, today: int) -> None:
                 )
 
 
-def minimum_requests(projects: int, days: int) -> int:
-    """Return the fewest requests the page limits allow for a window of `days`."""
+MODELS = 5
+USAGE_KINDS = 8
+USAGE_LIMIT = {"1d": 31, "1h": 168}
+USAGE_BUCKETS = {"1d": (30, 3), "1h": (168, 24)}
+"""Width to buckets in the backfill and in the steady-state window."""
+
+
+def seed_usage(fake: FakeOpenAI, projects: int, width: str, now: float) -> None:
+    """Give every project 5 models on completions and embeddings in every bucket."""
+    step = DAY if width == "1d" else 3600
+    backfill, _ = USAGE_BUCKETS[width]
+    last = int(now) // step * step
+    rng = random.Random(2)
+    for start in range(last - (backfill - 1) * step, last + step, step):
+        for p in range(projects):
+            pid = f"proj_{p:05d}"
+            for m in range(MODELS):
+                fake.add_usage(
+                    "completions",
+                    start,
+                    project_id=pid,
+                    model=f"model-{m}",
+                    batch=False,
+                    input_tokens=rng.randrange(10**7),
+                    output_tokens=rng.randrange(10**6),
+                    input_cached_tokens=rng.randrange(10**5),
+                    num_model_requests=rng.randrange(1, 10**4),
+                )
+                fake.add_usage(
+                    "embeddings",
+                    start,
+                    project_id=pid,
+                    model=f"embed-{m}",
+                    input_tokens=rng.randrange(10**7),
+                    num_model_requests=rng.randrange(1, 10**4),
+                )
+
+
+def minimum_requests(projects: int, days: int, width: str, cycle: str) -> int:
+    """Return the fewest requests the page limits allow for one cycle."""
     project_pages = max(1, math.ceil(projects / 100))
     cost_pages = math.ceil(days / min(180, API_PAGE_BUCKETS))
-    return project_pages + cost_pages
+    usage_pages = 0
+    if width != "off":
+        buckets = USAGE_BUCKETS[width][0 if cycle == "backfill" else 1]
+        per_query = min(USAGE_LIMIT[width], API_PAGE_BUCKETS)
+        usage_pages = USAGE_KINDS * math.ceil(buckets / per_query)
+    return project_pages + cost_pages + usage_pages
 
 
-def run_org(name: str, projects: int, items: int, workdir: Path) -> dict[str, object]:
+def run_org(
+    name: str, projects: int, items: int, width: str, workdir: Path
+) -> dict[str, object]:
     """Run both cycles for one organization and return the figures."""
-    today = int(time.time()) // DAY * DAY
+    now = time.time()
+    today = int(now) // DAY * DAY
     vm = VictoriaMetrics(workdir)
     try:
         with FakeOpenAI(page_size=API_PAGE_BUCKETS) as fake:
             seed(fake, projects, items, today)
+            if width != "off":
+                seed_usage(fake, projects, width, now)
             proc = subprocess.run(
                 [
                     sys.executable,
@@ -69,6 +119,7 @@ def run_org(name: str, projects: int, items: int, workdir: Path) -> dict[str, ob
                     fake.base_url,
                     fake.admin_key,
                     vm.push_url,
+                    width,
                 ],
                 cwd=ROOT,
                 capture_output=True,
@@ -83,8 +134,9 @@ def run_org(name: str, projects: int, items: int, workdir: Path) -> dict[str, ob
         vm.stop()
     figures["org"] = name
     figures["series_in_vm"] = stored
-    figures["min_requests_backfill"] = minimum_requests(projects, 30)
-    figures["min_requests_steady"] = minimum_requests(projects, 3)
+    figures["width"] = width
+    figures["min_requests_backfill"] = minimum_requests(projects, 30, width, "backfill")
+    figures["min_requests_steady"] = minimum_requests(projects, 3, width, "steady")
     return figures
 
 
@@ -158,9 +210,9 @@ def bench_render(n: int) -> dict[str, float]:
 def table(results: list[dict[str, object]], render: dict[str, float]) -> str:
     """Return the figures as the Markdown tables the README shows."""
     rows = [
-        "| organization | cycle | API requests (minimum) | CPU s | peak RSS MB "
-        "| samples pushed | raw MB | gzip MB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| organization | usage | cycle | API requests (minimum) | CPU s "
+        "| peak RSS MB | samples pushed (usage) | raw MB | gzip MB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for org in results:
         for cycle in ("backfill", "steady"):
@@ -168,8 +220,10 @@ def table(results: list[dict[str, object]], render: dict[str, float]) -> str:
             assert isinstance(f, dict) and f["ok"], f
             minimum = org[f"min_requests_{cycle}"]
             rows.append(
-                f"| {org['org']} | {cycle} | {f['api_requests']} ({minimum}) "
+                f"| {org['org']} | {org['width']} | {cycle} "
+                f"| {f['api_requests']} ({minimum}) "
                 f"| {f['cpu_s']:.2f} | {f['peak_rss_mb']:.0f} | {f['samples']:,} "
+                f"({f['usage_samples']:,}) "
                 f"| {f['raw_bytes'] / 1e6:.2f} | {f['gzip_bytes'] / 1e6:.2f} |"
             )
     rows += [
@@ -190,8 +244,14 @@ def main() -> None:
     """Print the figures as Markdown tables, then as JSON."""
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, projects, items in (("small 5x5", 5, 5), ("large 1000x20", 1000, 20)):
-            results.append(run_org(name, projects, items, Path(tmp)))
+        for name, projects, items, width in (
+            ("small 5x5", 5, 5, "off"),
+            ("small 5x5", 5, 5, "1d"),
+            ("large 1000x20", 1000, 20, "off"),
+            ("large 1000x20", 1000, 20, "1d"),
+            ("large 1000x20", 1000, 20, "1h"),
+        ):
+            results.append(run_org(name, projects, items, width, Path(tmp)))
     render = bench_render(1_000_000)
     print(table(results, render))
     print(json.dumps({"orgs": results, "render": render}, indent=1))

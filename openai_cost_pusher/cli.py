@@ -5,7 +5,8 @@ handlers or exits. It wires the clients to the cycle and runs the cycle in a wor
 thread, so that SIGTERM or Ctrl+C stops the process within seconds even while a request
 hangs: the handler sets the stop event, the main thread notices and returns.
 
-Exit codes: 0 success or a clean stop, 1 a failed `--once` cycle, 2 bad settings.
+Exit codes: 0 success or a clean stop (`verify`: every value equal), 1 a failed
+`--once` cycle (`verify`: a difference or a failed read), 2 bad settings.
 """
 
 from __future__ import annotations

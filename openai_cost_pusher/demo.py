@@ -185,7 +185,8 @@ class DemoOrganization:
                             bucket,
                             kind,
                             tuple((d, dims.get(d, "")) for d in dims_of_kind),
-                            tuple((n, float(v)) for n, v in share.items()),
+                            tuple(share),
+                            tuple(float(v) for v in share.values()),
                         )
                     )
             yield page

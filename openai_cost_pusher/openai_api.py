@@ -249,19 +249,24 @@ def _counter(value: Any, where: str) -> float:
     return number
 
 
+def _shared(cache: dict[Any, Any], value: T) -> T:
+    """Return the one stored copy of an equal immutable `value`."""
+    return cache.setdefault(value, value)  # type: ignore[no-any-return]
+
+
 def parse_usage_bucket(
     bucket: Any,
     where: str,
     kind: str,
     step: int,
-    strings: dict[str, str] | None = None,
+    tuples: dict[Any, Any] | None = None,
 ) -> tuple[int, list[UsageLine]]:
     """Return a usage bucket's start and its lines, naming any bad field.
 
     Required counters must be numbers; every other `*_tokens` field becomes a counter
     too (new token types appear without a code change); unknown fields are ignored.
     """
-    shared: dict[str, str] = {} if strings is None else strings
+    shared_tuples: dict[Any, Any] = {} if tuples is None else tuples
     spec = USAGE_KINDS[kind]
     expected = f"organization.usage.{kind}.result"
     obj = _object(bucket, where)
@@ -277,19 +282,20 @@ def parse_usage_bucket(
             raise BadResponse(
                 f"{at}.object: expected {expected}, got {result.get('object')!r:.60}"
             )
-        counters = []
+        fields: list[str] = []
+        values: list[float] = []
         for name in spec.required:
             value = result.get(name)
             if value is None:
                 raise BadResponse(f"{at}.{name}: missing")
-            counters.append((name, _counter(value, f"{at}.{name}")))
+            fields.append(name)
+            values.append(_counter(value, f"{at}.{name}"))
         for name, value in result.items():
             if name in spec.required or value is None:
                 continue
             if name.endswith("_tokens") or name in USAGE_COUNTERS:
-                counters.append(
-                    (shared.setdefault(name, name), _counter(value, f"{at}.{name}"))
-                )
+                fields.append(name)
+                values.append(_counter(value, f"{at}.{name}"))
         dims = []
         for dim in spec.dims:
             raw = result.get(dim)
@@ -297,8 +303,16 @@ def parse_usage_bucket(
                 text = "true" if raw else "false"
             else:
                 text = _opt_str(raw, f"{at}.{dim}")
-            dims.append((dim, shared.setdefault(text, text)))
-        lines.append(UsageLine(start, kind, tuple(dims), tuple(counters)))
+            dims.append((dim, text))
+        lines.append(
+            UsageLine(
+                start,
+                kind,
+                _shared(shared_tuples, tuple(dims)),
+                _shared(shared_tuples, tuple(fields)),
+                tuple(values),
+            )
+        )
     return start, lines
 
 
@@ -370,6 +384,7 @@ class AdminApi:
         self._stop = stop
         self._count = count_request
         self._strings: dict[str, str] = {}
+        self._tuples: dict[Any, Any] = {}
 
     def _send(
         self, path: str, params: list[tuple[str, str]], *, stream: bool = False
@@ -469,7 +484,7 @@ class AdminApi:
             step,
             max_limit,
             lambda bucket, where: parse_usage_bucket(
-                bucket, where, kind, step, self._strings
+                bucket, where, kind, step, self._tuples
             ),
         )
 

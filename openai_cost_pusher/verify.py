@@ -22,6 +22,7 @@ from openai_cost_pusher.window import DAY, Window
 TOKEN_KINDS = ("completions", "embeddings", "moderations")
 REL_TOLERANCE = 1e-9
 
+
 class Source(Protocol):
     """The Admin API client or the demo organization (see `app.CostSource`)."""
 

@@ -51,10 +51,11 @@ def test_totals_group_by_day_project_and_what() -> None:
             D0 + 3600,
             "completions",
             (("project_id", "p"),),
-            (("input_tokens", 5.0), ("num_model_requests", 1.0)),
+            ("input_tokens", "num_model_requests"),
+            (5.0, 1.0),
         ),
         UsageLine(
-            D0 + 7200, "completions", (("project_id", "p"),), (("input_tokens", 6.0),)
+            D0 + 7200, "completions", (("project_id", "p"),), ("input_tokens",), (6.0,)
         ),
     ]
     assert api_totals(costs, usage) == {
