@@ -45,7 +45,7 @@ SPEND: dict[str, dict[str, float]] = {
     "": {"fine-tuning training": 0.8},
 }
 SPIKE_PROJECT = "proj_demo_chat"
-SPIKE_FACTOR = 4.0
+SPIKE_FACTOR = 5.0
 LEGACY_ARCHIVED_DAYS_AGO = 12
 
 
@@ -61,10 +61,11 @@ def daily_cost(day: int, project_id: str, line_item: str, spike_day: int) -> flo
     rng = random.Random(f"{day}:{project_id}:{line_item}")
     weekday = ((day // DAY) + 3) % 7  # 0 = Monday
     weekend = 0.55 if weekday >= 5 else 1.0
-    value = SPEND[project_id][line_item] * weekend * rng.uniform(0.8, 1.2)
     if day == spike_day and project_id == SPIKE_PROJECT:
-        value *= SPIKE_FACTOR
-    return value
+        # a weekday-sized day times the factor, so that even at 00:00 UTC on a
+        # weekend (half a day arrived) it is 2x the usual day: the alert fires
+        weekend = SPIKE_FACTOR
+    return SPEND[project_id][line_item] * weekend * rng.uniform(0.8, 1.2)
 
 
 # line item -> (usage endpoint, model, token field, USD per million tokens)

@@ -110,10 +110,11 @@ def test_never_answers_for_future_days() -> None:
 
 
 @pytest.mark.parametrize("days_after", range(7), ids=lambda d: f"T0+{d}d")
-def test_spike_today_in_chat(days_after: int) -> None:
-    """Late in the day, chat's spend today exceeds 1.5x the median of 7 days before."""
+@pytest.mark.parametrize("hour", [0, 6, 23])
+def test_spike_today_in_chat(days_after: int, hour: int) -> None:
+    """At any hour, chat's spend today exceeds 1.5x the median of 7 days before."""
     today = T0 + days_after * DAY
-    totals = _per_day(_fetch(today + LATE, 8), SPIKE_PROJECT)
+    totals = _per_day(_fetch(today + hour * 3600, 8), SPIKE_PROJECT)
     median = statistics.median(totals[today - k * DAY] for k in range(1, 8))
     assert totals[today] > 1.5 * median
     for other in {p.id for p in PROJECTS if p.id != SPIKE_PROJECT}:
