@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -346,10 +346,11 @@ def seed_e2e(vm: VictoriaMetrics, now: datetime) -> None:
 
 @dataclass
 class SlackDelivery:
-    """What reached the fake Slack, and what vmalert was firing at the end."""
+    """What reached the fake Slack, how long the first message took, what fired."""
 
     payloads: list[dict[str, Any]]
     firing: list[dict[str, Any]]
+    first_after: float  # seconds from vmalert being ready to the first message
 
 
 class Stoppable(Protocol):
@@ -359,26 +360,39 @@ class Stoppable(Protocol):
         """Stop the server."""
 
 
-def deliver_to_slack(
-    workdir: Path, started: list[Stoppable], *, settle: float = 8.0
-) -> SlackDelivery:
-    """Run VictoriaMetrics, vmalert, Alertmanager and a fake Slack on the e2e history.
+def seed_e2e_now(vm: VictoriaMetrics) -> None:
+    """Seed the end-to-end history for the current UTC day (see `seed_e2e`)."""
+    seed_e2e(vm, datetime.now(UTC))
 
-    Every server is appended to `started` as soon as it runs; the caller stops them
-    (a fixture finalizer in tests). Waits for the first Slack message, then `settle`
-    seconds more so that any other alert would have had several evaluations and
-    group flushes to arrive.
+
+def deliver_to_slack(
+    workdir: Path,
+    started: list[Stoppable],
+    *,
+    settle: float = 8.0,
+    seed: Callable[[VictoriaMetrics], None] = seed_e2e_now,
+) -> SlackDelivery:
+    """Run VictoriaMetrics, vmalert, Alertmanager and a fake Slack on seeded data.
+
+    `seed` fills the fresh VictoriaMetrics before vmalert starts (by default the e2e
+    history; a test may run the real pusher instead). Every server is appended to
+    `started` as soon as it runs; the caller stops them (a fixture finalizer in
+    tests). Waits for the first Slack message, then `settle` seconds more so that any
+    other alert would have had several evaluations and group flushes to arrive.
     """
     slack = FakeSlackServer()
     started.append(slack)
     vm = VictoriaMetrics(workdir)
     started.append(vm)
-    seed_e2e(vm, datetime.now(UTC))
+    seed(vm)
+    vm.flush()
     am = Alertmanager(workdir, alertmanager_test_config(workdir, slack.url))
     started.append(am)
     vmalert = VmAlert(workdir, vm, [RULES, OVERRIDES], notifier_url=am.url)
     started.append(vmalert)
+    ready = time.monotonic()
     slack.wait_for(1, timeout=60)
+    first_after = time.monotonic() - ready
     time.sleep(settle)
     firing = [a for a in vmalert.alerts() if a["state"] == "firing"]
-    return SlackDelivery(slack.payloads, firing)
+    return SlackDelivery(slack.payloads, firing, first_after)

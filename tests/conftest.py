@@ -1,4 +1,4 @@
-"""Shared fixtures: the fake Admin API, a real VictoriaMetrics, and a settable clock."""
+"""Shared fixtures: fake Admin API, real VictoriaMetrics, a settable clock, servers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.alerting import Stoppable
 from tests.fake_openai import FakeOpenAI
 from tests.vm import VictoriaMetrics
 
@@ -51,4 +52,13 @@ def vm_fixture(tmp_path: Path) -> Iterator[VictoriaMetrics]:
     try:
         yield server
     finally:
+        server.stop()
+
+
+@pytest.fixture(name="started")
+def started_fixture() -> Iterator[list[Stoppable]]:
+    """Collect the servers a test starts and stop each one by its pid afterwards."""
+    servers: list[Stoppable] = []
+    yield servers
+    for server in reversed(servers):
         server.stop()

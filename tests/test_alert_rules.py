@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -175,15 +174,6 @@ def test_vmrule_is_generated_from_the_rules_file() -> None:
     plain = yaml.safe_load(RULES.read_text())
     assert docs[0]["kind"] == "VMRule"
     assert docs[0]["spec"]["groups"] == plain["groups"]
-
-
-@pytest.fixture(name="started")
-def _started() -> Iterator[list[Stoppable]]:
-    """Collect the servers a test starts and stop each one by its pid afterwards."""
-    servers: list[Stoppable] = []
-    yield servers
-    for server in reversed(servers):
-        server.stop()
 
 
 @pytest.mark.vm
