@@ -8,7 +8,6 @@ charset, because VictoriaMetrics answers 204 even when it drops a malformed line
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Iterator
 
@@ -26,13 +25,13 @@ def escape_label_value(value: str) -> str:
     return value
 
 
+_SPECIAL = {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}
+
+
 def format_value(value: float) -> str:
     """Return the shortest text that parses back to `value`, or +Inf, -Inf, NaN."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
+    text = repr(float(value))
+    return _SPECIAL.get(text, text)
 
 
 def series_prefix(name: str, labels: Labels) -> str:
@@ -61,16 +60,24 @@ def render_lines(
     for every day, so this halves the rendering work. Without `timestamps` (for a
     scrape endpoint) the lines end after the value.
     """
-    prefixes: dict[tuple[str, Labels], str] = {}
+    # Keyed by the identity of the labels tuple, which every sample of a series
+    # shares: hashing a tuple of label pairs for each sample would cost more than
+    # the rest of the line. The entry keeps the tuple alive, so its id cannot be
+    # reused by another object while this generator runs.
+    prefixes: dict[int, tuple[Labels, str, str]] = {}
+    special = _SPECIAL
     for sample in samples:
-        key = (sample.name, sample.labels)
-        prefix = prefixes.get(key)
-        if prefix is None:
-            prefix = prefixes[key] = series_prefix(sample.name, sample.labels)
+        labels = sample.labels
+        entry = prefixes.get(id(labels))
+        if entry is None or entry[0] is not labels or entry[1] != sample.name:
+            entry = (labels, sample.name, series_prefix(sample.name, labels))
+            prefixes[id(labels)] = entry
+        text = repr(float(sample.value))
+        value = special.get(text, text)
         if timestamps:
-            yield f"{prefix} {format_value(sample.value)} {sample.ts_ms}\n"
+            yield f"{entry[2]} {value} {sample.ts_ms}\n"
         else:
-            yield f"{prefix} {format_value(sample.value)}\n"
+            yield f"{entry[2]} {value}\n"
 
 
 def render(samples: Iterable[Sample], *, timestamps: bool = True) -> bytes:
