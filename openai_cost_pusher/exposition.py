@@ -51,52 +51,57 @@ def series_prefix(name: str, labels: Labels) -> str:
     return name + "{" + ",".join(parts) + "}"
 
 
-def render_lines(
-    samples: Iterable[Sample], *, timestamps: bool = True
-) -> Iterator[str]:
-    """Yield one exposition line (with its newline) per sample.
+def render_chunks(
+    samples: Iterable[Sample],
+    max_bytes: int = DEFAULT_CHUNK_BYTES,
+    *,
+    timestamps: bool = True,
+) -> Iterator[bytes]:
+    """Yield the exposition in pieces of about `max_bytes` or less, whole lines only.
 
-    The series prefix is built once per distinct series: a backfill repeats each series
-    for every day, so this halves the rendering work. Without `timestamps` (for a
-    scrape endpoint) the lines end after the value.
+    The series prefix (`name{labels} `) is built once per distinct series: a backfill
+    repeats each series for every day. Prefixes are found by the identity of the
+    labels tuple, which every sample of a series shares, because hashing a tuple of
+    label pairs for each sample would cost more than the rest of the line; the cache
+    entry keeps the tuple alive, so its id cannot be reused while this runs. Sizes
+    count UTF-8 bytes, not characters. Without `timestamps` (for a scrape endpoint)
+    lines end after the value.
     """
-    # Keyed by the identity of the labels tuple, which every sample of a series
-    # shares: hashing a tuple of label pairs for each sample would cost more than
-    # the rest of the line. The entry keeps the tuple alive, so its id cannot be
-    # reused by another object while this generator runs.
-    prefixes: dict[int, tuple[Labels, str, str]] = {}
+    # id(labels) -> (labels, name, "prefix ", extra UTF-8 bytes of the prefix)
+    prefixes: dict[int, tuple[Labels, str, str, int]] = {}
     special = _SPECIAL
+    parts: list[str] = []
+    size = 0
     for sample in samples:
         labels = sample.labels
         entry = prefixes.get(id(labels))
         if entry is None or entry[0] is not labels or entry[1] != sample.name:
-            entry = (labels, sample.name, series_prefix(sample.name, labels))
+            prefix = series_prefix(sample.name, labels) + " "
+            entry = (labels, sample.name, prefix, len(prefix.encode()) - len(prefix))
             prefixes[id(labels)] = entry
-        text = repr(float(sample.value))
+        text = repr(sample.value)  # floats by contract; an int renders as itself
         value = special.get(text, text)
         if timestamps:
-            yield f"{entry[2]} {value} {sample.ts_ms}\n"
+            line = f"{entry[2]}{value} {sample.ts_ms}\n"
         else:
-            yield f"{entry[2]} {value}\n"
+            line = f"{entry[2]}{value}\n"
+        parts.append(line)
+        size += len(line) + entry[3]
+        if size >= max_bytes:
+            yield "".join(parts).encode()
+            parts, size = [], 0
+    if parts:
+        yield "".join(parts).encode()
+
+
+def render_lines(
+    samples: Iterable[Sample], *, timestamps: bool = True
+) -> Iterator[str]:
+    """Yield one exposition line (with its newline) per sample."""
+    for chunk in render_chunks(samples, 1, timestamps=timestamps):
+        yield chunk.decode()
 
 
 def render(samples: Iterable[Sample], *, timestamps: bool = True) -> bytes:
     """Return the whole exposition of `samples` as UTF-8 bytes."""
-    return "".join(render_lines(samples, timestamps=timestamps)).encode()
-
-
-def render_chunks(
-    samples: Iterable[Sample], max_bytes: int = DEFAULT_CHUNK_BYTES
-) -> Iterator[bytes]:
-    """Yield the exposition in pieces of at most about `max_bytes`, whole lines only."""
-    lines: list[bytes] = []
-    size = 0
-    for text in render_lines(samples):
-        line = text.encode()  # count bytes, not characters: UTF-8 labels are longer
-        lines.append(line)
-        size += len(line)
-        if size >= max_bytes:
-            yield b"".join(lines)
-            lines, size = [], 0
-    if lines:
-        yield b"".join(lines)
+    return b"".join(render_chunks(samples, timestamps=timestamps))
