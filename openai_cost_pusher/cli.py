@@ -165,25 +165,38 @@ class StdoutSink:
 
 
 class DemoSink:
-    """Push to VictoriaMetrics; where nothing answers, show what would be pushed."""
+    """Push to VictoriaMetrics; where nothing answers, show what would be pushed.
+
+    After a failed push it prints straight away for `RETRY_AFTER_S`, so that one
+    cycle says once, not three times, that nothing answers.
+    """
+
+    RETRY_AFTER_S = 60.0
 
     def __init__(self, client: VmClient, fallback: StdoutSink, push_url: str) -> None:
         self._client = client
         self._fallback = fallback
         self._push_url = push_url
+        self._down_since: float | None = None
 
     def push(self, chunks: Iterable[bytes]) -> PushStats:
         """Push, or print the chunks when VictoriaMetrics does not answer."""
         pending = list(chunks)
+        down = self._down_since
+        if down is not None and time.monotonic() - down < self.RETRY_AFTER_S:
+            return self._fallback.push(pending)
         try:
-            return self._client.push(pending)
+            stats = self._client.push(pending)
         except PushUnavailable as exc:
+            self._down_since = time.monotonic()
             log.warning(
                 "demo: nothing answers at the push URL; printing the simulated "
                 "samples that would have been pushed",
                 extra={"push_url": self._push_url, "reason": str(exc)},
             )
             return self._fallback.push(pending)
+        self._down_since = None
+        return stats
 
 
 def _setup_logging(settings: Settings) -> None:
