@@ -204,10 +204,6 @@ class _Counting(Generic[T]):
             yield item
 
 
-def _date(ts: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(ts))
-
-
 def _stamp(ts: int, unit: int) -> str:
     fmt = "%Y-%m-%d" if unit >= DAY else "%Y-%m-%dT%H:%MZ"
     return time.strftime(fmt, time.gmtime(ts))
@@ -254,16 +250,6 @@ class Pusher:
                     Ledger(usage.step * 1000),
                 )
             )
-
-    @property
-    def ledger(self) -> Ledger:
-        """Return the costs ledger."""
-        return self.costs.ledger
-
-    @property
-    def unpushed_from(self) -> int | None:
-        """Return the oldest costs day not known to have landed."""
-        return self.costs.unpushed_from
 
     def run_cycle(self) -> CycleReport:
         """Run one cycle over every data set; never raises except for `Stopped`."""

@@ -32,6 +32,11 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def loads(content: bytes | str) -> Any:
+    """Decode a whole JSON document strictly: NaN and Infinity are not JSON."""
+    return json.loads(content, parse_constant=_reject_constant)
+
+
 class _Reader:
     """A text buffer over byte chunks with a read position."""
 

@@ -28,7 +28,7 @@ from openai_cost_pusher.errors import (
     RequestRejected,
     Transient,
 )
-from openai_cost_pusher.jsonstream import NotAnObject, StreamError, stream_object
+from openai_cost_pusher.jsonstream import NotAnObject, StreamError, loads, stream_object
 from openai_cost_pusher.model import CostLine, Project, UsageLine
 from openai_cost_pusher.transport import (
     HttpSession,
@@ -338,14 +338,10 @@ def parse_projects_page(body: Any, where: str) -> tuple[list[Project], bool]:
     return projects, has_more
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def decode_json(content: bytes, where: str) -> Any:
     """Decode a JSON body strictly (no NaN or Infinity), naming the endpoint."""
     try:
-        return json.loads(content, parse_constant=_reject_constant)
+        return loads(content)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadResponse(f"{where}: the answer is not valid JSON ({exc})") from None
 

@@ -154,25 +154,18 @@ class VmClient:
             return "unknown"
         root = f"{parts.scheme}://{parts.netloc}"
         try:
-            info = send(
-                self._session,
-                "GET",
-                root + "/api/v1/status/buildinfo",
-                what="dedup check",
-                timeouts=self._timeouts,
-                unavailable=PushUnavailable,
-                stop=self._stop,
-                headers=self._headers(),
-            )
-            flags = send(
-                self._session,
-                "GET",
-                root + "/flags",
-                what="dedup check",
-                timeouts=self._timeouts,
-                unavailable=PushUnavailable,
-                stop=self._stop,
-                headers=self._headers(),
+            info, flags = (
+                send(
+                    self._session,
+                    "GET",
+                    root + path,
+                    what="dedup check",
+                    timeouts=self._timeouts,
+                    unavailable=PushUnavailable,
+                    stop=self._stop,
+                    headers=self._headers(),
+                )
+                for path in ("/api/v1/status/buildinfo", "/flags")
             )
         except (PushUnavailable, Stopped) as exc:
             log.info("cannot check deduplication", extra={"reason": str(exc)})

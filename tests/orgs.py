@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import threading
 
-from openai_cost_pusher.app import Pusher
+from openai_cost_pusher.app import Pusher, UsagePlan
 from openai_cost_pusher.config import Secret
 from openai_cost_pusher.metrics import SelfStats
 from openai_cost_pusher.openai_api import AdminApi
@@ -111,6 +111,7 @@ def make_pusher(
     backfill_days: int = 30,
     sleeps: list[float] | None = None,
     stop: threading.Event | None = None,
+    usage: UsagePlan | None = None,
 ) -> Pusher:
     """Return a pusher wired to the fake over HTTP and to a push URL, with no waits."""
     stop = stop or threading.Event()
@@ -142,6 +143,7 @@ def make_pusher(
         clock=clock,
         stats=stats,
         chunk_bytes=64 * 1024,
+        usage=usage,
     )
 
 

@@ -88,13 +88,9 @@ def _client(
 
 
 @pytest.fixture(name="victoria")
-def _victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
-    """Run a single-node VictoriaMetrics with dedup on; stop it by pid afterwards."""
-    server = VictoriaMetrics(tmp_path)
-    try:
-        yield server
-    finally:
-        server.stop()
+def _victoria(vm: VictoriaMetrics) -> VictoriaMetrics:
+    """Return the shared single-node VictoriaMetrics with dedup on (conftest)."""
+    return vm
 
 
 @pytest.fixture(name="victoria_nodedup")

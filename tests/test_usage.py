@@ -237,11 +237,7 @@ def test_daily_usage_lands_exactly_and_survives_a_restart(
     """Every usage series and day equals the API; a restart changes no total."""
     today = _today(clock)
     seed_usage(fake, today)
-    pusher = make_pusher(fake, vm.push_url, clock)
-    pusher.usage = _plan()
-    pusher.datasets.append(
-        type(pusher.costs)("usage", DAY, 3, 30, type(pusher.ledger)(DAY * 1000))
-    )
+    pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
     report = pusher.run_cycle()
     assert report.ok, report.error
     expected = expected_series(fake, today - 29 * DAY, "1d")
@@ -262,32 +258,10 @@ def test_daily_usage_lands_exactly_and_survives_a_restart(
         and ("type", "input") in labels
     )
     assert float(rows[0]["value"][1]) == pytest.approx(total, rel=1e-12)
-    restarted = make_pusher(fake, vm.push_url, clock)
-    restarted.usage = pusher.usage
-    restarted.datasets.append(
-        type(pusher.costs)("usage", DAY, 3, 30, type(pusher.ledger)(DAY * 1000))
-    )
+    restarted = make_pusher(fake, vm.push_url, clock, usage=_plan())  # a new process
     clock.now += 600
     assert restarted.run_cycle().ok
     assert stored_series(vm) == pytest.approx(expected, rel=1e-12)
-
-
-def _with_usage(
-    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock, width: str = "1d"
-) -> Any:
-    from openai_cost_pusher.app import Pusher
-
-    base = make_pusher(fake, vm.push_url, clock)
-    return Pusher(
-        base.source,
-        base.sink,
-        lookback_days=3,
-        backfill_days=30,
-        extra_labels=(("job", "test"),),
-        usage=_plan(width),
-        clock=clock,
-        stats=base.stats,
-    )
 
 
 def test_revised_buckets_replace_old_ones(
@@ -296,7 +270,7 @@ def test_revised_buckets_replace_old_ones(
     """Usage that grows for today after a cycle is stored with its new total."""
     today = _today(clock)
     seed_usage(fake, today, days=3)
-    pusher = _with_usage(fake, vm, clock)
+    pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
     assert pusher.run_cycle().ok
     fake.add_usage(
         "completions",
@@ -321,7 +295,7 @@ def test_hourly_buckets_sum_to_the_daily_totals(
     """With 1h buckets, each hour is a sample and a day's sum equals the 1d answer."""
     today = _today(clock)
     seed_usage(fake, today, days=3)
-    pusher = _with_usage(fake, vm, clock, "1h")
+    pusher = make_pusher(fake, vm.push_url, clock, usage=_plan("1h"))
     report = pusher.run_cycle()
     assert report.ok, report.error
     assert report.get("usage").window.start == int(clock.now) // 3600 * 3600 - 71 * 3600
@@ -395,7 +369,7 @@ def test_bad_usage_fails_usage_only(
         path_prefix="/v1/organization/usage/completions",
         times=10,
     )
-    pusher = _with_usage(fake, vm, clock)
+    pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
     report = pusher.run_cycle()
     assert report.get("costs").ok
     assert not report.get("usage").ok
@@ -444,7 +418,7 @@ def test_unknown_fields_are_ignored(
         path_prefix="/v1/organization/usage/completions",
         times=10,
     )
-    pusher = _with_usage(fake, vm, clock)
+    pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
     assert pusher.run_cycle().ok
     types = {
         s.metric.get("type"): s.values
