@@ -1,8 +1,8 @@
 """Seeded cost histories for the alerting and dashboard tests, and their exposition.
 
 This module owns test data only: daily cost lines shaped like the metric contract
-(DESIGN.md section 3.2, one sample per project, line item and UTC day, stamped at the
-day's 00:00 UTC), the pusher's self-monitoring series (section 3.4), and the
+(docs/design.md, "Costs": one sample per project, line item and UTC day, stamped at the
+day's 00:00 UTC), the pusher's self-monitoring series ("Self-monitoring"), and the
 Prometheus text that carries them to VictoriaMetrics with explicit millisecond
 timestamps. It starts no server: the tests and `scripts/backtest-alerts.py` push it.
 """

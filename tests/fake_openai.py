@@ -1,10 +1,11 @@
 """Serve a fake OpenAI Admin API from a stdlib HTTP server on 127.0.0.1 for tests.
 
 This module owns the fake: its stored organization (projects, daily costs, usage
-records), the shapes it answers with (those of `openai-admin-api/openapi-excerpt.json`),
-its pagination with small pages and strict cursors, its injectable faults, and the log
-of every request it received. It must not import the package under test or any
-third-party module, so that it can judge the client without sharing its bugs.
+records), the shapes it answers with (those of
+`tests/data/openai-admin-api.structure.json`), its pagination with small pages and
+strict cursors, its injectable faults, and the log of every request it received. It
+must not import the package under test or any third-party module, so that it can judge
+the client without sharing its bugs.
 
 Behaviour beyond the spec, chosen to catch client bugs early:
 - buckets are consecutive windows of `bucket_width` from `start_time` while their start

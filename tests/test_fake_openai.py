@@ -1,14 +1,14 @@
 """Test the fake OpenAI Admin API itself: shapes, pagination, cursors, faults.
 
-Every kind of body the fake serves is validated against the schemas of the official
-OpenAPI excerpt (`openai-admin-api/openapi-excerpt.json`, JSON Schema 2020-12), so that
-tests built on the fake test the client against the real contract.
+Every kind of body the fake serves is validated against the schemas of OpenAI's
+official OpenAPI description (JSON Schema 2020-12), so that tests built on the fake test
+the client against the real contract. The schemas are the structure-only copy in
+`tests/data/` (`scripts/vendor-openapi.py` writes it; its `x-source` names the commit).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -27,36 +27,20 @@ DAY = 86_400
 T0 = 1_730_419_200  # 2024-11-01 00:00 UTC, the day of the spec's examples
 NOW = T0 + 10 * DAY + 3600  # 01:00 on the 11th day: 11 daily buckets from T0
 TIMEOUT = 5.0
-_EXCERPT_URI = "urn:openai-admin-api:openapi-excerpt"
-_EXCERPT_NAME = Path("openai-admin-api") / "openapi-excerpt.json"
-
-
-def _excerpt_path() -> Path:
-    """Find the excerpt: $OPENAI_OPENAPI_EXCERPT, the repo, or the shared folder."""
-    root = Path(__file__).resolve().parents[1]
-    candidates = [
-        Path(os.environ.get("OPENAI_OPENAPI_EXCERPT", "/nonexistent")),
-        root / _EXCERPT_NAME,
-        root / "docs" / _EXCERPT_NAME,
-        root.parent / "shared" / _EXCERPT_NAME,
-    ]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"openapi-excerpt.json not found in {[str(c) for c in candidates]}"
-    )
+_SPEC_URI = "urn:openai-admin-api:structure"
+SPEC = Path(__file__).resolve().parent / "data" / "openai-admin-api.structure.json"
+"""The structure of OpenAI's Admin API description, vendored (no prose, no examples)."""
 
 
 @pytest.fixture(name="schemas", scope="session")
 def _schemas() -> dict[str, Draft202012Validator]:
-    """Return a validator per component schema, with `$ref`s resolved in the excerpt."""
-    doc = json.loads(_excerpt_path().read_text(encoding="utf-8"))
+    """Return a validator per component schema, with `$ref`s resolved in the copy."""
+    doc = json.loads(SPEC.read_text(encoding="utf-8"))
     resource = Resource.from_contents(doc, default_specification=DRAFT202012)
-    registry: Registry[Any] = Registry().with_resource(_EXCERPT_URI, resource)
+    registry: Registry[Any] = Registry().with_resource(_SPEC_URI, resource)
     return {
         name: Draft202012Validator(
-            {"$ref": f"{_EXCERPT_URI}#/components/schemas/{name}"}, registry=registry
+            {"$ref": f"{_SPEC_URI}#/components/schemas/{name}"}, registry=registry
         )
         for name in doc["components"]["schemas"]
     }

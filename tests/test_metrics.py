@@ -1,9 +1,9 @@
 """Test the metric contract: name normalization, project labels and the sample builders.
 
-The rules come from DESIGN.md section 3: `project` is the normalized name, with
-`unattributed`, `unknown` and the id itself as fallbacks; `project_id` keeps projects
-with alike names apart; daily costs are stamped at 00:00 UTC and the live series at
-push time.
+The rules are the metric contract of docs/design.md: `project` is the normalized name,
+with `unattributed`, `unknown` and the id itself as fallbacks; `project_id` keeps
+projects with alike names apart; daily costs are stamped at 00:00 UTC and the live
+series at push time.
 """
 
 from __future__ import annotations
