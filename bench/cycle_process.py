@@ -1,4 +1,9 @@
-"""Run a backfill cycle and a steady-state cycle in this process; print figures as JSON.
+"""Run a backfill, a confirming and a steady-state cycle here; print figures as JSON.
+
+The confirming cycle is the first after the backfill that reads back what it pushed
+(every day of the backfill, a week per request), the steady cycle a later one (the
+days pushed since): both with `confirm_after_s=0`, after a flush of VictoriaMetrics,
+so that the read-back runs at once rather than 30 s later.
 
 Started by `bench/run.py` as a separate process, so that CPU time and peak RSS are the
 pusher's alone (the fake API and VictoriaMetrics run elsewhere).
@@ -19,6 +24,7 @@ from openai_cost_pusher.metrics import SelfStats
 from openai_cost_pusher.openai_api import AdminApi
 from openai_cost_pusher.push import VmClient
 from openai_cost_pusher.transport import Timeouts, make_session, retry_policy
+from openai_cost_pusher.vmread import VmReader, query_root
 
 
 def peak_rss_mb() -> float:
@@ -66,6 +72,14 @@ def main() -> None:
             lookback_hours=24,
             backfill_hours=168,
         )
+    reader = VmReader(
+        make_session(),
+        query_root(push_url),
+        authorization=None,
+        timeouts=timeouts,
+        stop=stop,
+        retrying=lambda: retry_policy(60, stop),
+    )
     pusher = Pusher(
         api,
         client,
@@ -74,9 +88,14 @@ def main() -> None:
         extra_labels=(("job", "bench"),),
         usage=usage,
         stats=stats,
+        reader=reader,
     )
     out = {}
-    for name in ("backfill", "steady"):
+    for name in ("backfill", "confirm", "steady"):
+        if name != "backfill":
+            pusher.confirm_after_s = 0.0
+            flush = reader.root + "/internal/force_flush"
+            make_session().get(flush, timeout=60).raise_for_status()
         calls = sum(stats.api_requests.values())
         cpu = time.process_time()
         wall = time.monotonic()

@@ -53,8 +53,9 @@ def seed(fake: FakeOpenAI, projects: int, items: int, today: int) -> None:
 MODELS = 5
 USAGE_KINDS = 8
 USAGE_LIMIT = {"1d": 31, "1h": 168}
-USAGE_BUCKETS = {"1d": (30, 3), "1h": (168, 24)}
-"""Width to buckets in the backfill and in the steady-state window."""
+USAGE_BUCKETS = {"1d": (31, 3), "1h": (169, 24)}
+"""Width to buckets in the backfill (complete buckets plus the current one) and in
+the steady-state window."""
 
 
 def seed_usage(fake: FakeOpenAI, projects: int, width: str, now: float) -> None:
@@ -136,7 +137,7 @@ def run_org(
     figures["org"] = name
     figures["series_in_vm"] = stored
     figures["width"] = width
-    figures["min_requests_backfill"] = minimum_requests(projects, 30, width, "backfill")
+    figures["min_requests_backfill"] = minimum_requests(projects, 31, width, "backfill")
     figures["min_requests_steady"] = minimum_requests(projects, 3, width, "steady")
     return figures
 
@@ -224,10 +225,12 @@ def table(results: list[dict[str, object]], render: dict[str, float]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for org in results:
-        for cycle in ("backfill", "steady"):
+        for cycle in ("backfill", "confirm", "steady"):
             f = org[cycle]
             assert isinstance(f, dict) and f["ok"], f
-            minimum = org[f"min_requests_{cycle}"]
+            minimum = org[
+                f"min_requests_{'backfill' if cycle == 'backfill' else 'steady'}"
+            ]
             rows.append(
                 f"| {org['org']} | {org['width']} | {cycle} "
                 f"| {f['api_requests']} ({minimum}) "

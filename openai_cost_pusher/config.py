@@ -102,13 +102,13 @@ OPTIONS: tuple[Option, ...] = (
         "BACKFILL_DAYS",
         "--backfill-days",
         "30",
-        "UTC days fetched on the first cycle after start",
+        "complete UTC days before today fetched on the first cycle (plus today)",
     ),
     Option(
         "VM_QUERY_URL",
         "--query-url",
         None,
-        "verify only: where to read back (default: derived from the push URL)",
+        "verify and report: where to read back (default: from the push URL)",
     ),
     Option(
         "USAGE_BUCKET_WIDTH",
@@ -145,6 +145,14 @@ OPTIONS: tuple[Option, ...] = (
         "--extra-label",
         "job=openai-cost-pusher",
         "labels added to every sample, k=v[,k2=v2]; the flag repeats",
+    ),
+    Option(
+        "INSTANCE",
+        "--instance",
+        None,
+        "instance label of the self-monitoring series (openai_cost_pusher_*), one "
+        "per pusher so that two never share a counter; cost and usage series never "
+        "carry it; empty: the host name",
     ),
     Option(
         "RETRY_BUDGET",
@@ -196,6 +204,7 @@ RESERVED_LABELS = frozenset(
         "batch",
         "size",
         "source",
+        "instance",
     }
 )
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -229,6 +238,7 @@ class Settings:
     usage_backfill_hours: int = 168
     usage_by_user: bool = False
     usage_by_api_key: bool = False
+    instance: str | None = None
 
     def secrets(self) -> list[str]:
         """Return every secret value, for the log redaction filter."""
@@ -263,6 +273,8 @@ def parse_labels(items: list[str]) -> Labels:
             raise ValueError(msg)
         if name in RESERVED_LABELS:
             msg = f"{name!r} is a label the pusher sets itself"
+            if name == "instance":
+                msg += " on its self-monitoring series: set INSTANCE instead"
             raise ValueError(msg)
         pairs[name] = value
     return tuple(sorted(pairs.items()))
@@ -331,6 +343,23 @@ def _parse_hours(text: str) -> int:
     return hours
 
 
+MAX_INSTANCE_CHARS = 128
+
+
+def _parse_instance(text: str) -> str | None:
+    """Return the `instance` label value; empty means the host name (None)."""
+    value = text.strip()
+    if not value:
+        return None
+    if len(value) > MAX_INSTANCE_CHARS or any(ord(ch) < 32 for ch in value):
+        msg = (
+            f"expected at most {MAX_INSTANCE_CHARS} characters without control "
+            f"characters, got {value[:40]!r}"
+        )
+        raise ValueError(msg)
+    return value
+
+
 def _parse_days(text: str) -> int:
     try:
         days = int(text.strip())
@@ -349,6 +378,36 @@ def _parse_choice(text: str, choices: tuple[str, ...]) -> str:
         msg = f"expected one of {', '.join(choices)}, got {text!r}"
         raise ValueError(msg)
     return value
+
+
+ASCII_SECRETS = frozenset({"OPENAI_ADMIN_KEY", "VM_BEARER_TOKEN"})
+"""Secrets sent verbatim in a header, so ASCII only. `VM_PASSWORD` is base64-encoded
+as UTF-8 into the Basic header, so any printable character is fine there."""
+
+
+def secret_problem(value: str, *, ascii_only: bool) -> str | None:
+    """Return what is wrong with a secret, never quoting it, or None.
+
+    The caller has cut trailing line breaks (`\\n`, `\\r\\n`), from a file or the
+    environment alike: `echo`, editors and `kubectl create secret --from-file` add
+    one. Anything else is an error, not silently fixed: an empty value, a byte order
+    mark, whitespace at the ends or inside, control characters, and for header
+    secrets (`ASCII_SECRETS`) any character outside ASCII (headers are Latin-1 at
+    best; an admin key is ASCII).
+    """
+    if not value:
+        return "the value is empty"
+    if "\ufeff" in value:
+        return "the value holds a byte order mark (BOM); save it without one"
+    if value != value.strip():
+        return "the value starts or ends with whitespace; remove it"
+    if any(ch.isspace() for ch in value):
+        return "the value holds whitespace; a secret is one word"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return "the value holds control characters; copy it again"
+    if ascii_only and not value.isascii():
+        return "the value holds non-ASCII characters; copy the plain ASCII value again"
+    return None
 
 
 class _Resolver:
@@ -392,7 +451,7 @@ class _Resolver:
             return fallback
 
     def secret(self, name: str) -> Secret | None:
-        """Resolve NAME or NAME_FILE (never both); a file's trailing newline is cut."""
+        """Resolve NAME or NAME_FILE (never both), checked by `secret_problem`."""
         direct = self.raw(name)
         path = self.raw(name + SECRET_FILE_SUFFIX)
         if direct and path:
@@ -411,13 +470,12 @@ class _Resolver:
                 return None
             source = f"{name}{SECRET_FILE_SUFFIX}"
         elif direct:
-            value, source = direct.strip(), name
+            value, source = direct.rstrip("\r\n"), name
         else:
             return None
-        if not value or any(ch.isspace() or ord(ch) < 32 for ch in value):
-            self.problems.append(
-                f"{source}: the value is empty or holds whitespace or control chars"
-            )
+        problem = secret_problem(value, ascii_only=name in ASCII_SECRETS)
+        if problem:
+            self.problems.append(f"{source}: {problem}")
             return None
         return Secret(value)
 
@@ -510,6 +568,7 @@ def load_settings(
         usage_backfill_hours=usage_backfill,
         usage_by_user=r.parse(_option("USAGE_GROUP_BY_USER"), _parse_bool, False),
         usage_by_api_key=r.parse(_option("USAGE_GROUP_BY_API_KEY"), _parse_bool, False),
+        instance=r.parse(_option("INSTANCE"), _parse_instance, None),
         log_format=r.parse(
             _option("LOG_FORMAT"), lambda t: _parse_choice(t, LOG_FORMATS), "text"
         ),

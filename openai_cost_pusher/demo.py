@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Sequence
 
-from openai_cost_pusher.model import CostLine, Project, UsageLine
+from openai_cost_pusher.model import CostLine, Project, Rejected, UsageLine
 from openai_cost_pusher.window import DAY, day_of
 
 DEMO_LABEL = ("demo", "true")
@@ -124,8 +124,13 @@ class DemoOrganization:
                 if value > 0:
                     yield project_id, line_item, round(value, 6)
 
-    def fetch_costs(self, start: int, end: int) -> Iterator[list[CostLine]]:
-        """Yield one page per day of `[start, end)`; today grows with the hour."""
+    def fetch_costs(
+        self, start: int, end: int, rejected: list[Rejected] | None = None
+    ) -> Iterator[list[CostLine]]:
+        """Yield one page per day of `[start, end)`; today grows with the hour.
+
+        Simulated results are never malformed: nothing is added to `rejected`.
+        """
         now = self._clock()
         for day in range(start, min(end, day_of(now) + DAY), DAY):
             yield [
@@ -134,12 +139,19 @@ class DemoOrganization:
             ]
 
     def fetch_usage(
-        self, kind: str, start: int, end: int, width: str, group_by: Sequence[str]
+        self,
+        kind: str,
+        start: int,
+        end: int,
+        width: str,
+        group_by: Sequence[str],
+        rejected: list[Rejected] | None = None,
     ) -> Iterator[list[UsageLine]]:
         """Yield usage consistent with the costs: tokens = cost / price per token.
 
         A day's tokens are spread evenly over its buckets (for 1h or 1m widths), up
-        to the current one. Only completions and embeddings have usage here.
+        to the current one. Only completions and embeddings have usage here. Nothing
+        is ever added to `rejected`.
         """
         step = {"1d": DAY, "1h": 3600, "1m": 60}[width]
         now = self._clock()

@@ -9,12 +9,17 @@ failures, the server's `Retry-After`.
     ├── Stopped                a stop was requested; unwind quietly
     ├── ApiError               the OpenAI Admin API failed the call
     │   ├── AuthRejected       401/403: the admin key was rejected (no retry)
-    │   ├── RequestRejected    400/404 and other 4xx: our request is wrong (no retry)
-    │   ├── BadResponse        the answer is not the documented shape (no retry)
-    │   └── Transient          429, 5xx, timeout, connection error (retry)
+    │   ├── RequestRejected    400/404, other 4xx, a redirect (not followed) or a
+    │   │                      header HTTP cannot carry: our request is wrong
+    │   ├── BadResponse        the answer is not the documented shape, is too
+    │   │                      large or too deep, or paginates in a loop (no retry)
+    │   └── Transient          429, 5xx, timeout, the call's deadline, connection
+    │                          error (retry)
     └── PushError              VictoriaMetrics failed the push
-        ├── PushRejected       4xx: the server refused the body or the credentials
-        └── PushUnavailable    5xx, 429, timeout, connection error (retry)
+        ├── PushRejected       3xx/4xx: the server refused the body or the
+        │                      credentials, or redirected (not followed)
+        └── PushUnavailable    5xx, 429, timeout, the call's deadline, connection
+                               error (retry)
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ revised downwards cannot replace the stored one and must be reported instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from openai_cost_pusher.model import Labels, Points, Sample
@@ -88,6 +88,53 @@ class Ledger:
             else:
                 for ts_ms, value in new_points.items():
                     kept[ts_ms] = value
+        self._drop_empty()
+        return gone
+
+    def count_between(self, start_ms: int, end_ms: int) -> int:
+        """Return how many values of `[start_ms, end_ms)` the ledger holds."""
+        return sum(
+            1
+            for points in self._pushed.values()
+            for _ in points.items(start_ms, end_ms)
+        )
+
+    def reconcile(
+        self,
+        held: Callable[[str, Labels], Mapping[int, float] | None],
+        start_ms: int,
+        end_ms: int,
+        rel_tolerance: float = 1e-9,
+    ) -> list[int]:
+        """Forget the values of `[start_ms, end_ms)` that the store does not hold.
+
+        `held(name, labels)` returns what the store holds for a series (timestamp to
+        value), or None. A value is held when the store has it, or a larger one (a
+        downward revision: deduplication keeps the larger, and pushing again cannot
+        change that). Forgotten values count as new, so the next `changed` yields
+        them and they are pushed again. Returns their timestamps (one per value).
+        """
+        lost: list[int] = []
+        for (name, labels), points in self._pushed.items():
+            stored: Mapping[int, float] | None = None
+            looked = False
+            for ts_ms, value in list(points.items(start_ms, end_ms)):
+                if not looked:
+                    stored, looked = held(name, labels), True
+                have = None if stored is None else stored.get(ts_ms)
+                if have is None or have < value - rel_tolerance * abs(value):
+                    del points[ts_ms]
+                    lost.append(ts_ms)
+        self._drop_empty()
+        return lost
+
+    def forget_between(self, start_ms: int, end_ms: int) -> int:
+        """Forget every value of `[start_ms, end_ms)`; return how many."""
+        gone = 0
+        for points in self._pushed.values():
+            for ts_ms, _ in list(points.items(start_ms, end_ms)):
+                del points[ts_ms]
+                gone += 1
         self._drop_empty()
         return gone
 

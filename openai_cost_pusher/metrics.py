@@ -8,16 +8,17 @@ Exposition of the families built here (extra labels such as `job` omitted):
 
     openai_daily_cost{currency="usd",line_item="gpt-4o, input",project="chat_bot",project_id="proj_1"} 12.5 1730419200000
     openai_cost_today{currency="usd",project="chat_bot",project_id="proj_1"} 31.25 1730460000000
-    openai_cost_pusher_last_success_timestamp_seconds{dataset="costs"} 1730460000.0 1730460000000
-    openai_cost_pusher_cycles_total{result="success"} 4.0 1730460000000
+    openai_cost_pusher_last_success_timestamp_seconds{dataset="costs",instance="pod-1"} 1730460000.0 1730460000000
+    openai_cost_pusher_cycles_total{instance="pod-1",result="success"} 4.0 1730460000000
 """  # noqa: E501 - exposition lines are shown whole
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from openai_cost_pusher.model import (
@@ -38,6 +39,8 @@ API_REQUESTS = "openai_cost_pusher_api_requests_total"
 SAMPLES_PUSHED = "openai_cost_pusher_samples_pushed"
 DOWNWARD_REVISIONS = "openai_cost_pusher_downward_revisions_total"
 BUILD_INFO = "openai_cost_pusher_build_info"
+INSTANCE_LABEL = "instance"
+"""The label that tells pushers apart on the self-monitoring series only."""
 USAGE_TOKENS = "openai_usage_tokens"
 USAGE_REQUESTS = "openai_usage_requests"
 USAGE_IMAGES = "openai_usage_images"
@@ -45,6 +48,11 @@ USAGE_AUDIO_CHARACTERS = "openai_usage_audio_characters"
 USAGE_AUDIO_SECONDS = "openai_usage_audio_seconds"
 USAGE_CODE_INTERPRETER_SESSIONS = "openai_usage_code_interpreter_sessions"
 USAGE_VECTOR_STORE_BYTES = "openai_usage_vector_store_bytes"
+USAGE_METRICS = "openai_usage_.*"
+"""A regular expression of every usage metric name."""
+UNCONFIRMED_SAMPLES = "openai_cost_pusher_unconfirmed_samples"
+UNCONFIRMED_AGE = "openai_cost_pusher_unconfirmed_oldest_seconds"
+REJECTED_BUCKETS = "openai_cost_pusher_rejected_buckets"
 
 _USAGE_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "num_model_requests": (USAGE_REQUESTS, ("operation", "model", "batch")),
@@ -64,6 +72,38 @@ UNKNOWN = "unknown"
 
 _NOT_ALNUM = re.compile(r"[\W_]+")
 
+MAX_LABEL_VALUE_BYTES = 4096
+"""VictoriaMetrics' `-maxLabelValueLen` default: a series with a longer label value
+(in UTF-8 bytes) is dropped while the import still answers 204."""
+_HASH_HEX = 8
+
+
+def fit_label_value(value: str, limit: int = MAX_LABEL_VALUE_BYTES) -> str:
+    """Return `value`, or a shortened one of at most `limit` UTF-8 bytes.
+
+    A longer value becomes its longest prefix that ends on a character boundary
+    (without trailing `_`), `_` and the first 8 hex digits of the SHA-256 of the whole
+    value: deterministic, so every cycle pushes the same series, and distinct long
+    values stay apart. A `project` label stays normalized (letters, digits, single
+    `_`).
+    """
+    if len(value) * 4 <= limit:  # fast path: a character is at most 4 bytes
+        return value
+    data = value.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return value
+    digest = hashlib.sha256(data).hexdigest()[:_HASH_HEX]
+    end = limit - 1 - _HASH_HEX
+    while end > 0 and data[end] & 0xC0 == 0x80:  # inside a character: back off
+        end -= 1
+    prefix = data[:end].decode("utf-8", "surrogatepass").rstrip("_")
+    return f"{prefix}_{digest}"
+
+
+def _fitted(pairs: Mapping[str, str]) -> Labels:
+    """Return label pairs, sorted, with every value fit for VictoriaMetrics."""
+    return tuple(sorted((k, fit_label_value(v)) for k, v in pairs.items()))
+
 
 def normalize_name(name: str) -> str:
     """Return a project name fit for queries: lowercase, runs of other chars as `_`.
@@ -82,7 +122,7 @@ def project_label(project_id: str, names: Mapping[str, str | None]) -> str:
     if project_id not in names:
         return UNKNOWN
     name = names[project_id]
-    return (normalize_name(name) if name else "") or project_id
+    return fit_label_value((normalize_name(name) if name else "") or project_id)
 
 
 def merge_names(
@@ -129,18 +169,31 @@ def _series_labels(
         "project": project_label(project_id, names),
         **more,
     }
-    return tuple(sorted(labels.items()))
+    return _fitted(labels)
 
 
 def cost_samples(
-    table: CostTable, names: Mapping[str, str | None], extra: Labels
+    table: CostTable,
+    names: Mapping[str, str | None],
+    extra: Labels,
+    start: int | None = None,
+    end: int | None = None,
+    labels_cache: dict[tuple[str, str, str], Labels] | None = None,
 ) -> Iterator[Sample]:
-    """Yield one `openai_daily_cost` sample per series and day, stamped at 00:00 UTC."""
-    for (project_id, line_item, currency), days in table.items():
-        labels = _series_labels(
-            extra, names, project_id, line_item=line_item, currency=currency
-        )
-        for day, value in days.items():
+    """Yield one `openai_daily_cost` sample per series and day, stamped at 00:00 UTC;
+    only the days in `[start, end)` (Unix seconds) where given. `labels_cache` keeps
+    each series' labels across calls (one tuple per series, built once)."""
+    cache: dict[tuple[str, str, str], Labels] = (
+        {} if labels_cache is None else labels_cache
+    )
+    for key, days in table.items():
+        labels = cache.get(key)
+        for day, value in days.items(start, end):
+            if labels is None:
+                project_id, line_item, currency = key
+                labels = cache[key] = _series_labels(
+                    extra, names, project_id, line_item=line_item, currency=currency
+                )
             yield Sample(DAILY_COST, labels, value, day * 1000)
 
 
@@ -218,23 +271,32 @@ def add_usage_lines(
                         pairs[label] = dims.get(label, "")
                 for dim in optional_dims:
                     pairs[dim] = dims.get(dim, "")
-                labels = series_cache[cache_key] = tuple(sorted(pairs.items()))
+                labels = series_cache[cache_key] = _fitted(pairs)
             points = table.get((name, labels))
             if points is None:
                 points = table[(name, labels)] = Points(step)
             points.add(line.start, value)
 
 
-def usage_samples(table: UsageTable) -> Iterator[Sample]:
-    """Yield one sample per usage series and bucket, stamped at the bucket's start."""
+def usage_samples(
+    table: UsageTable, start: int | None = None, end: int | None = None
+) -> Iterator[Sample]:
+    """Yield one sample per usage series and bucket, stamped at the bucket's start;
+    only the buckets in `[start, end)` (Unix seconds) where given."""
     for (name, labels), points in table.items():
-        for start, value in points.items():
-            yield Sample(name, labels, value, start * 1000)
+        for bucket, value in points.items(start, end):
+            yield Sample(name, labels, value, bucket * 1000)
 
 
 @dataclass(slots=True)
 class SelfStats:
-    """Counters and gauges the pusher keeps about itself since start."""
+    """Counters and gauges the pusher keeps about itself since start.
+
+    `instance` names this pusher process on every self-monitoring series (the
+    `instance` label; empty: no label), so that two pushers never share a counter.
+    `on_request`, when set, is called on every counted request: the cycle loop's
+    heartbeat, which a long retry must keep fresh.
+    """
 
     version: str
     last_success: dict[str, float] = field(default_factory=dict)
@@ -243,30 +305,62 @@ class SelfStats:
     api_requests: dict[tuple[str, str], int] = field(default_factory=dict)
     samples_pushed: int = 0
     downward_revisions: int = 0
+    unconfirmed: dict[str, int] = field(default_factory=dict)
+    """Per data set: values pushed but not yet read back from the store."""
+    unconfirmed_age_s: dict[str, float] = field(default_factory=dict)
+    """Per data set: seconds since the oldest unconfirmed push (0 when none)."""
+    rejected_buckets: dict[str, int] = field(default_factory=dict)
+    """Per data set: buckets withheld by the last cycle for a malformed result."""
+    instance: str = ""
+    on_request: Callable[[], None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def count_request(self, endpoint: str, code: str) -> None:
         """Count one Admin API request by endpoint and status code (or error kind)."""
         key = (endpoint, code)
         self.api_requests[key] = self.api_requests.get(key, 0) + 1
+        if self.on_request is not None:
+            self.on_request()
 
 
 def self_samples(stats: SelfStats, extra: Labels, now_ms: int) -> list[Sample]:
-    """Return the self-monitoring samples, all stamped at `now_ms`."""
+    """Return the self-monitoring samples, all stamped at `now_ms`.
+
+    Each carries `instance` (when `stats.instance` is set) besides the extra labels;
+    the cost and usage series never do: they must be the same series whichever
+    pusher pushes them, or deduplication cannot merge them.
+    """
+    own = {INSTANCE_LABEL: stats.instance} if stats.instance else {}
 
     def sample(name: str, value: float, **labels: str) -> Sample:
-        return Sample(
-            name, tuple(sorted({**dict(extra), **labels}.items())), value, now_ms
-        )
+        pairs = {**dict(extra), **own, **labels}
+        return Sample(name, tuple(sorted(pairs.items())), value, now_ms)
 
-    out = [sample(LAST_SUCCESS, t, dataset=d) for d, t in stats.last_success.items()]
+    # copies first: the health listener's threads read while the cycle counts
+    out = [
+        sample(LAST_SUCCESS, t, dataset=d) for d, t in list(stats.last_success.items())
+    ]
     if stats.cycle_duration_s is not None:
         out.append(sample(CYCLE_DURATION, stats.cycle_duration_s))
-    out.extend(sample(CYCLES_TOTAL, n, result=r) for r, n in stats.cycles.items())
+    out.extend(sample(CYCLES_TOTAL, n, result=r) for r, n in list(stats.cycles.items()))
     out.extend(
         sample(API_REQUESTS, n, endpoint=ep, code=code)
         for (ep, code), n in sorted(stats.api_requests.items())
     )
     out.append(sample(SAMPLES_PUSHED, stats.samples_pushed))
     out.append(sample(DOWNWARD_REVISIONS, stats.downward_revisions))
+    out.extend(
+        sample(UNCONFIRMED_SAMPLES, n, dataset=d)
+        for d, n in list(stats.unconfirmed.items())
+    )
+    out.extend(
+        sample(UNCONFIRMED_AGE, age, dataset=d)
+        for d, age in list(stats.unconfirmed_age_s.items())
+    )
+    out.extend(
+        sample(REJECTED_BUCKETS, n, dataset=d)
+        for d, n in list(stats.rejected_buckets.items())
+    )
     out.append(sample(BUILD_INFO, 1, version=stats.version))
     return out

@@ -65,6 +65,22 @@ class UsageLine:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejected:
+    """A bucket withheld whole because one of its results is malformed.
+
+    `start` is the bucket's start in Unix seconds (00:00 UTC for costs), `endpoint`
+    the API path (`/organization/costs`, `/organization/usage/completions`), `path`
+    the JSON path of the bad value in its page (`data[3].results[17].amount.value`)
+    and `reason` what is wrong with it.
+    """
+
+    start: int
+    endpoint: str
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One sample to push: metric name, sorted labels, value and timestamp in ms."""
 
@@ -141,10 +157,18 @@ class Points:
     def __contains__(self, ts: object) -> bool:
         return isinstance(ts, int) and self.get(ts) is not None
 
-    def items(self) -> Iterator[tuple[int, float]]:
-        """Yield `(timestamp, value)` for every present point, in time order."""
-        base, step = self._base, self._step
-        for idx, value in enumerate(self._values):
+    def items(
+        self, start: int | None = None, end: int | None = None
+    ) -> Iterator[tuple[int, float]]:
+        """Yield `(timestamp, value)` for every present point, in time order; only
+        those in `[start, end)` where given."""
+        base, step, values = self._base, self._step, self._values
+        first = 0 if start is None else max(0, -(-(start - base) // step))
+        last = (
+            len(values) if end is None else min(len(values), -(-(end - base) // step))
+        )
+        for idx in range(first, last):
+            value = values[idx]
             if not math.isnan(value):
                 yield base + idx * step, value
 

@@ -1,18 +1,29 @@
-"""The OpenAI Admin API client: endpoints, pagination and page parsers.
+"""The OpenAI Admin API client: endpoints, query parameters, pagination, retries.
 
-Fetches the project list (`after` pagination) and daily costs (`next_page`
-pagination), with the shared retry policy around every request. The parsers are pure
-functions that turn a decoded page into typed records and name the endpoint and field
-of anything that does not have the documented shape. This module never decides what to
-push: it returns whole answers or raises.
+Fetches the project list (`after` pagination), daily costs and usage (`next_page`
+pagination), with the shared retry policy around every request. It is the only module
+that talks to the Admin API: turning a decoded bucket or page into typed records is
+`parsers`' job. This module never decides what to push: it returns whole pages or
+raises. A caller that passes a `rejected` list to `fetch_costs` or `fetch_usage` gets
+the buckets whose results are malformed withheld and listed there instead; without one
+a malformed result fails the fetch like any other bad answer.
+
+Whatever the server sends, a fetch ends with records or one of our errors:
+- pagination cannot run away: a cursor (`next_page`, or the projects' `after` id)
+  seen before in the same query, a cursor longer than 4,096 characters, or more
+  pages than the query can need (one per bucket plus `PAGE_MARGIN`; for projects
+  `MAX_PAGES`) stops the fetch with `BadResponse`;
+- a project list page is read whole up to `MAX_DOCUMENT_BYTES` (16 MiB) and the whole
+  list up to `MAX_PROJECT_LIST_BYTES`; costs and usage pages stream, one bucket at a
+  time, within `jsonstream`'s limits on one value and on nesting;
+- any failure while decoding or parsing an answer that is not one of ours (a
+  `RecursionError`, a `MemoryError`, a bug) becomes `BadResponse`, so a hostile answer
+  fails the data set, never the process.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,22 +36,41 @@ from openai_cost_pusher.config import Secret
 from openai_cost_pusher.errors import (
     AuthRejected,
     BadResponse,
+    CostPusherError,
     RequestRejected,
     Transient,
 )
-from openai_cost_pusher.jsonstream import NotAnObject, StreamError, loads, stream_object
-from openai_cost_pusher.model import CostLine, Project, UsageLine
+from openai_cost_pusher.jsonstream import (
+    LimitExceeded,
+    NotAnObject,
+    StreamError,
+    loads,
+    stream_object,
+)
+from openai_cost_pusher.model import CostLine, Project, Rejected, UsageLine
+from openai_cost_pusher.parsers import (
+    DAY,
+    BadResult,
+    check_cursor,
+    parse_cost_bucket,
+    parse_page,
+    parse_projects_page,
+    parse_usage_bucket,
+)
+from openai_cost_pusher.parsers import USAGE_KINDS as USAGE_KINDS  # re-exported
 from openai_cost_pusher.transport import (
     HttpSession,
     Timeouts,
+    display_url,
     iter_body,
     parse_retry_after,
+    read_body,
+    redirect_target,
     send,
 )
 
 log = logging.getLogger(__name__)
 
-DAY = 86_400
 COSTS_PATH = "/organization/costs"
 PROJECTS_PATH = "/organization/projects"
 USAGE_PATH = "/organization/usage"
@@ -49,8 +79,13 @@ USAGE_WIDTHS = {"1d": (DAY, 31), "1h": (3600, 168), "1m": (60, 1440)}
 """Bucket width to (seconds, the API's largest `limit`)."""
 PROJECTS_LIMIT = 100
 MAX_PAGES = 10_000
-
-_DECIMAL = re.compile(r"^-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?$")
+"""The most project list pages followed (a million projects)."""
+PAGE_MARGIN = 3
+"""Pages a bucket query may take beyond one per bucket (a bucket is never split)."""
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+"""The largest project list page read (100 projects take a few KiB)."""
+MAX_PROJECT_LIST_BYTES = 64 * 1024 * 1024
+"""The most project list text read in one fetch (some 200,000 projects)."""
 
 T = TypeVar("T")
 BucketParser = Callable[[Any, str], tuple[int, list[T]]]
@@ -58,179 +93,8 @@ Json = dict[str, Any]
 RequestCounter = Callable[[str, str], None]
 
 
-# -- pure parsers -------------------------------------------------------------------
-
-
-def _field(obj: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in obj:
-        raise BadResponse(f"{where}.{key}: missing")
-    return obj[key]
-
-
-def _object(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise BadResponse(f"{where}: expected an object, got {type(value).__name__}")
-    return value
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise BadResponse(f"{where}: expected an array, got {type(value).__name__}")
-    return value
-
-
-def _int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadResponse(f"{where}: expected an integer, got {value!r:.40}")
-    return value
-
-
-def _opt_str(value: Any, where: str) -> str:
-    """Return a nullable string field as a label value: None becomes ``""``."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise BadResponse(f"{where}: expected a string or null, got {value!r:.40}")
-    return value
-
-
-def parse_amount_value(value: Any, where: str) -> float:
-    """Return a cost amount given as a JSON number or as a decimal string."""
-    if isinstance(value, bool):
-        number = None
-    elif isinstance(value, int | float):
-        try:
-            number = float(value)
-        except OverflowError:  # a JSON integer beyond the float range
-            number = None
-    elif isinstance(value, str) and _DECIMAL.match(value.strip()):
-        number = float(value.strip())
-    else:
-        number = None
-    if number is None or not math.isfinite(number):
-        raise BadResponse(
-            f"{where}: expected a number or a decimal string, got {value!r:.40}"
-        )
-    return number
-
-
-def parse_page(body: Any, where: str) -> tuple[list[Any], bool, str | None]:
-    """Return the buckets, `has_more` and `next_page` of a costs or usage page."""
-    page = _object(body, where)
-    data = _list(_field(page, "data", where), f"{where}.data")
-    has_more = _field(page, "has_more", where)
-    if not isinstance(has_more, bool):
-        raise BadResponse(f"{where}.has_more: expected true or false")
-    next_page = page.get("next_page")
-    if next_page is not None and not isinstance(next_page, str):
-        raise BadResponse(f"{where}.next_page: expected a string or null")
-    if has_more and not next_page:
-        raise BadResponse(f"{where}.next_page: missing although has_more is true")
-    return data, has_more, next_page
-
-
-def parse_cost_bucket(
-    bucket: Any, where: str, strings: dict[str, str] | None = None
-) -> tuple[int, list[CostLine]]:
-    """Return a costs bucket's day and its lines; results without an amount add 0.
-
-    `strings` interns project ids, line items and currencies across buckets: a large
-    organization repeats the same few thousand strings hundreds of thousands of times.
-    """
-    shared: dict[str, str] = {} if strings is None else strings
-    obj = _object(bucket, where)
-    day = _int(_field(obj, "start_time", where), f"{where}.start_time")
-    if day % DAY:
-        raise BadResponse(f"{where}.start_time: {day} is not 00:00 UTC")
-    results = _list(_field(obj, "results", where), f"{where}.results")
-    lines = []
-    for i, item in enumerate(results):
-        at = f"{where}.results[{i}]"
-        result = _object(item, at)
-        kind = result.get("object")
-        if kind != "organization.costs.result":
-            raise BadResponse(
-                f"{at}.object: expected organization.costs.result, got {kind!r:.60}"
-            )
-        amount = result.get("amount")
-        if amount is None:
-            continue  # optional in the spec: such a result carries no cost
-        amount = _object(amount, f"{at}.amount")
-        value = parse_amount_value(
-            _field(amount, "value", f"{at}.amount"), f"{at}.amount.value"
-        )
-        currency = _field(amount, "currency", f"{at}.amount")
-        if not isinstance(currency, str) or not currency:
-            raise BadResponse(f"{at}.amount.currency: expected a currency code")
-        project_id = _opt_str(result.get("project_id"), f"{at}.project_id")
-        line_item = _opt_str(result.get("line_item"), f"{at}.line_item")
-        lines.append(
-            CostLine(
-                day=day,
-                project_id=shared.setdefault(project_id, project_id),
-                line_item=shared.setdefault(line_item, line_item),
-                currency=shared.setdefault(currency, currency),
-                value=value,
-            )
-        )
-    return day, lines
-
-
-@dataclass(frozen=True, slots=True)
-class UsageKind:
-    """What one usage endpoint returns and how it may be grouped (the spec)."""
-
-    required: tuple[str, ...]
-    dims: tuple[str, ...]
-    group_by: tuple[str, ...]
-
-
-_PEOPLE = ("project_id", "user_id", "api_key_id", "model")
-USAGE_KINDS: dict[str, UsageKind] = {
-    "completions": UsageKind(
-        ("input_tokens", "output_tokens", "num_model_requests"),
-        (*_PEOPLE, "batch", "service_tier"),
-        ("project_id", "model", "batch"),
-    ),
-    "embeddings": UsageKind(
-        ("input_tokens", "num_model_requests"), _PEOPLE, ("project_id", "model")
-    ),
-    "moderations": UsageKind(
-        ("input_tokens", "num_model_requests"), _PEOPLE, ("project_id", "model")
-    ),
-    "images": UsageKind(
-        ("images", "num_model_requests"),
-        (*_PEOPLE, "size", "source"),
-        ("project_id", "model", "size", "source"),
-    ),
-    "audio_speeches": UsageKind(
-        ("characters", "num_model_requests"), _PEOPLE, ("project_id", "model")
-    ),
-    "audio_transcriptions": UsageKind(
-        ("seconds", "num_model_requests"), _PEOPLE, ("project_id", "model")
-    ),
-    "vector_stores": UsageKind(("usage_bytes",), ("project_id",), ("project_id",)),
-    "code_interpreter_sessions": UsageKind(
-        ("num_sessions",), ("project_id",), ("project_id",)
-    ),
-}
-"""The eight usage endpoints: required counters, dimensions, default grouping."""
-
-USAGE_COUNTERS = frozenset(
-    {
-        "num_model_requests",
-        "images",
-        "characters",
-        "seconds",
-        "usage_bytes",
-        "num_sessions",
-    }
-)
-"""Numeric fields other than `*_tokens` that are amounts (or, for bytes, a level)."""
-
-
 def usage_group_by(kind: str, *, by_user: bool, by_api_key: bool) -> list[str]:
-    """Return the `group_by` values for one endpoint under the settings."""
+    """Return the `group_by` values for one usage endpoint under the settings."""
     spec = USAGE_KINDS[kind]
     extra = [
         d
@@ -240,119 +104,35 @@ def usage_group_by(kind: str, *, by_user: bool, by_api_key: bool) -> list[str]:
     return [*spec.group_by, *extra]
 
 
-def _counter(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadResponse(f"{where}: expected a number, got {value!r:.40}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise BadResponse(f"{where}: expected a finite number")
-    return number
-
-
-def _shared(cache: dict[Any, Any], value: T) -> T:
-    """Return the one stored copy of an equal immutable `value`."""
-    return cache.setdefault(value, value)  # type: ignore[no-any-return]
-
-
-def parse_usage_bucket(
-    bucket: Any,
-    where: str,
-    kind: str,
-    step: int,
-    tuples: dict[Any, Any] | None = None,
-) -> tuple[int, list[UsageLine]]:
-    """Return a usage bucket's start and its lines, naming any bad field.
-
-    Required counters must be numbers; every other `*_tokens` field becomes a counter
-    too (new token types appear without a code change); unknown fields are ignored.
-    """
-    shared_tuples: dict[Any, Any] = {} if tuples is None else tuples
-    spec = USAGE_KINDS[kind]
-    expected = f"organization.usage.{kind}.result"
-    obj = _object(bucket, where)
-    start = _int(_field(obj, "start_time", where), f"{where}.start_time")
-    if start % step:
-        raise BadResponse(f"{where}.start_time: {start} is not a bucket start")
-    results = _list(_field(obj, "results", where), f"{where}.results")
-    lines = []
-    for i, item in enumerate(results):
-        at = f"{where}.results[{i}]"
-        result = _object(item, at)
-        if result.get("object") != expected:
-            raise BadResponse(
-                f"{at}.object: expected {expected}, got {result.get('object')!r:.60}"
-            )
-        fields: list[str] = []
-        values: list[float] = []
-        for name in spec.required:
-            value = result.get(name)
-            if value is None:
-                raise BadResponse(f"{at}.{name}: missing")
-            fields.append(name)
-            values.append(_counter(value, f"{at}.{name}"))
-        for name, value in result.items():
-            if name in spec.required or value is None:
-                continue
-            if name.endswith("_tokens") or name in USAGE_COUNTERS:
-                fields.append(name)
-                values.append(_counter(value, f"{at}.{name}"))
-        dims = []
-        for dim in spec.dims:
-            raw = result.get(dim)
-            if dim == "batch" and isinstance(raw, bool):
-                text = "true" if raw else "false"
-            else:
-                text = _opt_str(raw, f"{at}.{dim}")
-            dims.append((dim, text))
-        lines.append(
-            UsageLine(
-                start,
-                kind,
-                _shared(shared_tuples, tuple(dims)),
-                _shared(shared_tuples, tuple(fields)),
-                tuple(values),
-            )
-        )
-    return start, lines
-
-
-def parse_projects_page(body: Any, where: str) -> tuple[list[Project], bool]:
-    """Return the projects of one list page and `has_more`."""
-    page = _object(body, where)
-    data = _list(_field(page, "data", where), f"{where}.data")
-    has_more = _field(page, "has_more", where)
-    if not isinstance(has_more, bool):
-        raise BadResponse(f"{where}.has_more: expected true or false")
-    projects = []
-    for i, item in enumerate(data):
-        at = f"{where}.data[{i}]"
-        obj = _object(item, at)
-        project_id = _field(obj, "id", at)
-        if not isinstance(project_id, str) or not project_id:
-            raise BadResponse(f"{at}.id: expected a non-empty string")
-        name = obj.get("name")
-        if name is not None and not isinstance(name, str):
-            raise BadResponse(f"{at}.name: expected a string or null")
-        archived = obj.get("archived_at") is not None or obj.get("status") == "archived"
-        projects.append(Project(project_id, name, archived))
-    return projects, has_more
-
-
 def decode_json(content: bytes, where: str) -> Any:
     """Decode a JSON body strictly (no NaN or Infinity), naming the endpoint."""
     try:
         return loads(content)
+    except LimitExceeded as exc:
+        raise BadResponse(f"{where}: the answer is refused: {exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadResponse(f"{where}: the answer is not valid JSON ({exc})") from None
 
 
 def _error_message(content: bytes) -> str:
-    """Return the `error.message` of an ErrorResponse, trimmed, or ``""``."""
+    """Return the `error.message` of an ErrorResponse, trimmed, or ``""``.
+
+    Best effort on a body of at most 64 KiB: anything unexpected gives ``""``.
+    """
     try:
-        message = json.loads(content)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
+        message = loads(content)["error"]["message"]
+        return " ".join(str(message).split())[:200]
+    except Exception:  # only a bonus for the message: never fail on it
         return ""
-    return " ".join(str(message).split())[:200]
+
+
+def _unexpected(where: str, exc: Exception) -> BadResponse:
+    """Return the BadResponse for a failure inside decoding that is not one of ours."""
+    log.debug("%s: failed to decode the answer", where, exc_info=exc)
+    return BadResponse(
+        f"{where}: the answer cannot be read ({type(exc).__name__}); it is not the "
+        "documented shape"
+    )
 
 
 # -- the client ---------------------------------------------------------------------
@@ -388,11 +168,12 @@ class AdminApi:
         """Send one GET; return a 200 response or raise by status."""
         where = f"GET {path}"
         endpoint = path.rsplit("/", 1)[-1]
+        url = self._base_url + path
         try:
             resp = send(
                 self._session,
                 "GET",
-                self._base_url + path,
+                url,
                 what=where,
                 timeouts=self._timeouts,
                 unavailable=Transient,
@@ -408,48 +189,74 @@ class AdminApi:
             self._count(endpoint, "error")
             raise
         self._count(endpoint, str(resp.status_code))
-        status = resp.status_code
-        if status == 200:
+        if resp.status_code == 200:
             return resp
         with resp:
-            if status in (401, 403):
-                raise AuthRejected(f"{where}: admin key rejected (HTTP {status})")
-            if status == 429 or status >= 500:
-                retry_after = parse_retry_after(resp.headers)
-                raise Transient(f"{where}: HTTP {status}", retry_after=retry_after)
-            message = _error_message(resp.content)
-            suffix = f": {message}" if message else ""
-            raise RequestRejected(f"{where}: HTTP {status}{suffix}")
+            raise _status_error(resp, where, url)
 
-    def _get(self, path: str, params: list[tuple[str, str]]) -> Any:
+    def _get(self, path: str, params: list[tuple[str, str]]) -> tuple[Any, int]:
+        """Return one page decoded whole, and its size in bytes."""
+        where = f"GET {path}"
         for attempt in self._retrying():
-            with attempt, self._send(path, params) as resp:
-                return decode_json(resp.content, f"GET {path}")
+            with attempt, self._send(path, params, stream=True) as resp:
+                content, whole = read_body(
+                    resp, limit=MAX_DOCUMENT_BYTES, what=where, unavailable=Transient
+                )
+                if not whole:
+                    raise BadResponse(
+                        f"{where}: the answer is larger than "
+                        f"{MAX_DOCUMENT_BYTES >> 20} MiB; refused"
+                    )
+                try:
+                    return decode_json(content, where), len(content)
+                except CostPusherError:
+                    raise
+                except Exception as exc:  # the decoding boundary: see the module
+                    raise _unexpected(where, exc) from None
         raise AssertionError("unreachable: the retry policy re-raises")
 
     def fetch_projects(self) -> list[Project]:
         """Return every project, archived ones included."""
+        where = f"GET {PROJECTS_PATH}"
         projects: list[Project] = []
         after: str | None = None
+        seen: set[str] = set()
+        total = 0
         for _ in range(MAX_PAGES):
             params = [("include_archived", "true"), ("limit", str(PROJECTS_LIMIT))]
             if after is not None:
                 params.append(("after", after))
-            body = self._get(PROJECTS_PATH, params)
-            page, has_more = parse_projects_page(body, f"GET {PROJECTS_PATH}")
+            body, size = self._get(PROJECTS_PATH, params)
+            total += size
+            if total > MAX_PROJECT_LIST_BYTES:
+                raise BadResponse(
+                    f"{where}: the project list is larger than "
+                    f"{MAX_PROJECT_LIST_BYTES >> 20} MiB; stopped"
+                )
+            try:
+                page, has_more = parse_projects_page(body, where)
+            except CostPusherError:
+                raise
+            except Exception as exc:  # the decoding boundary: see the module
+                raise _unexpected(where, exc) from None
             projects.extend(page)
             if not has_more:
                 return projects
-            if not page:
-                raise BadResponse(f"GET {PROJECTS_PATH}: has_more on an empty page")
-            last_id = body.get("last_id") or page[-1].id
-            if last_id == after:
-                raise BadResponse(f"GET {PROJECTS_PATH}.last_id: repeats {after!r}")
-            after = last_id
-        raise BadResponse(f"GET {PROJECTS_PATH}: more than {MAX_PAGES} pages")
+            after = _next_after(body, page, after, seen, where)
+        raise BadResponse(
+            f"{where}: more than {MAX_PAGES} pages; the API keeps paginating, stopped"
+        )
 
-    def fetch_costs(self, start: int, end: int) -> Iterator[list[CostLine]]:
-        """Yield the cost lines of every day in `[start, end)`, one page at a time."""
+    def fetch_costs(
+        self, start: int, end: int, rejected: list[Rejected] | None = None
+    ) -> Iterator[list[CostLine]]:
+        """Yield the cost lines of every day in `[start, end)`, one page at a time.
+
+        With `rejected` a list, a day with a malformed result is withheld whole (none
+        of its lines is yielded) and a `Rejected` naming it is appended to the list
+        before its page is yielded; a bad page or bucket envelope still raises. With
+        `rejected` None, a malformed result raises `BadResponse` too.
+        """
         params = [
             ("bucket_width", "1d"),
             ("group_by[]", "project_id"),
@@ -463,12 +270,22 @@ class AdminApi:
             DAY,
             COSTS_MAX_LIMIT,
             lambda bucket, where: parse_cost_bucket(bucket, where, self._strings),
+            rejected,
         )
 
     def fetch_usage(
-        self, kind: str, start: int, end: int, width: str, group_by: Sequence[str]
+        self,
+        kind: str,
+        start: int,
+        end: int,
+        width: str,
+        group_by: Sequence[str],
+        rejected: list[Rejected] | None = None,
     ) -> Iterator[list[UsageLine]]:
-        """Yield the usage lines of one endpoint for `[start, end)`, page by page."""
+        """Yield the usage lines of one endpoint for `[start, end)`, page by page.
+
+        `rejected` works as for `fetch_costs`, one bucket of `width` at a time.
+        """
         step, max_limit = USAGE_WIDTHS[width]
         params = [("bucket_width", width)]
         params += [("group_by[]", dim) for dim in group_by]
@@ -482,6 +299,7 @@ class AdminApi:
             lambda bucket, where: parse_usage_bucket(
                 bucket, where, kind, step, self._tuples
             ),
+            rejected,
         )
 
     def _buckets(
@@ -493,6 +311,7 @@ class AdminApi:
         step: int,
         max_limit: int,
         parse: BucketParser[T],
+        rejected: list[Rejected] | None,
     ) -> Iterator[list[T]]:
         """Yield the records of every bucket in `[start, end)`, one page at a time.
 
@@ -500,7 +319,8 @@ class AdminApi:
         following `next_page` with the query's exact parameters. Each page is decoded
         as a stream, one bucket at a time, and handed over only when it is whole. A
         bucket served twice or outside the query's range is a bad answer, never
-        summed.
+        summed. A bucket withheld for a malformed result (`rejected` given) still
+        counts as served.
         """
         seen: set[int] = set()
         segment = start
@@ -510,30 +330,54 @@ class AdminApi:
             if seg_end != end:  # the last query leaves end_time to the API (now)
                 base.append(("end_time", str(seg_end)))
             query = _Query(path, base, segment, seg_end, step, final=seg_end == end)
-            yield from self._query(query, parse, seen)
+            yield from self._query(query, parse, seen, rejected)
             segment = seg_end
 
     def _query(
-        self, query: _Query, parse: BucketParser[T], seen: set[int]
+        self,
+        query: _Query,
+        parse: BucketParser[T],
+        seen: set[int],
+        rejected: list[Rejected] | None,
     ) -> Iterator[list[T]]:
+        """Yield the records of one query's pages, following `next_page`.
+
+        A page's rejected buckets join `rejected` just before the page is yielded,
+        once it is whole: a page that fails, or is fetched again, adds nothing.
+
+        A page holds at least one whole bucket, so a query needs at most one page per
+        bucket; `PAGE_MARGIN` more allows for buckets past the end that the API's
+        clock already has. Beyond that, or on a cursor seen before, the API is
+        paginating in a loop.
+        """
         where = f"GET {query.path}"
+        buckets = -(-(query.end - query.start) // query.step)
+        max_pages = buckets + PAGE_MARGIN
         cursors: set[str] = set()
         page_token: str | None = None
-        for _ in range(MAX_PAGES):
+        for _ in range(max_pages):
             params = query.params
             if page_token is not None:
                 params = [*params, ("page", page_token)]
-            page = self._page(query, params, parse, seen)
+            page = self._page(query, params, parse, seen, rejected is not None)
             seen.update(page.starts)
+            if rejected is not None:
+                rejected.extend(page.rejected)
             yield page.records
             if not page.has_more:
                 return
             page_token = page.next_page
             assert page_token is not None  # parse_page guarantees it
             if page_token in cursors:
-                raise BadResponse(f"{where}.next_page: the cursor repeats")
+                raise BadResponse(
+                    f"{where}.next_page: the cursor repeats after {len(cursors) + 1} "
+                    "pages; the API is paginating in a loop, stopped"
+                )
             cursors.add(page_token)
-        raise BadResponse(f"{where}: more than {MAX_PAGES} pages")
+        raise BadResponse(
+            f"{where}: more than {max_pages} pages for {buckets} buckets "
+            f"({query.start}..{query.end}); the API keeps paginating, stopped"
+        )
 
     def _page(
         self,
@@ -541,11 +385,12 @@ class AdminApi:
         params: list[tuple[str, str]],
         parse: BucketParser[T],
         seen: set[int],
+        rejecting: bool,
     ) -> _Page[T]:
         """Fetch and decode one page whole, retrying transient failures."""
         for attempt in self._retrying():
             with attempt, self._send(query.path, params, stream=True) as resp:
-                return _decode_page(resp, query, parse, seen)
+                return _decode_page(resp, query, parse, seen, rejecting)
         raise AssertionError("unreachable: the retry policy re-raises")
 
 
@@ -563,26 +408,48 @@ class _Query:
 
 @dataclass(slots=True)
 class _Page(Generic[T]):
-    """One page, decoded whole."""
+    """One page, decoded whole: records, every bucket start served, rejections."""
 
     records: list[T] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
     has_more: bool = False
     next_page: str | None = None
 
 
 def _decode_page(
-    resp: requests.Response, query: _Query, parse: BucketParser[T], seen: set[int]
+    resp: requests.Response,
+    query: _Query,
+    parse: BucketParser[T],
+    seen: set[int],
+    rejecting: bool,
 ) -> _Page[T]:
-    """Decode a streamed page bucket by bucket, checking each bucket's start."""
+    """Decode a streamed page bucket by bucket, checking each bucket's start.
+
+    When `rejecting`, a bucket with a malformed result (`BadResult`) is checked like
+    any other, then withheld and listed in the page's `rejected`; otherwise it fails
+    the page.
+    """
     where = f"GET {query.path}"
     envelope: dict[str, Any] = {}
     page: _Page[T] = _Page()
     body = iter_body(resp, what=where, unavailable=Transient)
-    buckets = stream_object(body, "data", envelope.__setitem__)
+
+    def keep(key: str, value: Any) -> None:
+        if key in _ENVELOPE_KEYS:  # other keys are dropped: they could be many
+            envelope[key] = value
+
+    buckets = stream_object(body, "data", keep)
     try:
         for i, bucket in enumerate(buckets):
-            start, records = parse(bucket, f"{where}: data[{i}]")
+            at = f"data[{i}]"
+            bad: BadResult | None = None
+            try:
+                start, records = parse(bucket, f"{where}: {at}")
+            except BadResult as exc:
+                if not rejecting:
+                    raise
+                start, records, bad = exc.start, [], exc
             if query.final and start >= query.end:
                 continue  # the API's clock is already past our window's end
             if not query.start <= start < query.end:
@@ -593,10 +460,75 @@ def _decode_page(
             if start in seen or start in page.starts:
                 raise BadResponse(f"{where}: data[{i}]: bucket {start} served twice")
             page.starts.append(start)
-            page.records.extend(records)
+            if bad is None:
+                page.records.extend(records)
+            else:
+                path = f"{at}.{bad.path}"
+                page.rejected.append(Rejected(start, query.path, path, bad.reason))
     except NotAnObject:
         raise BadResponse(f"{where}: expected an object") from None
+    except LimitExceeded as exc:
+        raise BadResponse(f"{where}: the answer is refused: {exc}") from None
     except StreamError as exc:
         raise BadResponse(f"{where}: the answer is not valid JSON ({exc})") from None
+    except CostPusherError:
+        raise
+    except Exception as exc:  # the decoding boundary: see the module
+        raise _unexpected(where, exc) from None
     _, page.has_more, page.next_page = parse_page(envelope, where)
     return page
+
+
+_ENVELOPE_KEYS = frozenset({"object", "data", "has_more", "next_page"})
+
+
+def _status_error(resp: requests.Response, where: str, url: str) -> Exception:
+    """Return the error for a non-200 answer; its body is at most 64 KiB here."""
+    status = resp.status_code
+    shown = display_url(url)
+    if status == 401:
+        return AuthRejected(
+            f"{where}: admin key rejected (HTTP 401) by {shown}; check "
+            "OPENAI_ADMIN_KEY: it must be an admin key (sk-admin-...) of this "
+            "organization, not revoked"
+        )
+    if status == 403:
+        return AuthRejected(
+            f"{where}: admin key rejected (HTTP 403) by {shown}; the key lacks "
+            "access: use an admin key of an organization owner"
+        )
+    if 300 <= status < 400:
+        return RequestRejected(
+            f"{where}: HTTP {status} redirect to {redirect_target(resp)}, not "
+            "followed (the admin key goes to no other host); set OPENAI_BASE_URL to "
+            "the API root that answers directly"
+        )
+    if status == 429 or status >= 500:
+        retry_after = parse_retry_after(resp.headers)
+        return Transient(f"{where}: HTTP {status}", retry_after=retry_after)
+    message = _error_message(resp.content)
+    suffix = f": {message}" if message else ""
+    return RequestRejected(f"{where}: HTTP {status}{suffix}")
+
+
+def _next_after(
+    body: Mapping[str, Any],
+    page: list[Project],
+    after: str | None,
+    seen: set[str],
+    where: str,
+) -> str:
+    """Return the `after` id of the next project page, refusing a loop."""
+    if not page:
+        raise BadResponse(f"{where}: has_more on an empty page")
+    last_id = body.get("last_id") or page[-1].id
+    if not isinstance(last_id, str):
+        raise BadResponse(f"{where}.last_id: expected a project id")
+    check_cursor(last_id, f"{where}.last_id")
+    if last_id == after or last_id in seen:
+        raise BadResponse(
+            f"{where}.last_id: repeats {last_id!r:.60} after {len(seen) + 1} pages; "
+            "the API is paginating in a loop, stopped"
+        )
+    seen.add(last_id)
+    return last_id

@@ -17,11 +17,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import requests
 from tenacity import Retrying
 
 from openai_cost_pusher.config import IMPORT_SUFFIX, Secret
-from openai_cost_pusher.errors import PushRejected, PushUnavailable, Stopped
-from openai_cost_pusher.transport import HttpSession, Timeouts, parse_retry_after, send
+from openai_cost_pusher.errors import PushError, PushRejected, PushUnavailable, Stopped
+from openai_cost_pusher.transport import (
+    HttpSession,
+    Timeouts,
+    display_url,
+    parse_retry_after,
+    redirect_target,
+    send,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +44,17 @@ itself (it proxies only the other paths), so its list says nothing about storage
 
 @dataclass(slots=True)
 class PushStats:
-    """What one push sent: requests, raw and gzipped bytes."""
+    """What one push sent: requests, raw and gzipped bytes, and where it went."""
 
     requests: int = 0
     raw_bytes: int = 0
     gzip_bytes: int = 0
+    where: str = "stored"
+    """`stored` (VictoriaMetrics accepted it), `printed` (`--dry-run`) or
+    `nothing answered` (the demo with no VictoriaMetrics: nothing went anywhere)."""
+
+
+STORED, PRINTED, UNANSWERED = "stored", "printed", "nothing answered"
 
 
 def auth_header(
@@ -59,8 +73,58 @@ def _server_message(text: str) -> str:
     return " ".join(text.split())[:200]
 
 
+def _size(n: int) -> str:
+    """Return a byte count for a message: `512 B`, `96.0 KiB`, `3.1 MiB`."""
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def _refusal(
+    resp: requests.Response, what: str, url: str, gzip_bytes: int, raw_bytes: int
+) -> PushError:
+    """Return the error for an answer other than 2xx, saying what to change.
+
+    `send` has read at most 64 KiB of the body, so `resp.text` is bounded here.
+    """
+    status = resp.status_code
+    if status == 429 or status >= 500:
+        return PushUnavailable(
+            f"{what}: HTTP {status}", retry_after=parse_retry_after(resp.headers)
+        )
+    if status in (401, 403):
+        return PushRejected(
+            f"{what}: credentials rejected (HTTP {status}) by {display_url(url)}; "
+            "check VM_USERNAME/VM_PASSWORD or VM_BEARER_TOKEN"
+        )
+    if 300 <= status < 400:
+        return PushRejected(
+            f"{what}: HTTP {status} redirect to {redirect_target(resp)}, not "
+            "followed (credentials go to no other host); set VM_PUSH_URL to the "
+            "final import URL"
+        )
+    message = _server_message(resp.text)
+    suffix = f": {message}" if message else ""
+    if status == 413:
+        return PushRejected(
+            f"{what}: HTTP 413, body too large: the server refused "
+            f"{_size(gzip_bytes)} of gzip ({_size(raw_bytes)} of text); raise the "
+            "request size limit of what answered (a proxy's body limit such as "
+            "nginx client_max_body_size, or VictoriaMetrics -maxInsertRequestSize)"
+            f"{suffix}"
+        )
+    return PushRejected(f"{what}: HTTP {status}{suffix}")
+
+
 class VmClient:
-    """Pushes exposition chunks to one import URL."""
+    """Pushes exposition chunks to one import URL.
+
+    One retry budget per cycle: once the retries of one push ran out on an
+    unavailable server, every later push of the same cycle fails at once with the
+    same error, until `begin_cycle` starts the next cycle.
+    """
 
     def __init__(
         self,
@@ -78,6 +142,11 @@ class VmClient:
         self._timeouts = timeouts
         self._retrying = retrying
         self._stop = stop
+        self._exhausted: PushUnavailable | None = None
+
+    def begin_cycle(self) -> None:
+        """Give the next pushes a fresh retry budget."""
+        self._exhausted = None
 
     def _headers(self, **more: str) -> dict[str, str]:
         headers = dict(more)
@@ -85,7 +154,7 @@ class VmClient:
             headers["Authorization"] = self._auth.reveal()
         return headers
 
-    def _post_once(self, body: bytes) -> None:
+    def _post_once(self, body: bytes, raw_bytes: int) -> None:
         what = "push to VictoriaMetrics"
         resp = send(
             self._session,
@@ -104,35 +173,24 @@ class VmClient:
                 }
             ),
         )
-        status = resp.status_code
-        if 200 <= status < 300:
+        if 200 <= resp.status_code < 300:
             return
-        if status == 429 or status >= 500:
-            raise PushUnavailable(
-                f"{what}: HTTP {status}", retry_after=parse_retry_after(resp.headers)
-            )
-        if status in (401, 403):
-            raise PushRejected(
-                f"{what}: credentials rejected (HTTP {status}); "
-                "check VM_USERNAME/VM_PASSWORD or VM_BEARER_TOKEN"
-            )
-        if 300 <= status < 400:
-            raise PushRejected(
-                f"{what}: HTTP {status} redirect; set VM_PUSH_URL to "
-                "the final import URL"
-            )
-        message = _server_message(resp.text)
-        suffix = f": {message}" if message else ""
-        raise PushRejected(f"{what}: HTTP {status}{suffix}")
+        raise _refusal(resp, what, self._url, len(body), raw_bytes)
 
     def push(self, chunks: Iterable[bytes]) -> PushStats:
         """Gzip and POST each chunk, retrying transient failures; raise on failure."""
         stats = PushStats()
         for chunk in chunks:
+            if self._exhausted is not None:
+                raise self._exhausted
             body = gzip.compress(chunk, compresslevel=GZIP_LEVEL, mtime=0)
-            for attempt in self._retrying():
-                with attempt:
-                    self._post_once(body)
+            try:
+                for attempt in self._retrying():
+                    with attempt:
+                        self._post_once(body, len(chunk))
+            except PushUnavailable as exc:
+                self._exhausted = exc
+                raise
             stats.requests += 1
             stats.raw_bytes += len(chunk)
             stats.gzip_bytes += len(body)

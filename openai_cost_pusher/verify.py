@@ -3,24 +3,34 @@
 For each UTC day of a window and each project it compares the day's cost (summed over
 line items, per currency) and the day's tokens (per endpoint and token type, summed
 over models), and reports every value that is missing, extra or different beyond a
-relative 1e-9. The comparison is pure; `run_verify` does the fetching.
+relative 1e-9. Today's values still grow as late costs arrive: with `moving_from` set,
+a value of that day or later that the API reports higher than VictoriaMetrics (or that
+VictoriaMetrics lacks) is `arriving`, not a difference; one that went down is still a
+difference. A renamed project's day is counted once: where series of two `project`
+names hold the same series and day (or bucket), only the newest name's value counts,
+by `report.rows_from_series`'s rule. The comparison is pure; `run_verify` does the
+fetching.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from openai_cost_pusher.metrics import DAILY_COST, USAGE_TOKENS, project_label
-from openai_cost_pusher.model import CostLine, Project, UsageLine
+from openai_cost_pusher.model import CostLine, Project, Rejected, UsageLine
+from openai_cost_pusher.report import rows_from_series
 from openai_cost_pusher.vmread import Series, VmReader, selector
 from openai_cost_pusher.window import DAY, Window
 
 TOKEN_KINDS = ("completions", "embeddings", "moderations")
 REL_TOLERANCE = 1e-9
+W = TypeVar("W", bound=Hashable)
+_BUCKET = "__bucket__"
+"""A label that keeps each bucket of a usage series apart in `newest_totals`."""
 
 
 class Source(Protocol):
@@ -30,14 +40,27 @@ class Source(Protocol):
         """Return every project, archived included."""
         ...
 
-    def fetch_costs(self, start: int, end: int) -> Iterator[list[CostLine]]:
-        """Yield the cost lines of `[start, end)` page by page."""
+    def fetch_costs(
+        self, start: int, end: int, rejected: list[Rejected] | None = None
+    ) -> Iterator[list[CostLine]]:
+        """Yield the cost lines of `[start, end)` page by page.
+
+        With `rejected` a list, a day with a malformed result is left out and listed
+        there instead of failing the fetch.
+        """
         ...
 
     def fetch_usage(
-        self, kind: str, start: int, end: int, width: str, group_by: Sequence[str]
+        self,
+        kind: str,
+        start: int,
+        end: int,
+        width: str,
+        group_by: Sequence[str],
+        rejected: list[Rejected] | None = None,
     ) -> Iterator[list[UsageLine]]:
-        """Yield one usage endpoint's lines of `[start, end)` page by page."""
+        """Yield one usage endpoint's lines of `[start, end)` page by page; with
+        `rejected` a list, a bucket with a malformed result is left out and listed."""
         ...
 
 
@@ -54,16 +77,20 @@ class Row:
     what: str
     api: float | None
     vm: float | None
+    moving: bool = False
 
     @property
     def status(self) -> str:
-        """Return `ok`, `different`, `missing` (not in VM) or `extra` (not in API)."""
+        """Return `ok`, `different`, `missing` (not in VM), `extra` (not in API) or
+        `arriving` (a moving day's value that grew since it was pushed)."""
         if self.api is None:
             return "extra"
         if self.vm is None:
-            return "missing"
+            return "arriving" if self.moving else "missing"
         scale = max(abs(self.api), abs(self.vm))
-        return "ok" if abs(self.api - self.vm) <= REL_TOLERANCE * scale else "different"
+        if abs(self.api - self.vm) <= REL_TOLERANCE * scale:
+            return "ok"
+        return "arriving" if self.moving and self.api > self.vm else "different"
 
 
 def _add(totals: dict[Key, list[float]], key: Key, value: float) -> None:
@@ -91,28 +118,103 @@ def api_totals(
     return _sums(totals)
 
 
-def vm_totals(series: Iterable[Series]) -> dict[Key, float]:
-    """Return VictoriaMetrics' values per day, project and what."""
-    totals: dict[Key, list[float]] = {}
+def _what(metric: Mapping[str, str]) -> str | None:
+    if metric.get("__name__") == DAILY_COST:
+        return f"cost {metric.get('currency', '')}"
+    if metric.get("__name__") == USAGE_TOKENS:
+        return f"tokens {metric.get('operation', '')} {metric.get('type', '')}"
+    return None
+
+
+def vm_totals(series: Sequence[Series]) -> dict[Key, float]:
+    """Return VictoriaMetrics' values per day, project and what.
+
+    Each day counts once per series, whatever the `project` label (see
+    `newest_totals`): a renamed project's day is never counted twice.
+    """
+    return newest_totals(series, _what)
+
+
+def newest_totals(
+    series: Sequence[Series], what_of: Callable[[Mapping[str, str]], W | None]
+) -> dict[tuple[int, str, W], float]:
+    """Return exported values summed per UTC day, project id and `what_of(labels)`.
+
+    Series for which `what_of` returns None are skipped. Series that differ only in
+    `project` (a renamed project, or one pushed once as `unknown`) are one series:
+    per day (`openai_daily_cost`) or bucket (any other metric) only the newest name's
+    value counts, the name whose series holds the latest sample, as
+    `report.rows_from_series` decides (it does the work: each `what` travels as its
+    `currency`). Buckets are split apart only for project ids stored under several
+    names; the others are summed per day first, which keeps minute buckets cheap.
+    Samples that are not finite are skipped.
+    """
+    names: dict[str, set[str]] = {}
+    for labels, _ in series:
+        metric = dict(labels)
+        names.setdefault(metric.get("project_id", ""), set()).add(
+            metric.get("project", "")
+        )
+    codes: dict[W, str] = {}
+    whats: dict[str, W] = {}
+    shaped: list[Series] = []
     for labels, points in series:
-        m = dict(labels)
-        project_id = m.get("project_id", "")
-        if m.get("__name__") == DAILY_COST:
-            what = f"cost {m.get('currency', '')}"
-        elif m.get("__name__") == USAGE_TOKENS:
-            what = f"tokens {m.get('operation', '')} {m.get('type', '')}"
-        else:
+        metric = dict(labels)
+        what = what_of(metric)
+        if what is None:
             continue
-        for ts_ms, value in points.items():
-            _add(totals, (ts_ms // 1000 // DAY * DAY, project_id, what), value)
-    return _sums(totals)
+        code = codes.get(what)
+        if code is None:
+            code = codes[what] = str(len(codes))
+            whats[code] = what
+        daily = metric.get("__name__") == DAILY_COST
+        renamed = len(names[metric.get("project_id", "")]) > 1
+        metric["__name__"] = DAILY_COST
+        metric["currency"] = code
+        identity = tuple(sorted(metric.items()))
+        if daily:
+            shaped.append((identity, points))
+        elif renamed:  # one series per bucket: the newest name wins per bucket
+            shaped.extend(
+                ((*identity, (_BUCKET, str(ts))), {ts: value})
+                for ts, value in points.items()
+            )
+        else:
+            shaped.append((identity, _per_day(points)))
+    return {
+        (row.day, row.project_id, whats[row.currency]): row.cost
+        for row in rows_from_series(shaped)
+    }
 
 
-def compare(api: Mapping[Key, float], vm: Mapping[Key, float]) -> list[Row]:
-    """Return one row per key of either side, sorted by day, project and what."""
+def _per_day(points: Mapping[int, float]) -> dict[int, float]:
+    """Return finite bucket values (ms) summed per UTC day, stamped at 00:00."""
+    days: dict[int, list[float]] = {}
+    for ts_ms, value in points.items():
+        if math.isfinite(value):
+            days.setdefault(ts_ms // 1000 // DAY * DAY * 1000, []).append(value)
+    return {ts_ms: math.fsum(values) for ts_ms, values in days.items()}
+
+
+def compare(
+    api: Mapping[Key, float],
+    vm: Mapping[Key, float],
+    moving_from: int | None = None,
+) -> list[Row]:
+    """Return one row per key of either side, sorted by day, project and what.
+
+    Days from `moving_from` on are still arriving (see the module docstring).
+    """
     keys = sorted(set(api) | set(vm))
     return [
-        Row(day, pid, what, api.get(k), vm.get(k))
+        Row(
+            day,
+            pid,
+            what,
+            api.get(k),
+            vm.get(k),
+            moving_from is not None and day >= moving_from,
+        )
         for k in keys
         for day, pid, what in [k]
     ]
@@ -161,24 +263,30 @@ def _iso(day: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The outcome of one verify run."""
+    """The outcome of one verify run: the compared rows, the project names, and
+    what was compared (the API's cost lines and the exported series), which
+    `repair` looks at line item by line item."""
 
     rows: list[Row]
     names: Mapping[str, str | None]
+    costs: Sequence[CostLine] = ()
+    series: Sequence[Series] = ()
 
     @property
     def counts(self) -> dict[str, int]:
         """Return how many rows have each status."""
-        out = {"ok": 0, "different": 0, "missing": 0, "extra": 0}
+        out = {"ok": 0, "arriving": 0, "different": 0, "missing": 0, "extra": 0}
         for row in self.rows:
             out[row.status] += 1
         return out
 
     @property
     def ok(self) -> bool:
-        """Return whether every value matched and there was something to compare."""
+        """Return whether every value matched (or is still arriving) and there was
+        something to compare."""
         counts = self.counts
-        return counts["ok"] > 0 and counts["ok"] == len(self.rows)
+        settled = counts["ok"] + counts["arriving"]
+        return counts["ok"] > 0 and settled == len(self.rows)
 
 
 def run_verify(
@@ -188,8 +296,9 @@ def run_verify(
     labels: Mapping[str, str],
     *,
     usage: bool,
+    moving_from: int | None = None,
 ) -> Verdict:
-    """Fetch both sides for `window` and compare them."""
+    """Fetch both sides for `window` and compare them (see `compare`)."""
     names = {p.id: p.name for p in source.fetch_projects()}
     costs = [
         line for page in source.fetch_costs(window.start, window.end) for line in page
@@ -205,5 +314,5 @@ def run_verify(
     series = reader.export(
         selector(names_regex, labels), window.start * 1000, window.end * 1000 - 1
     )
-    rows = compare(api_totals(costs, usage_lines), vm_totals(series))
-    return Verdict(rows, names)
+    rows = compare(api_totals(costs, usage_lines), vm_totals(series), moving_from)
+    return Verdict(rows, names, costs, series)

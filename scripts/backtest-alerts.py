@@ -5,7 +5,7 @@ Each scenario of tests/cost_histories.py goes into its own real VictoriaMetrics;
 vmalert's replay mode evaluates deploy/vmalert/openai-cost-rules.yml hourly over
 March 2025, and the ALERTS series it writes back are turned into a Markdown table.
 With --write, the table replaces the one between the back-test markers in
-README.md (tests/test_alert_rules.py checks that the two agree).
+docs/alerting.md (tests/test_alert_rules.py checks that the two agree).
 
 Usage: .venv/bin/python scripts/backtest-alerts.py [--write]
 """
@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.alerting import backtest, render_table  # noqa: E402
 
-DOC = ROOT / "README.md"
+DOC = ROOT / "docs" / "alerting.md"
 BEGIN = "<!-- backtest:begin (scripts/backtest-alerts.py --write) -->\n"
 END = "<!-- backtest:end -->\n"
 
@@ -35,9 +35,9 @@ def replace_table(doc: str, table: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the back-test; print the table or write it into README.md."""
+    """Run the back-test; print the table or write it into docs/alerting.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="update README.md")
+    parser.add_argument("--write", action="store_true", help="update docs/alerting.md")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="backtest-") as tmp:
         table = render_table(backtest(Path(tmp)))

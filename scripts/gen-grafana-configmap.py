@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Generate the Grafana sidecar ConfigMap from the dashboard JSON.
+"""Generate the Grafana sidecar ConfigMap and the local demo copy from the dashboard.
 
 The source is deploy/grafana/openai-costs-dashboard.json.
 
 Grafana's dashboard sidecar (kube-prometheus-stack, victoria-metrics-k8s-stack) loads
-every ConfigMap labelled grafana_dashboard="1". `--check` exits 1 when the committed
-ConfigMap differs from what would be generated (tests/test_dashboard.py runs it).
+every ConfigMap labelled grafana_dashboard="1". The local compose stack (deploy/local)
+runs only the demo, so it gets a copy of the dashboard whose Data variable opens on
+the demo's series (demo="true") instead of real data; nothing else differs.
+`--check` exits 1 when a committed file differs from what would be generated
+(tests/test_dashboard.py runs it).
 
 Usage: .venv/bin/python scripts/gen-grafana-configmap.py [--check]
 """
@@ -16,10 +19,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "deploy" / "grafana" / "openai-costs-dashboard.json"
 TARGET = ROOT / "deploy" / "grafana" / "openai-costs-dashboard-configmap.yaml"
+LOCAL_TARGET = (
+    ROOT / "deploy" / "local" / "grafana" / "dashboards" / "openai-costs-dashboard.json"
+)
+DEMO_VARIABLE = "demo"
+DEMO_VALUE = 'demo="true"'
 
 
 def render() -> str:
@@ -43,21 +52,37 @@ def render() -> str:
     )
 
 
+def render_local() -> str:
+    """Return the local stack's copy: the dashboard with the demo data selected."""
+    dashboard = json.loads(SOURCE.read_text())
+    variables: list[dict[str, Any]] = dashboard["templating"]["list"]
+    (variable,) = [v for v in variables if v["name"] == DEMO_VARIABLE]
+    (option,) = [o for o in variable["options"] if o["value"] == DEMO_VALUE]
+    for each in variable["options"]:
+        each["selected"] = each is option
+    variable["current"] = {"text": option["text"], "value": option["value"]}
+    return json.dumps(dashboard, indent=2, ensure_ascii=False) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Write the ConfigMap, or with --check compare it with the committed one."""
+    """Write the generated files, or with --check compare them with the committed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if out of date")
     args = parser.parse_args(argv)
-    text = render()
+    outputs = {TARGET: render(), LOCAL_TARGET: render_local()}
     if args.check:
-        if not TARGET.exists() or TARGET.read_text() != text:
+        stale = [
+            p for p, text in outputs.items() if not p.exists() or p.read_text() != text
+        ]
+        for path in stale:
             sys.stderr.write(
-                f"{TARGET.relative_to(ROOT)} is out of date: "
+                f"{path.relative_to(ROOT)} is out of date: "
                 "run scripts/gen-grafana-configmap.py\n"
             )
-            return 1
-        return 0
-    TARGET.write_text(text)
+        return 1 if stale else 0
+    for path, text in outputs.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     return 0
 
 

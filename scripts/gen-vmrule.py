@@ -3,7 +3,8 @@
 
 deploy/vmalert/openai-cost-rules.yml (and the overrides file) are the source; the
 VictoriaMetrics operator's VMRule in deploy/kubernetes/vm-k8s-stack/ carries the same
-groups, so the two cannot drift. `--check` exits 1 when the committed file differs
+groups, so the two cannot drift. The demo switch (openai-cost-demo.yml) is never
+part of it. `--check` exits 1 when the committed file differs
 from what would be generated (tests/test_alert_rules.py runs it).
 
 Usage: .venv/bin/python scripts/gen-vmrule.py [--check]
@@ -31,6 +32,8 @@ HEADER = """\
 # The VictoriaMetrics operator hands these rules to the vmalert it manages (the
 # vm-k8s-stack chart selects every VMRule by default). Put per-project overrides in
 # the second resource, or in a VMRule of your own with the same rule names.
+# The demo switch (deploy/vmalert/openai-cost-demo.yml) is left out on purpose: here
+# demo="true" series never alert.
 """
 
 

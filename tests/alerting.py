@@ -4,7 +4,7 @@ Built on `procs.py` (process lifetime) and `vm.py` (VictoriaMetrics). Everything
 listens on 127.0.0.1 and a free port, and is stopped by its process id. The back-test
 replays the shipped rules over the seeded histories of `cost_histories.py` with
 vmalert's replay mode and reads the ALERTS series back; `scripts/backtest-alerts.py`
-prints its table and `README.md` shows it.
+prints its table and `docs/alerting.md` shows it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from tests.vm import VictoriaMetrics
 
 RULES = ROOT / "deploy" / "vmalert" / "openai-cost-rules.yml"
 OVERRIDES = ROOT / "deploy" / "vmalert" / "openai-cost-overrides.yml"
+DEMO_SWITCH = ROOT / "deploy" / "vmalert" / "openai-cost-demo.yml"
 AM_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 AM_TEMPLATE = ROOT / "deploy" / "alertmanager" / "openai-cost.tmpl"
 
@@ -371,14 +372,17 @@ def deliver_to_slack(
     *,
     settle: float = 8.0,
     seed: Callable[[VictoriaMetrics], None] = seed_e2e_now,
+    rule_files: Sequence[Path] = (RULES, OVERRIDES),
+    wait: float = 60.0,
 ) -> SlackDelivery:
     """Run VictoriaMetrics, vmalert, Alertmanager and a fake Slack on seeded data.
 
     `seed` fills the fresh VictoriaMetrics before vmalert starts (by default the e2e
-    history; a test may run the real pusher instead). Every server is appended to
-    `started` as soon as it runs; the caller stops them (a fixture finalizer in
-    tests). Waits for the first Slack message, then `settle` seconds more so that any
-    other alert would have had several evaluations and group flushes to arrive.
+    history; a test may run the real pusher instead); vmalert loads `rule_files`.
+    Every server is appended to `started` as soon as it runs; the caller stops them
+    (a fixture finalizer in tests). Waits up to `wait` seconds for the first Slack
+    message, then `settle` seconds more so that any other alert would have had
+    several evaluations and group flushes to arrive.
     """
     slack = FakeSlackServer()
     started.append(slack)
@@ -388,10 +392,10 @@ def deliver_to_slack(
     vm.flush()
     am = Alertmanager(workdir, alertmanager_test_config(workdir, slack.url))
     started.append(am)
-    vmalert = VmAlert(workdir, vm, [RULES, OVERRIDES], notifier_url=am.url)
+    vmalert = VmAlert(workdir, vm, rule_files, notifier_url=am.url)
     started.append(vmalert)
     ready = time.monotonic()
-    slack.wait_for(1, timeout=60)
+    slack.wait_for(1, timeout=wait)
     first_after = time.monotonic() - ready
     time.sleep(settle)
     firing = [a for a in vmalert.alerts() if a["state"] == "firing"]

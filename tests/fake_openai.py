@@ -574,6 +574,9 @@ class FakeOpenAI:
         self.page_size = page_size
         self.project_page_size: int | None = None
         self.amount_as_string = False
+        # (day, project, line item, currency) -> the raw `amount.value` to serve
+        # instead of the stored cost: a malformed result, on purpose
+        self.poisoned: dict[tuple[int, str | None, str | None, str], object] = {}
         self.requests: list[RecordedRequest] = []
         self._now: Callable[[], float] = now if now is not None else time.time
         self._lock = threading.Lock()
@@ -1018,7 +1021,7 @@ class FakeOpenAI:
             groups.setdefault(starts[index], {}).setdefault(key, []).append(value)
         results = {
             s: [
-                self._cost_result(key, values)
+                self._cost_result(key, values, s)
                 for key, values in sorted(
                     by_key.items(), key=lambda kv: _sort_key(kv[0])
                 )
@@ -1028,15 +1031,17 @@ class FakeOpenAI:
         return self._page(starts, DAY, results, next_page)
 
     def _cost_result(
-        self, key: tuple[str | None, str | None, str], values: list[float]
+        self, key: tuple[str | None, str | None, str], values: list[float], start: int
     ) -> _JSON:
-        """Return one `CostsResult`."""
+        """Return one `CostsResult` (of the bucket starting at `start`)."""
         project_id, line_item, currency = key
         total = math.fsum(values)
+        value: object = repr(total) if self.amount_as_string else total
+        value = self.poisoned.get((start, *key), value)
         return {
             "object": "organization.costs.result",
             "amount": {
-                "value": repr(total) if self.amount_as_string else total,
+                "value": value,
                 "currency": currency,
             },
             "line_item": line_item,

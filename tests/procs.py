@@ -84,6 +84,13 @@ class ServerProcess:
         text = self.log_path.read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
+    def kill(self) -> None:
+        """Kill the process by its pid with SIGKILL, as a crash would."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._log.close()
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the process by its pid: SIGTERM, then SIGKILL if it lingers."""
         if self.proc.poll() is None:

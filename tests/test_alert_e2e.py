@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.alerting import SlackDelivery, Stoppable, deliver_to_slack
+from tests.alerting import (
+    DEMO_SWITCH,
+    OVERRIDES,
+    RULES,
+    SlackDelivery,
+    Stoppable,
+    VmAlert,
+    deliver_to_slack,
+)
 from tests.fake_openai import FakeOpenAI
 from tests.test_cli import run_cli
 from tests.vm import VictoriaMetrics
@@ -226,8 +234,8 @@ def _demo_days(vm: VictoriaMetrics) -> dict[str, dict[int, float]]:
     series = vm.export("openai_daily_cost")
     assert series
     for one in series:
-        # The rules select openai_daily_cost with no label matcher and aggregate
-        # by (project_id, project, currency), so these labels cannot filter it out.
+        # The rules keep demo="true" series apart and alert on them only with the
+        # demo switch (deploy/vmalert/openai-cost-demo.yml) loaded.
         assert one.metric["demo"] == "true", one.metric
         assert one.metric["job"] == "openai-cost-pusher", one.metric
         for ts, value in zip(one.timestamps, one.values, strict=True):
@@ -240,16 +248,18 @@ def _demo_days(vm: VictoriaMetrics) -> dict[str, dict[int, float]]:
 def test_demo_spike_reaches_slack_for_customer_chat_only(
     tmp_path: Path, started: list[Stoppable]
 ) -> None:
-    """`--demo --once` makes customer_chat's spike reach Slack and no other project's,
-    plus its daily-budget alert exactly when today's spend (five usual days, 50 % to
-    100 % of it arrived by the hour) is over 100."""
+    """With the demo switch loaded, `--demo --once` makes customer_chat's spike reach
+    Slack and no other project's, plus its daily-budget alert exactly when today's
+    spend (five usual days, 50 % to 100 % of it arrived by the hour) is over 100."""
     days: dict[str, dict[int, float]] = {}
 
     def run_demo(vm: VictoriaMetrics) -> None:
         _run_pusher(vm, ["--demo", "--push-url", vm.push_url], tmp_path)
         days.update(_demo_days(vm))
 
-    delivery = deliver_to_slack(tmp_path, started, seed=run_demo)
+    delivery = deliver_to_slack(
+        tmp_path, started, seed=run_demo, rule_files=(RULES, OVERRIDES, DEMO_SWITCH)
+    )
     today = int(time.time()) // DAY * DAY
     spend = {p: d.get(today, 0.0) for p, d in days.items()}
     chat = days["customer_chat"]
@@ -259,9 +269,40 @@ def test_demo_spike_reaches_slack_for_customer_chat_only(
     over_budget = {p for p, s in spend.items() if s > DAILY_BUDGET}
     expected |= {("OpenAICostDailyBudgetExceeded", p) for p in over_budget}
     assert _firing(delivery) == expected, why
+    assert all(a["labels"].get("demo") == "true" for a in delivery.firing)
     texts = _slack_texts(delivery)
     titles = sorted(t.splitlines()[0] for t in texts)
     assert titles == sorted(f":rotating_light: {a}: {p}" for a, p in expected), texts
     spike = next(t for t in texts if "OpenAICostSpendSpike" in t.splitlines()[0])
     assert f"*Spend today (UTC):* {spend['customer_chat']:.2f} usd" in spike, spike
     assert delivery.first_after < FIRST_MESSAGE_WITHIN, delivery.first_after
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_demo_without_the_switch_fires_nothing(
+    tmp_path: Path, started: list[Stoppable]
+) -> None:
+    """Under the shipped rules alone the same demo pages nobody: no Slack message and
+    no alert of a project, in the time the switched-on demo takes to reach Slack (the
+    only alert is the real pusher's absence, pending for its 10-minute grace)."""
+    pushed: list[VictoriaMetrics] = []
+
+    def run_demo(vm: VictoriaMetrics) -> None:
+        _run_pusher(vm, ["--demo", "--push-url", vm.push_url], tmp_path)
+        pushed.append(vm)
+
+    delivery = deliver_to_slack(
+        tmp_path, started, seed=run_demo, wait=FIRST_MESSAGE_WITHIN
+    )
+    assert delivery.payloads == [], _slack_texts(delivery)
+    assert delivery.firing == []
+    vmalert = next(s for s in started if isinstance(s, VmAlert))
+    held = {(a["name"], a["state"]) for a in vmalert.alerts()}
+    assert held <= {("OpenAICostPusherStale", "pending")}, held
+    # The rules did evaluate the demo: its spend is recorded, apart from real spend.
+    (vm,) = pushed
+    recorded = vm.query(
+        'openai_cost:project_spend_today:sum{project="customer_chat",demo="true"}'
+    )
+    assert recorded, "the demo's spend was not recorded"

@@ -8,6 +8,7 @@ binary fails the test with the command that installs it; nothing is skipped.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import yaml
 
 from tests.alerting import (
     AM_CONFIG,
+    DEMO_SWITCH,
     OVERRIDES,
     RULES,
     Stoppable,
@@ -30,7 +32,7 @@ from tests.procs import ROOT, binary
 
 RULE_TESTS = ROOT / "deploy" / "vmalert" / "tests"
 VMRULE = ROOT / "deploy" / "kubernetes" / "vm-k8s-stack" / "openai-cost-vmrule.yaml"
-DOC = ROOT / "README.md"
+DOC = ROOT / "docs" / "alerting.md"
 VMALERT_TOOL_PORT = 8880  # hard-coded in vmalert-tool 1.112, on all interfaces
 
 
@@ -55,7 +57,16 @@ def _run_vmalert_tool(files: list[Path], tmp: Path) -> subprocess.CompletedProce
 
 @pytest.mark.vm
 @pytest.mark.parametrize(
-    "name", ["spike.yml", "forecast.yml", "pusher.yml"], ids=lambda n: n[:-4]
+    "name",
+    [
+        "spike.yml",
+        "forecast.yml",
+        "pusher.yml",
+        "data-integrity.yml",
+        "demo.yml",
+        "demo-switch.yml",
+    ],
+    ids=lambda n: n[:-4],
 )
 def test_vmalert_tool_unittests_pass(name: str, tmp_path: Path) -> None:
     """The seeded-history rule tests in deploy/vmalert/tests pass under vmalert-tool."""
@@ -83,15 +94,50 @@ def test_vmalert_tool_harness_fails_on_a_wrong_expectation(tmp_path: Path) -> No
 
 @pytest.mark.vm
 def test_rules_pass_vmalert_dry_run() -> None:
-    """vmalert parses the shipped rules, overrides and templates without error."""
+    """vmalert parses the shipped rules, overrides, demo switch and templates."""
     done = subprocess.run(
-        [binary("vmalert"), f"-rule={RULES}", f"-rule={OVERRIDES}", "-dryRun"],
+        [
+            binary("vmalert"),
+            f"-rule={RULES}",
+            f"-rule={OVERRIDES}",
+            f"-rule={DEMO_SWITCH}",
+            "-dryRun",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_alerts_read_demo_data_only_behind_the_switch() -> None:
+    """Every alert keeps its input to series without demo="true", or with it only
+    where openai-cost-demo.yml records the switch; Kubernetes never ships it."""
+    switch = "openai_cost:alert_on_demo:enabled"
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    alerts = [r for r in rules if "alert" in r]
+    for alert in alerts:
+        expr = alert["expr"]
+        assert 'demo!="true"' in expr and f"and on() {switch}" in expr, alert["alert"]
+        assert "group_left() " + switch not in expr  # VictoriaMetrics rejects it
+    # Recording rules never sum demo and real spend into one series.
+    for rule in rules:
+        if "record" in rule and "openai_daily_cost" in rule["expr"]:
+            groupings = re.findall(r"\bby \(([^)]*)\)", rule["expr"])
+            assert groupings, rule["record"]
+            for labels in groupings:
+                assert "demo" in labels.replace(" ", "").split(","), rule["record"]
+    (group,) = yaml.safe_load(DEMO_SWITCH.read_text())["groups"]
+    assert group["rules"] == [{"record": switch, "expr": "vector(1)"}]
+    shipped = [
+        rule.get("record")
+        for doc in yaml.safe_load_all(VMRULE.read_text())
+        for g in doc["spec"]["groups"]
+        for rule in g["rules"]
+    ]
+    assert shipped and switch not in shipped
 
 
 def test_every_alert_has_severity_and_slack_annotations() -> None:
@@ -104,6 +150,9 @@ def test_every_alert_has_severity_and_slack_annotations() -> None:
         "OpenAICostMonthlyForecastOverBudget",
         "OpenAICostPusherStale",
         "OpenAICostPusherFailing",
+        "OpenAICostDataUnconfirmed",
+        "OpenAICostDataRejected",
+        "OpenAICostDownwardRevision",
     }
     for alert in alerts:
         assert alert["labels"]["severity"] in {"warning", "critical"}, alert["alert"]
@@ -201,11 +250,11 @@ def test_spike_reaches_slack_for_that_project_only(
 @pytest.mark.vm
 @pytest.mark.slow
 def test_backtest_table_matches_the_docs(tmp_path: Path) -> None:
-    """Replaying the seeded histories gives the table shown in README.md."""
+    """Replaying the seeded histories gives the table shown in docs/alerting.md."""
     rows = backtest(tmp_path)
     table = render_table(rows)
     assert table in DOC.read_text(), (
-        "README.md is out of date: run scripts/backtest-alerts.py --write\n"
+        "docs/alerting.md is out of date: run scripts/backtest-alerts.py --write\n"
         + table
     )
     fired = {(r.scenario.split(",")[0], r.alertname, r.project) for r in rows}

@@ -192,7 +192,7 @@ def test_once_lands_exact_data_and_a_restart_changes_nothing(
     env = _real_env(live_fake, vm.push_url)
     first = run_cli(["--once"], tmp_path, env)
     assert first.returncode == 0, first.stderr
-    expected = fake_costs(live_fake, _today() - 29 * DAY, _today() + DAY)
+    expected = fake_costs(live_fake, _today() - 30 * DAY, _today() + DAY)
     assert_equal_costs(expected, vm_costs(vm))
     second = run_cli(["--once", "--log-format", "json"], tmp_path, env)
     assert second.returncode == 0, second.stderr
@@ -364,20 +364,43 @@ def test_dry_run_prints_parseable_exposition(
     )
     assert result.returncode == 0, result.stderr
     daily = _samples(result.stdout, "openai_daily_cost")
-    assert len(daily) == len(fake_costs(live_fake, _today() - 29 * DAY, _today() + DAY))
+    assert len(daily) == len(fake_costs(live_fake, _today() - 30 * DAY, _today() + DAY))
     projects = {s.labels["project"] for s in daily}
     assert {"quote_q_back_slash", "ünïcode_проект", "unattributed"} <= projects
 
 
-def test_demo_without_victoriametrics_shows_what_it_would_push(tmp_path: Path) -> None:
-    """--demo with nothing at the push URL says so and prints the simulated samples."""
+def test_demo_without_victoriametrics_shows_the_report_not_exposition(
+    tmp_path: Path,
+) -> None:
+    """--demo with nothing at the push URL says so once, logs no success, and shows
+    the spend report of what it would have stored, never raw exposition."""
     url = f"http://127.0.0.1:{free_port()}/api/v1/import/prometheus"
     result = run_cli(["--demo", "--once", "--push-url", url], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "DEMO MODE: simulated organization" in result.stderr
-    assert "nothing answers at the push URL" in result.stderr
-    samples = _samples(result.stdout, "openai_daily_cost")
-    assert samples and all(s.labels["demo"] == "true" for s in samples)
+    assert result.stderr.count("nothing answers at the push URL") == 1
+    assert "result=success" not in result.stderr
+    assert "result=not_stored" in result.stderr
+    assert 'where="nothing answered"' in result.stderr
+    assert "openai_daily_cost{" not in result.stdout
+    for project in ("customer_chat", "search_retrieval", "ünïcode_проект"):
+        assert project in result.stdout
+    assert len(result.stdout.splitlines()) + len(result.stderr.splitlines()) < 100
+
+
+def test_show_report_after_the_first_stored_cycle(
+    tmp_path: Path, vm: VictoriaMetrics
+) -> None:
+    """--show-report prints the report read back from VictoriaMetrics, with the
+    cycle's summary saying where the data went."""
+    result = run_cli(
+        ["--demo", "--once", "--show-report", "--push-url", vm.push_url], tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "result=success" in result.stderr
+    assert "where=stored" in result.stderr
+    assert "customer_chat" in result.stdout
+    assert all(len(line) <= 100 for line in result.stdout.splitlines())
 
 
 def test_demo_lands_in_victoriametrics_marked_as_demo(
@@ -394,7 +417,7 @@ def test_demo_lands_in_victoriametrics_marked_as_demo(
         if s.metric["__name__"] == "openai_daily_cost"
         for ts in s.timestamps
     }
-    assert len(days) == 30
+    assert len(days) == 31  # 30 complete days and today
     assert "nothing answers" not in result.stderr
 
 

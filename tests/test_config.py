@@ -6,11 +6,15 @@ read through an injected `read_file`, so no test touches the real environment or
 
 from __future__ import annotations
 
+import argparse
 import errno
+import socket
+import threading
 from collections.abc import Callable, Mapping
 
 import pytest
 
+from openai_cost_pusher.cli import _build
 from openai_cost_pusher.config import (
     DEFAULT_BASE_URL,
     DEFAULT_PUSH_URL,
@@ -492,6 +496,110 @@ def test_malformed_secret(
     assert problems[0].startswith(f"{setting}: ")
 
 
+_BOM = "the value holds a byte order mark (BOM); save it without one"
+_ENDS = "the value starts or ends with whitespace; remove it"
+_INNER = "the value holds whitespace; a secret is one word"
+_CONTROL = "the value holds control characters; copy it again"
+_NON_ASCII = "the value holds non-ASCII characters; copy the plain ASCII value again"
+
+
+@pytest.mark.parametrize(
+    ("environ", "files", "problem"),
+    [
+        (
+            {"OPENAI_ADMIN_KEY": "\ufeffsk-admin-TOPSECRET"},
+            {},
+            f"OPENAI_ADMIN_KEY: {_BOM}",
+        ),
+        (
+            {"OPENAI_ADMIN_KEY_FILE": "/k"},
+            {"/k": "\ufeffsk-admin-TOPSECRET\n"},
+            f"OPENAI_ADMIN_KEY_FILE: {_BOM}",
+        ),
+        ({"OPENAI_ADMIN_KEY": " sk-admin-TOPSECRET"}, {}, f"OPENAI_ADMIN_KEY: {_ENDS}"),
+        ({"OPENAI_ADMIN_KEY": "sk-admin-TOPSECRET "}, {}, f"OPENAI_ADMIN_KEY: {_ENDS}"),
+        (
+            {"OPENAI_ADMIN_KEY": "sk-admin-TOPSECRET\t"},
+            {},
+            f"OPENAI_ADMIN_KEY: {_ENDS}",
+        ),
+        (
+            {"OPENAI_ADMIN_KEY": "\nsk-admin-TOPSECRET"},
+            {},
+            f"OPENAI_ADMIN_KEY: {_ENDS}",
+        ),
+        (
+            {"OPENAI_ADMIN_KEY_FILE": "/k"},
+            {"/k": " sk-admin-TOPSECRET\n"},
+            f"OPENAI_ADMIN_KEY_FILE: {_ENDS}",
+        ),
+        ({"OPENAI_ADMIN_KEY": "sk-admin TOPSECRET"}, {}, f"OPENAI_ADMIN_KEY: {_INNER}"),
+        (
+            {"OPENAI_ADMIN_KEY": "sk-admin\u00a0TOPSECRET"},
+            {},
+            f"OPENAI_ADMIN_KEY: {_INNER}",
+        ),
+        (
+            {"OPENAI_ADMIN_KEY": "sk-admin-TOPSECRET\x7f"},
+            {},
+            f"OPENAI_ADMIN_KEY: {_CONTROL}",
+        ),
+        (
+            {"OPENAI_ADMIN_KEY": "sk-admin-TOPSECRET\u00e9"},
+            {},
+            f"OPENAI_ADMIN_KEY: {_NON_ASCII}",
+        ),
+        (
+            {"OPENAI_ADMIN_KEY": "sk-admin-TOPSECRET\u043a"},
+            {},
+            f"OPENAI_ADMIN_KEY: {_NON_ASCII}",
+        ),
+        (
+            {"OPENAI_ADMIN_KEY": "sk-admin-TOPSECRET\u200b"},
+            {},
+            f"OPENAI_ADMIN_KEY: {_NON_ASCII}",
+        ),
+        ({"VM_BEARER_TOKEN": "TOPSECRET\u2026"}, {}, f"VM_BEARER_TOKEN: {_NON_ASCII}"),
+        (
+            {"VM_USERNAME": "u", "VM_PASSWORD": "\ufeffTOPSECRET"},
+            {},
+            f"VM_PASSWORD: {_BOM}",
+        ),
+        (
+            {"VM_USERNAME": "u", "VM_PASSWORD_FILE": "/p"},
+            {"/p": "TOPSECRET \n"},
+            f"VM_PASSWORD_FILE: {_ENDS}",
+        ),
+    ],
+)
+def test_secret_hygiene(
+    environ: dict[str, str], files: dict[str, str | Exception], problem: str
+) -> None:
+    """A BOM, whitespace at the ends or inside, control characters and (for the
+    header secrets) non-ASCII characters are one problem naming the setting; the
+    value is never shown."""
+    problems = _problems(environ=environ, files=files)
+    assert problems == [problem]
+    assert "TOPSECRET" not in problems[0]
+
+
+@pytest.mark.parametrize("value", ["sk-admin-OK\n", "sk-admin-OK\r\n", "sk-admin-OK"])
+@pytest.mark.parametrize("source", ["environ", "dotenv"])
+def test_a_trailing_line_break_is_cut_from_any_source(value: str, source: str) -> None:
+    """`echo` and `kubectl create secret --from-file` add a line break: it is cut
+    from the environment and `.env` too, as from a file."""
+    given = {"OPENAI_ADMIN_KEY": value}
+    settings = _load(environ=given) if source == "environ" else _load(dotenv=given)
+    assert settings.admin_key == Secret("sk-admin-OK")
+
+
+def test_a_non_ascii_password_is_fine() -> None:
+    """VM_PASSWORD travels base64-encoded (UTF-8) in the Basic header: any
+    printable character is fine."""
+    settings = _load(environ={"VM_USERNAME": "u", "VM_PASSWORD": "p\u00e4ss-\u043a"})
+    assert settings.vm_password == Secret("p\u00e4ss-\u043a")
+
+
 @pytest.mark.parametrize(
     ("environ", "problem"),
     [
@@ -589,3 +697,46 @@ def test_every_option_is_unique() -> None:
     assert len(envs) == len(set(envs))
     assert len(flags) == len(set(flags))
     assert all(flag.startswith("--") for flag in flags)
+
+
+# -- INSTANCE: the self-monitoring series' instance label ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "environ", "expected"),
+    [
+        ({}, {}, None),
+        ({}, {"INSTANCE": ""}, None),
+        ({}, {"INSTANCE": "  "}, None),
+        ({}, {"INSTANCE": " pod-7 "}, "pod-7"),
+        ({"INSTANCE": "manual"}, {"INSTANCE": "pod-7"}, "manual"),
+        ({}, {"INSTANCE": "Ноутбук ✓"}, "Ноутбук ✓"),
+    ],
+)
+def test_instance(args: Args, environ: dict[str, str], expected: str | None) -> None:
+    """INSTANCE / --instance sets the label; empty leaves it to the host name."""
+    assert _load(args=args, environ=environ).instance == expected
+
+
+@pytest.mark.parametrize("value", ["a\nb", "tab\there", "x" * 129])
+def test_bad_instance(value: str) -> None:
+    """Control characters and overlong values are refused."""
+    [problem] = _problems(environ={"INSTANCE": value})
+    assert problem.startswith("INSTANCE: expected at most 128 characters")
+
+
+def test_instance_is_not_an_extra_label() -> None:
+    """`instance` in EXTRA_LABELS would land on the cost series too: refused, with
+    the setting to use instead."""
+    [problem] = _problems(environ={"EXTRA_LABELS": "instance=pod-1"})
+    assert "'instance' is a label the pusher sets itself" in problem
+    assert "set INSTANCE instead" in problem
+
+
+def test_instance_defaults_to_the_host_name() -> None:
+    """The pusher's self-monitoring stats carry INSTANCE, else the host name."""
+    args = argparse.Namespace(demo=True, dry_run=True)
+    for environ, expected in (({}, socket.gethostname()), ({"INSTANCE": "m"}, "m")):
+        pusher, client = _build(_load(environ=environ), args, threading.Event())
+        assert client is None
+        assert pusher.stats.instance == expected

@@ -34,8 +34,9 @@ def _today(clock: Clock) -> int:
 
 
 def _window(clock: Clock, days: int) -> tuple[int, int]:
+    """Return a backfill of `days` complete days plus today."""
     today = _today(clock)
-    return today - (days - 1) * DAY, today + DAY
+    return today - days * DAY, today + DAY
 
 
 def _one_sample_per_day(vm: VictoriaMetrics, clock: Clock, days: int) -> None:
@@ -50,7 +51,7 @@ def _one_sample_per_day(vm: VictoriaMetrics, clock: Clock, days: int) -> None:
 def test_backfill_lands_every_daily_cost_exactly(
     fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
 ) -> None:
-    """The first cycle backfills 30 days, every value equal to the API's."""
+    """The first cycle backfills 30 complete days and today, every value exact."""
     seed_odd_org(fake, _today(clock))
     pusher = make_pusher(fake, vm.push_url, clock)
     report = pusher.run_cycle()
@@ -149,8 +150,9 @@ def test_push_outage_heals_without_losing_a_day(
     clock.advance_days(0.25)
     healed = pusher.run_cycle()
     assert healed.ok
-    # back to the start of the first failed cycle's lookback (2 days before it)
-    assert healed.window.days == 2 + 5
+    # back to the first day that did not land: the first failed cycle's today (the
+    # older days of its lookback had not changed, so nothing of them was lost)
+    assert healed.window.days == 5
     assert_equal_costs(fake_costs(fake, *_window(clock, 30 + 5)), vm_costs(vm))
     assert pusher.stats.cycles == {"success": 2, "failure": 5}
 

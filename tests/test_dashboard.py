@@ -2,15 +2,20 @@
 
 The queries run against a real VictoriaMetrics (scripts/fetch-victoriametrics.sh)
 holding the demo-like organization of `cost_histories.py`, and each panel is checked
-against numbers computed here from the same seeded lines, on one known day. The JSON
+against numbers computed here from the same seeded lines, on one known day. Beside it
+the server holds `--demo` data (demo="true": the same projects at ten times the spend,
+one project of its own, and pushers of its own), which no panel may show by default.
+The JSON
 is type-checked with `tsc` against npm @grafana/schema (scripts/fetch-node-tools.sh),
 since no Grafana server can run here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 import statistics
 import subprocess
 import sys
@@ -43,6 +48,13 @@ NOW = datetime(2025, 3, 31, 15, tzinfo=UTC)
 HEALTH_AT = datetime(2025, 3, 31, 11, 50, tzinfo=UTC)  # failing since 11:00
 MID_MONTH = datetime(2025, 3, 20, 12, tzinfo=UTC)
 ALL = ".*"
+REAL = 'demo!="true"'  # the Data variable's default
+DEMO = 'demo="true"'
+DEMO_FACTOR = 10  # the demo data: the same projects at ten times the spend ...
+DEMO_ONLY = "customer_chat"  # ... and a project of its own
+# The pusher's series (costs, today's costs, usage, self-monitoring): every one the
+# dashboard selects must follow the Data variable.
+METRIC = r"\b(openai_\w+)\b"
 
 
 def _panels() -> dict[str, dict[str, Any]]:
@@ -58,11 +70,32 @@ def _panel(prefix: str) -> dict[str, Any]:
     return found[0]
 
 
-def _expr(panel: dict[str, Any], ref: str = "A", project: str = ALL) -> str:
+def _expr(
+    panel: dict[str, Any], ref: str = "A", project: str = ALL, demo: str = REAL
+) -> str:
     """Return a target's expression with the dashboard variables substituted."""
     target = next(t for t in panel["targets"] if t["refId"] == ref)
     expr: str = target["expr"]
-    return expr.replace("$project", project)
+    return expr.replace("$project", project).replace("$demo", demo)
+
+
+def _as_demo(text: str) -> str:
+    """Return Prometheus text with demo="true" added to every sample's labels."""
+    return "".join(
+        line.replace("{", '{demo="true",', 1) + "\n"
+        for line in text.splitlines()
+        if line
+    )
+
+
+def _demo_lines(lines: list[CostLine]) -> list[CostLine]:
+    """Return the demo data's cost lines (before the demo label is added)."""
+    scaled = [dataclasses.replace(x, value=x.value * DEMO_FACTOR) for x in lines]
+    extra = [
+        CostLine("proj_demo_chat", DEMO_ONLY, "gpt-4o, input", day, 500.0)
+        for day in sorted({x.day for x in lines})
+    ]
+    return scaled + extra
 
 
 def _ts(at: datetime | date) -> float:
@@ -130,7 +163,8 @@ def _lines() -> list[CostLine]:
 def _vm(
     tmp_path_factory: pytest.TempPathFactory, lines: list[CostLine]
 ) -> Iterator[VictoriaMetrics]:
-    """Start a VictoriaMetrics holding the demo organization and a pusher's health."""
+    """Start a VictoriaMetrics holding the demo organization and a pusher's health,
+    and beside them `--demo` data (demo="true") that must stay out of the panels."""
     server = VictoriaMetrics(tmp_path_factory.mktemp("vm-dashboard"))
     try:
         push_text(server.push_url, render_costs(lines))
@@ -139,12 +173,18 @@ def _vm(
             datetime(2025, 3, 31, 12, tzinfo=UTC),
             dead=False,
         )
+        start = datetime(2025, 3, 30, tzinfo=UTC)
+        end = datetime(2025, 3, 31, 12, tzinfo=UTC)
+        push_text(server.push_url, render_self_monitoring(start, end, [failing]))
+        # The demo: more spend, a healthy pusher (it would shorten "since last
+        # success") and a second one failing since 10:00 (it would double "failed").
+        push_text(server.push_url, _as_demo(render_costs(_demo_lines(lines))))
+        push_text(server.push_url, _as_demo(render_self_monitoring(start, end)))
+        demo_failing = Outage(datetime(2025, 3, 31, 10, tzinfo=UTC), end, dead=False)
         push_text(
             server.push_url,
-            render_self_monitoring(
-                datetime(2025, 3, 30, tzinfo=UTC),
-                datetime(2025, 3, 31, 12, tzinfo=UTC),
-                [failing],
+            _as_demo(
+                render_self_monitoring(start, end, [demo_failing], job="demo-failing")
             ),
         )
         server.flush()
@@ -154,20 +194,42 @@ def _vm(
 
 
 def test_variables_and_datasource() -> None:
-    """The datasource is a variable, project a multi-select; every query uses both."""
+    """The datasource is a variable, project a multi-select; every query uses both,
+    and every series selector the Data variable (real data only by default)."""
     dashboard = json.loads(DASHBOARD.read_text())
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     project = variables["project"]
     assert project["multi"] and project["includeAll"] and project["allValue"] == ".*"
+    project_values = project["query"]["query"]
+    assert project_values == "label_values(openai_daily_cost{$demo}, project)"
+    demo = variables["demo"]
+    assert demo["type"] == "custom" and not demo["multi"] and not demo["includeAll"]
+    assert demo["current"]["value"] == REAL
+    assert [o["value"] for o in demo["options"]] == [REAL, DEMO]
+    assert [o["selected"] for o in demo["options"]] == [True, False]
+    assert demo["query"] == f"Real data only : {REAL},Demo data only : {DEMO}"
+    # Grafana passes a whole label matcher through unescaped (its Prometheus
+    # datasource escapes only backslashes and single quotes, or, with
+    # prometheusSpecialCharsInLabelValues, leaves `name!="value"` as it is).
+    for option in demo["options"]:
+        assert re.fullmatch(r'\w+(=|!=)"[^"\\\']*"', option["value"]), option
+    assert list(variables).index("demo") < list(variables).index("project")
     assert dashboard["timezone"] == "utc"
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
         for target in panel["targets"]:
+            expr = target["expr"]
             assert target["datasource"]["uid"] == "${datasource}", panel["title"]
-            if "openai_daily_cost" in target["expr"]:
-                assert 'project=~"$project"' in target["expr"], panel["title"]
+            if "openai_daily_cost" in expr:
+                assert 'project=~"$project"' in expr, panel["title"]
+            names = re.findall(METRIC, expr)
+            assert names, panel["title"]
+            selectors = re.findall(METRIC + r"\{([^}]*)\}", expr)
+            assert len(selectors) == len(names), (panel["title"], expr)
+            for _name, matchers in selectors:
+                assert "$demo" in matchers.split(","), (panel["title"], expr)
 
 
 def test_bar_panels_have_one_point_per_day() -> None:
@@ -309,6 +371,56 @@ def test_pusher_health_panels(vm: VictoriaMetrics) -> None:
     assert failed == pytest.approx(4)  # 11:00, 11:15, 11:30, 11:45
     quiet = datetime(2025, 3, 31, 20, tzinfo=UTC)
     assert _scalar(vm.query(_expr(_panel("Pusher: failed")), _ts(quiet))) == 0
+
+
+@pytest.mark.vm
+def test_demo_data_shows_only_when_selected(
+    vm: VictoriaMetrics, lines: list[CostLine]
+) -> None:
+    """By default no panel and no project choice shows the demo's series (the other
+    tests check the real numbers with the demo present); with the Data variable on
+    the demo, the panels show the demo alone, never added to real spend."""
+    spend = _panel("Spend today")
+    totals = _totals(lines, "project")
+    want = {p: v for (p, day), v in totals.items() if day == LAST_DAY}
+    real = _by(vm.query(_expr(spend), _ts(NOW)), "project")
+    demo = _by(vm.query(_expr(spend, demo=DEMO), _ts(NOW)), "project")
+    assert real.keys() == want.keys() and DEMO_ONLY not in real
+    assert demo.keys() == {*want, DEMO_ONLY}
+    for project, value in want.items():
+        assert demo[project] == pytest.approx(value * DEMO_FACTOR, rel=1e-9), project
+    today = MID_MONTH.date()
+    march = [x for x in lines if x.day.month == 3 and x.day <= today]
+    want_mtd = math.fsum(x.value for x in march) * DEMO_FACTOR
+    want_mtd += 500 * len({x.day for x in march})  # DEMO_ONLY's days
+    mtd = _panel("Month to date")
+    got = _scalar(vm.query(_expr(mtd, demo=DEMO), _ts(MID_MONTH)))
+    assert got == pytest.approx(want_mtd, rel=1e-9)
+    # The demo's healthy pusher last succeeded at 11:45.
+    since = _panel("Pusher: since")
+    assert _scalar(vm.query(_expr(since, demo=DEMO), _ts(HEALTH_AT))) == 300
+    # The project variable: label_values(openai_daily_cost{$demo}, project).
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    values = variables["project"]["query"]["query"]
+    selector = re.fullmatch(r"label_values\((.+), project\)", values)
+    assert selector is not None
+
+    def project_values(demo_matcher: str) -> set[str]:
+        resp = requests.get(
+            f"{vm.url}/api/v1/label/project/values",
+            params={
+                "match[]": selector.group(1).replace("$demo", demo_matcher),
+                "start": str(_ts(date(2025, 3, 1))),
+                "end": str(_ts(NOW)),
+            },
+            timeout=30,
+        )
+        resp.raise_for_status()
+        return set(resp.json()["data"])
+
+    assert project_values(REAL) == {p for p, _day in totals}
+    assert project_values(DEMO) == {p for p, _day in totals} | {DEMO_ONLY}
 
 
 def _node_tools() -> Path:

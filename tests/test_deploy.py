@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 import re
 import shutil
 import sys
@@ -61,7 +62,7 @@ PENDING_FILES = {
     DEPLOY / "alertmanager" / "alertmanager.yml",
     DEPLOY / "grafana" / "openai-costs-dashboard.json",
 }
-# Every setting of DESIGN.md section 2 and the deploy issue.
+# Every setting the deploy files may set (README.md, "Configuration").
 KNOWN_SETTINGS = {
     "OPENAI_ADMIN_KEY",
     "OPENAI_ADMIN_KEY_FILE",
@@ -274,13 +275,20 @@ def test_admin_key_is_a_mounted_secret_file(target: str) -> None:
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_probes_use_the_health_listener(target: str) -> None:
-    """Startup, liveness and readiness probes GET /healthz on the port LISTEN opens."""
+    """Readiness GETs /healthz (are costs arriving?); startup and liveness GET /livez
+    (is the cycle loop alive?), so an OpenAI outage never restarts the pod; all on
+    the port LISTEN opens."""
     container = _container(target)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert _settings(target)["LISTEN"] == f"0.0.0.0:{HEALTH_PORT}"
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    paths = {
+        "startupProbe": "/livez",
+        "livenessProbe": "/livez",
+        "readinessProbe": "/healthz",
+    }
+    for probe, path in paths.items():
         get = container[probe]["httpGet"]
-        assert get["path"] == "/healthz", probe
+        assert get["path"] == path, probe
         port = get["port"]
         assert ports.get(port, port) == HEALTH_PORT, probe
 
@@ -605,6 +613,34 @@ def test_compose_wiring_matches_mount_targets() -> None:
     sources = load_yaml(provisioning / "datasources" / "victoriametrics.yaml")
     (source,) = sources["datasources"]
     assert source["url"].split("/")[2].split(":")[0] in services
+
+
+def test_compose_turns_the_demo_on_explicitly() -> None:
+    """The shipped rules and dashboard ignore demo="true"; the local stack loads the
+    demo switch into vmalert and opens Grafana on a dashboard copy set to the demo."""
+    compose = _compose()
+    refs = compose_references(compose, COMPOSE.parent)
+    vmalert = {r.path.name: r.target for r in refs if r.service == "vmalert"}
+    (rule_glob,) = flag_values(compose["services"]["vmalert"]["command"], "rule")
+    assert Path(vmalert["openai-cost-demo.yml"]).match(rule_glob)
+    (dashboard,) = [
+        r.path
+        for r in refs
+        if r.service == "grafana" and r.path.name == "openai-costs-dashboard.json"
+    ]
+    assert dashboard.is_relative_to(COMPOSE.parent)
+    shipped_path = DEPLOY / "grafana" / "openai-costs-dashboard.json"
+    shipped = json.loads(shipped_path.read_text())
+    local = json.loads(dashboard.read_text())
+
+    def demo_default(board: dict[str, Any]) -> str:
+        (variable,) = [v for v in board["templating"]["list"] if v["name"] == "demo"]
+        value: str = variable["current"]["value"]
+        return value
+
+    assert demo_default(shipped) == 'demo!="true"'
+    assert demo_default(local) == 'demo="true"'
+    assert local["panels"] == shipped["panels"]
 
 
 # --- README -----------------------------------------------------------------

@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openai_cost_pusher.jsonstream import NotAnObject, StreamError, stream_object
+from openai_cost_pusher.jsonstream import (
+    MAX_DEPTH,
+    LimitExceeded,
+    NotAnObject,
+    StreamError,
+    loads,
+    stream_object,
+)
 
 JSON_VALUES = st.recursive(
     st.none()
@@ -119,3 +126,110 @@ def test_elements_are_handed_over_before_the_body_ends() -> None:
     stream = stream_object(chunks(), "data", lambda k, v: None)
     assert next(stream) == {"a": 1}
     assert read == [b'{"data": [{"a": 1}, ']
+
+
+# ---------------------------------------------------------------------- limits
+
+
+def _nested(depth: int) -> str:
+    """Return arrays nested `depth` levels deep: `[[[]]]` is 3."""
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH - 1, MAX_DEPTH])
+def test_loads_accepts_nesting_up_to_the_limit(depth: int) -> None:
+    """64 levels from the top are fine."""
+    assert loads(_nested(depth)) == json.loads(_nested(depth))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [_nested(MAX_DEPTH + 1), "[" * 100_000, "[" * 100_000 + "]" * 100_000],
+    ids=["65", "100k-open", "100k-closed"],
+)
+def test_loads_refuses_deeper_nesting(text: str) -> None:
+    """Past 64 levels: LimitExceeded (a ValueError), never RecursionError."""
+    with pytest.raises(LimitExceeded, match=r"^the JSON nests deeper than 64 levels$"):
+        loads(text)
+    assert issubclass(LimitExceeded, ValueError)
+
+
+def test_loads_counts_objects_and_arrays_alike() -> None:
+    """`{"a": [{"a": ...}]}` counts every object and array as a level."""
+    text = '{"a": [' * 32 + "1" + "]}" * 32  # 64 levels
+    assert loads(text) is not None
+    with pytest.raises(LimitExceeded):
+        loads('{"a": [' * 32 + "[1]" + "]}" * 32)
+
+
+@pytest.mark.parametrize(
+    ("element_depth", "ok"),
+    [(MAX_DEPTH - 2, True), (MAX_DEPTH - 1, False)],
+)
+def test_stream_counts_levels_from_the_top(element_depth: int, ok: bool) -> None:
+    """An element of `data` sits 2 levels down: it may nest 62 levels itself."""
+    body = ('{"data": [' + _nested(element_depth) + "]}").encode()
+    if ok:
+        assert _decode([body])[0] == [json.loads(_nested(element_depth))]
+    else:
+        with pytest.raises(LimitExceeded):
+            _decode([body])
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096, 1 << 20])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": [' + b"[" * 100_000,
+        b'{"data": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}",
+        b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b', "data": []}',
+    ],
+    ids=["open", "closed", "envelope"],
+)
+def test_stream_refuses_deep_nesting_however_cut(body: bytes, chunk: int) -> None:
+    """100,000 brackets give LimitExceeded for any chunking, never RecursionError."""
+    chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+    with pytest.raises(LimitExceeded, match="nests deeper than 64 levels"):
+        _decode(chunks)
+
+
+def _limited(chunks: list[bytes], max_chars: int) -> tuple[list[Any], dict[str, Any]]:
+    envelope: dict[str, Any] = {}
+    items = list(
+        stream_object(chunks, "data", envelope.__setitem__, max_value_chars=max_chars)
+    )
+    return items, envelope
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": ["' + b"a" * 300 + b'"]}',
+        b'{"next_page": "' + b"a" * 300 + b'", "data": []}',
+        b'{"data": [' + b"1" * 300 + b"]}",
+        b'{"data": [1.' + b"5" * 300 + b"]}",
+        b'{"data": [' + b"[1, " * 100 + b"1" + b"]" * 101 + b"}",
+    ],
+    ids=["element", "envelope", "integer", "float", "array"],
+)
+def test_a_value_past_the_cap_is_refused(body: bytes, chunk: int) -> None:
+    """One value longer than `max_value_chars` raises LimitExceeded, however cut."""
+    chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+    with pytest.raises(LimitExceeded, match="longer than 100 characters"):
+        _limited(chunks, 100)
+
+
+def test_many_small_values_in_one_big_chunk_pass_the_cap() -> None:
+    """The cap is per value: a body far larger than the cap, in one chunk, is fine."""
+    data = [{"i": i} for i in range(1000)]
+    body = json.dumps({"data": data, "has_more": False}).encode()
+    assert _limited([body], 100) == (data, {"data": [], "has_more": False})
+
+
+def test_a_value_just_under_the_cap_passes() -> None:
+    """A value of exactly the cap, cut into small chunks, is decoded whole."""
+    value = "a" * 98  # 100 characters with its quotes
+    body = json.dumps({"data": [value]}).encode()
+    chunks = [body[i : i + 3] for i in range(0, len(body), 3)]
+    assert _limited(chunks, 100) == ([value], {"data": []})

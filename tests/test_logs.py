@@ -6,18 +6,22 @@ exactly what `cli` would print, tracebacks included.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
 import re
 from collections.abc import Iterator
 from pathlib import PurePosixPath
+from urllib.parse import quote, quote_plus
 
 import pytest
 
+from openai_cost_pusher.config import Settings, load_settings
 from openai_cost_pusher.logs import (
     JsonFormatter,
     RedactingFormatter,
+    Redactor,
     TextFormatter,
     make_formatter,
 )
@@ -245,3 +249,84 @@ def test_no_secrets_changes_nothing() -> None:
     """Without secrets the text is unchanged; empty strings are not secrets."""
     formatter = RedactingFormatter(["", ""])
     assert formatter.redact("nothing to hide") == "nothing to hide"
+
+
+# -- derived forms: what a server echoes back ---------------------------------------
+
+USER, PASSWORD = "pusher", "vm-Pa55:w/rd+"
+PAIR = f"{USER}:{PASSWORD}"
+PAIR_B64 = base64.b64encode(PAIR.encode()).decode()
+BEARER = "vm-token-XYZ"
+
+
+def _settings(**environ: str) -> Settings:
+    def no_files(path: str) -> str:
+        raise OSError(path)
+
+    return load_settings({}, environ, {}, no_files)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"Authorization: Basic {PAIR_B64}",
+        f"echo: {PAIR_B64.rstrip('=')}",
+        f"url-safe: {base64.urlsafe_b64encode(PAIR.encode()).decode()}",
+        f"raw pair {PAIR}",
+        f"url-encoded {quote(PASSWORD, safe='')} and {quote_plus(PAIR)}",
+        f'json "{json.dumps(PAIR)[1:-1]}"',
+    ],
+)
+def test_basic_auth_pair_is_redacted_in_every_encoding(text: str) -> None:
+    """The VM basic-auth pair is hidden raw, base64 (padded, unpadded, URL-safe),
+    URL-encoded and JSON-escaped: a server echoing the header shows `Basic ***`."""
+    redact = Redactor.for_settings(
+        _settings(VM_USERNAME=USER, VM_PASSWORD=PASSWORD, OPENAI_ADMIN_KEY=SECRET)
+    )
+    out = redact(text)
+    assert "***" in out
+    for leaked in (PASSWORD, PAIR, PAIR_B64, PAIR_B64.rstrip("=")):
+        assert leaked not in out
+
+
+def test_measured_basic_header_is_redacted() -> None:
+    """The header that leaked in the field, `Basic dXNlcjpwYXNz` (user:pass)."""
+    redact = Redactor(["pass"], basic_auth=("user", "pass"))
+    assert redact("Authorization: Basic dXNlcjpwYXNz") == "Authorization: Basic ***"
+
+
+def test_bearer_and_admin_key_are_redacted_in_header_form() -> None:
+    """`Bearer <token>` and `Bearer <admin key>` echoed back show `Bearer ***`."""
+    redact = Redactor.for_settings(
+        _settings(OPENAI_ADMIN_KEY=SECRET, VM_BEARER_TOKEN=BEARER)
+    )
+    text = (
+        f"Authorization: Bearer {SECRET}; upstream said Authorization: Bearer {BEARER}"
+    )
+    assert redact(text) == (
+        "Authorization: Bearer ***; upstream said Authorization: Bearer ***"
+    )
+
+
+@pytest.mark.parametrize("kind", ["text", "json"])
+def test_formatter_redacts_derived_forms(capture: _Capture, kind: str) -> None:
+    """The log formatters use the same redactor: the base64 pair never reaches a log
+    line, in a message, a field or a traceback."""
+    redact = Redactor.for_settings(_settings(VM_USERNAME=USER, VM_PASSWORD=PASSWORD))
+    capture.logger.handlers[0].setFormatter(make_formatter(kind, redact))
+    header = f"Basic {PAIR_B64}"
+    capture.logger.warning("push refused: %s", header, extra={"auth": header})
+    try:
+        raise RuntimeError(f"server echoed {header}")
+    except RuntimeError:
+        capture.logger.exception("cycle failed")
+    assert PAIR_B64.rstrip("=") not in capture.text
+    assert PASSWORD not in capture.text
+    assert "Basic ***" in capture.text
+
+
+def test_redactor_without_password_hides_no_pair() -> None:
+    """A user name alone is no secret: `user:` and its base64 stay as they are."""
+    redact = Redactor.for_settings(_settings(VM_USERNAME=USER))
+    plain = base64.b64encode(f"{USER}:".encode()).decode()
+    assert redact(f"user {USER} {plain}") == f"user {USER} {plain}"

@@ -9,12 +9,18 @@ series at push time.
 from __future__ import annotations
 
 import math
+import re
+import threading
+import time
 import unicodedata
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from openai_cost_pusher.app import Pusher, UsagePlan
+from openai_cost_pusher.demo import DemoOrganization
 from openai_cost_pusher.metrics import (
     API_REQUESTS,
     BUILD_INFO,
@@ -38,6 +44,9 @@ from openai_cost_pusher.metrics import (
     today_samples,
 )
 from openai_cost_pusher.model import CostLine, Labels, Points, Project, Sample
+from openai_cost_pusher.push import PushStats, VmClient
+from openai_cost_pusher.transport import Timeouts, make_session, retry_policy
+from tests.vm import VictoriaMetrics
 
 DAY = 86_400
 T0 = 1_730_419_200  # 2024-11-01 00:00 UTC
@@ -389,3 +398,160 @@ def test_samples_carry_extra_labels() -> None:
         labels = dict(s.labels)
         assert labels["demo"] == "true"
         assert labels["job"] == "openai-cost-pusher"
+
+
+# -- the instance label: self-monitoring only -----------------------------------------
+
+
+def test_self_samples_carry_instance() -> None:
+    """With an instance, every self-monitoring sample carries it; without, none."""
+    stats = SelfStats(version="v", instance="pod-1")
+    stats.last_success["costs"] = 1.0
+    stats.cycle_duration_s = 0.5
+    stats.count_request("costs", "200")
+    samples = self_samples(stats, JOB, NOW_MS)
+    assert {s.name for s in samples} == {
+        LAST_SUCCESS,
+        CYCLE_DURATION,
+        CYCLES_TOTAL,
+        API_REQUESTS,
+        SAMPLES_PUSHED,
+        DOWNWARD_REVISIONS,
+        BUILD_INFO,
+    }
+    for s in samples:
+        assert s.name.startswith("openai_cost_pusher_")
+        assert dict(s.labels)["instance"] == "pod-1", s
+        assert s.labels == tuple(sorted(s.labels))
+    bare = self_samples(SelfStats(version="v"), JOB, NOW_MS)
+    assert all("instance" not in dict(s.labels) for s in bare)
+
+
+class _Recorder:
+    """A sink that keeps every pushed exposition line."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def push(self, chunks: Iterable[bytes]) -> PushStats:
+        stats = PushStats()
+        for chunk in chunks:
+            self.lines.extend(chunk.decode().splitlines())
+            stats.requests += 1
+        return stats
+
+
+def _demo_pusher(instance: str, sink: _Recorder, now: float) -> Pusher:
+    return Pusher(
+        DemoOrganization(lambda: now),
+        sink,
+        lookback_days=2,
+        backfill_days=3,
+        extra_labels=JOB,
+        usage=UsagePlan.build(
+            "1d",
+            lookback_days=2,
+            backfill_days=3,
+            lookback_hours=24,
+            backfill_hours=24,
+        ),
+        clock=lambda: now,
+        stats=SelfStats(version="v", instance=instance),
+    )
+
+
+def _families(lines: list[str]) -> dict[str, list[str]]:
+    by_name: dict[str, list[str]] = {}
+    for line in lines:
+        by_name.setdefault(re.split(r"[{ ]", line, maxsplit=1)[0], []).append(line)
+    return by_name
+
+
+def test_instance_only_on_self_monitoring_series() -> None:
+    """A cycle pushes `instance` on every `openai_cost_pusher_*` series and on none
+    of the cost, live or usage series: those stay the same series (byte for byte)
+    whichever pusher pushes them, so deduplication merges them."""
+    now = T0 + 10 * 3600.0
+    pushed: dict[str, dict[str, list[str]]] = {}
+    for instance in ("pod-a", "laptop"):
+        sink = _Recorder()
+        assert _demo_pusher(instance, sink, now).run_cycle().ok
+        pushed[instance] = _families(sink.lines)
+    families = pushed["pod-a"]
+    own = {name for name in families if name.startswith("openai_cost_pusher_")}
+    data = set(families) - own
+    assert {DAILY_COST, COST_TODAY, "openai_usage_tokens"} <= data
+    assert {CYCLES_TOTAL, LAST_SUCCESS, BUILD_INFO, SAMPLES_PUSHED} <= own
+    for name in own:
+        for line in families[name]:
+            assert 'instance="pod-a"' in line, line
+    for name in data:
+        for line in families[name]:
+            assert "instance=" not in line, line
+        assert families[name] == pushed["laptop"][name], name
+
+
+def test_two_pushers_keep_two_counter_series(vm: VictoriaMetrics) -> None:
+    """A manual run beside the service (distinct instances) leaves the service's
+    counter alone: `increase()` reads each pusher's own cycles. Without the label
+    the two processes interleave one series and `increase()` reads resets."""
+    stop = threading.Event()
+    base = float(int(time.time()) - 3600)
+
+    def pusher(instance: str, job: str, at: list[float]) -> Pusher:
+        client = VmClient(
+            make_session(),
+            vm.push_url,
+            authorization=None,
+            timeouts=Timeouts(2.0, 5.0),
+            stop=stop,
+            retrying=lambda: retry_policy(5, stop, max_attempts=2),
+        )
+        return Pusher(
+            DemoOrganization(lambda: at[0]),
+            client,
+            lookback_days=1,
+            backfill_days=1,
+            extra_labels=(("job", job),),
+            clock=lambda: at[0],
+            stats=SelfStats(version="v", instance=instance),
+        )
+
+    for job, instances in (("apart", ("svc", "manual")), ("shared", ("h", "h"))):
+        at = [base]
+        service, manual = pusher(instances[0], job, at), pusher(instances[1], job, at)
+        for n in range(25):
+            at[0] = base + 60 * n
+            assert service.run_cycle().ok
+            if n in (5, 15):  # a manual `--once` pushes its own fresh counters
+                at[0] += 30
+                assert manual.run_cycle().ok
+    vm.flush()
+    end = base + 60 * 25
+    expr = 'increase(openai_cost_pusher_cycles_total{job="%s",result="success"}[2h])'
+    apart = vm.query(expr % "apart", at=end)
+    assert {row["metric"]["instance"] for row in apart} == {"svc", "manual"}
+    reads = {row["metric"]["instance"]: float(row["value"][1]) for row in apart}
+    # the service ran 25 cycles; the manual series holds 1, then 1 again (a reset)
+    # VictoriaMetrics counts a series' first value from 0: 25 service cycles; the
+    # manual series holds 1, then 1 again (the second run's reset): 2 runs
+    assert reads == {"svc": 25, "manual": 2}
+    # the pusher-health rules aggregate `by (job, demo)`, dropping `instance`:
+    # increase() is taken per series first, so OpenAICostPusherFailing's sum reads
+    # the true total, and OpenAICostPusherStale's max the newest success of any
+    failing = vm.query(
+        "sum by (job, demo) (increase(openai_cost_pusher_cycles_total"
+        '{job="apart",result="success",demo!="true"}[2h]))',
+        at=end,
+    )
+    assert [float(row["value"][1]) for row in failing] == [27]
+    stale = vm.query(
+        "max by (job, demo) (max_over_time(openai_cost_pusher_last_success_"
+        'timestamp_seconds{job="apart",dataset="costs",demo!="true"}[1d]))',
+        at=end,
+    )
+    assert [float(row["value"][1]) for row in stale] == [base + 60 * 24]
+    shared = vm.query(expr % "shared", at=end)
+    assert len(shared) == 1
+    # the bug the label prevents: 27 cycles read as 47 (every switch is a reset)
+    assert float(shared[0]["value"][1]) > 27

@@ -8,6 +8,7 @@ waits for a backoff. The pure page parsers are tested with tables.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -24,14 +25,16 @@ from openai_cost_pusher.errors import (
     RequestRejected,
     Transient,
 )
-from openai_cost_pusher.model import CostLine, Project
-from openai_cost_pusher.openai_api import (
-    COSTS_MAX_LIMIT,
-    AdminApi,
+from openai_cost_pusher.model import CostLine, Project, Rejected, UsageLine
+from openai_cost_pusher.openai_api import COSTS_MAX_LIMIT, AdminApi
+from openai_cost_pusher.parsers import (
+    BadField,
+    BadResult,
     parse_amount_value,
     parse_cost_bucket,
     parse_page,
     parse_projects_page,
+    parse_usage_bucket,
 )
 from openai_cost_pusher.transport import (
     MAX_ATTEMPTS,
@@ -139,9 +142,15 @@ def _without_page(request: RecordedRequest) -> list[tuple[str, str]]:
     return [(k, v) for k, v in request.query if k != "page"]
 
 
-def _costs(client: Client, start: int = T0, end: int = END) -> list[CostLine]:
+def _costs(
+    client: Client,
+    start: int = T0,
+    end: int = END,
+    rejected: list[Rejected] | None = None,
+) -> list[CostLine]:
     """Fetch and flatten every cost line of `[start, end)`."""
-    return [line for page in client.api.fetch_costs(start, end) for line in page]
+    pages = client.api.fetch_costs(start, end, rejected)
+    return [line for page in pages for line in page]
 
 
 # ------------------------------------------------------------------------ projects
@@ -500,6 +509,319 @@ def test_costs_cursor_repeats(org: FakeOpenAI, session: requests.Session) -> Non
         _costs(_client(org, session), T0, T0 + DAY)
 
 
+# ------------------------------------------- a malformed result withholds its bucket
+
+MONTH = 30
+USAGE = "/organization/usage/completions"
+COMPLETIONS_GROUP_BY = ["project_id", "model", "batch"]
+
+
+def _day_results(day: int, count: int = 20) -> list[dict[str, Any]]:
+    """Return `count` valid results for day number `day`, one project each."""
+    return [
+        _result(
+            project_id=f"proj_{k:02d}",
+            amount={"value": round(0.5 + day + k / 100, 6), "currency": "usd"},
+        )
+        for k in range(count)
+    ]
+
+
+def _month(days: int = MONTH, first: int = T0) -> list[dict[str, Any]]:
+    """Return `days` consecutive daily buckets of 20 valid results each."""
+    return [_bucket(first + d * DAY, _day_results(d)) for d in range(days)]
+
+
+def _lines_of(buckets: list[dict[str, Any]]) -> list[CostLine]:
+    """Return the cost lines that valid `buckets` stand for."""
+    return [
+        CostLine(
+            b["start_time"],
+            r["project_id"],
+            r["line_item"],
+            r["amount"]["currency"],
+            r["amount"]["value"],
+        )
+        for b in buckets
+        for r in b["results"]
+    ]
+
+
+_BAD_RESULTS: list[tuple[str, dict[str, Any], str, str]] = [
+    (
+        "value-abc",
+        {"amount": {"value": "abc", "currency": "usd"}},
+        "results[17].amount.value",
+        "expected a number or a decimal string, got 'abc'",
+    ),
+    (
+        "object-missing",
+        {"object": None},
+        "results[17].object",
+        "expected organization.costs.result, got None",
+    ),
+    (
+        "project-id-number",
+        {"project_id": 7},
+        "results[17].project_id",
+        "expected a string or null, got 7",
+    ),
+    (
+        "amount-list",
+        {"amount": [1]},
+        "results[17].amount",
+        "expected an object, got list",
+    ),
+    (
+        "currency-missing",
+        {"amount": {"value": 1}},
+        "results[17].amount.currency",
+        "missing",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "reason"),
+    [pytest.param(c, p, r, id=i) for i, c, p, r in _BAD_RESULTS],
+)
+def test_bad_result_withholds_only_its_day(
+    org: FakeOpenAI,
+    session: requests.Session,
+    change: dict[str, Any],
+    path: str,
+    reason: str,
+) -> None:
+    """One bad result on day 3 of a 30-day page: 29 whole days and one Rejected."""
+    buckets = _month()
+    good = _lines_of([b for d, b in enumerate(buckets) if d != 3])
+    buckets[3]["results"][17] = _result(**change)
+    org.inject(Fault.wrong_shape(_page(*buckets)), path_prefix=COSTS)
+    rejected: list[Rejected] = []
+    lines = _costs(_client(org, session), T0, T0 + MONTH * DAY, rejected)
+    assert lines == good  # not one line of day 3, though 19 of its results are fine
+    assert rejected == [Rejected(T0 + 3 * DAY, COSTS, f"data[3].{path}", reason)]
+
+
+def test_bad_result_without_a_list_fails_the_fetch(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """`rejected=None` keeps the strict rule: one bad result fails the data set."""
+    buckets = _month()
+    buckets[3]["results"][17]["amount"]["value"] = "abc"
+    org.inject(Fault.wrong_shape(_page(*buckets)), path_prefix=COSTS)
+    with pytest.raises(BadResponse) as info:
+        _costs(_client(org, session), T0, T0 + MONTH * DAY)
+    assert str(info.value) == (
+        "GET /organization/costs: data[3].results[17].amount.value: expected a "
+        "number or a decimal string, got 'abc'"
+    )
+
+
+def _broken_envelope(buckets: list[dict[str, Any]], how: str) -> Fault:
+    """Return a page of `buckets` broken in a way no bucket can be blamed for."""
+    page = _page(*buckets)
+    data = page["data"]
+    if how == "start-missing":
+        del data[3]["start_time"]
+    elif how == "results-object":
+        data[3]["results"] = {}
+    elif how == "unaligned":
+        data[3]["start_time"] += 60
+    elif how == "out-of-range":
+        data[3]["start_time"] = T0 - DAY
+    elif how == "bucket-number":
+        data[3] = 5
+    elif how == "served-twice":
+        data[3]["start_time"] = data[1]["start_time"]  # the rejected bucket's day
+    elif how == "has-more-missing":
+        del page["has_more"]
+    elif how == "data-object":
+        page["data"] = {"0": data[0]}
+    elif how == "truncated":
+        return Fault(status=200, body=json.dumps(page).encode()[:-40])
+    return Fault.wrong_shape(page)
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("start-missing", "GET /organization/costs: data[3].start_time: missing"),
+        (
+            "results-object",
+            "GET /organization/costs: data[3].results: expected an array, got dict",
+        ),
+        (
+            "unaligned",
+            f"GET /organization/costs: data[3].start_time: {T0 + 3 * DAY + 60} is "
+            "not 00:00 UTC",
+        ),
+        (
+            "out-of-range",
+            f"GET /organization/costs: data[3].start_time: {T0 - DAY} is outside the "
+            f"requested {T0}..{T0 + 6 * DAY}",
+        ),
+        ("bucket-number", "GET /organization/costs: data[3]: expected an object"),
+        (
+            "served-twice",
+            f"GET /organization/costs: data[3]: bucket {T0 + DAY} served twice",
+        ),
+        ("has-more-missing", "GET /organization/costs.has_more: missing"),
+        ("data-object", "GET /organization/costs.data: expected an array, got dict"),
+        ("truncated", "GET /organization/costs: the answer is not valid JSON"),
+    ],
+)
+def test_broken_envelope_still_fails_the_fetch(
+    org: FakeOpenAI, session: requests.Session, how: str, message: str
+) -> None:
+    """A broken page or bucket envelope fails the data set even with a list; the
+    bad result it also holds (day 1) is not reported, since no page was whole."""
+    buckets = _month(6)
+    buckets[1]["results"][0]["amount"]["value"] = "abc"
+    org.inject(_broken_envelope(buckets, how), path_prefix=COSTS)
+    rejected: list[Rejected] = []
+    with pytest.raises(BadResponse) as info:
+        _costs(_client(org, session), T0, T0 + 6 * DAY, rejected)
+    assert str(info.value).startswith(message), str(info.value)
+    assert rejected == []
+
+
+def test_rejected_bucket_does_not_affect_the_next_page(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """A day rejected on page one is listed with that page; page two comes whole,
+    and its own bad day is listed with it, under its own index and day."""
+    buckets = _month(6)
+    buckets[1]["results"][4]["amount"]["value"] = "1,5"
+    buckets[5]["results"][0]["object"] = "bucket"
+    org.inject(
+        Fault.wrong_shape(_page(*buckets[:3], next_page="page_two")), path_prefix=COSTS
+    )
+    org.inject(Fault.wrong_shape(_page(*buckets[3:])), path_prefix=COSTS)
+    rejected: list[Rejected] = []
+    pages = _client(org, session).api.fetch_costs(T0, T0 + 6 * DAY, rejected)
+    day_one = Rejected(
+        T0 + DAY,
+        COSTS,
+        "data[1].results[4].amount.value",
+        "expected a number or a decimal string, got '1,5'",
+    )
+    assert next(pages) == _lines_of([buckets[0], buckets[2]])
+    assert rejected == [day_one]
+    assert next(pages) == _lines_of(buckets[3:5])
+    assert rejected == [
+        day_one,
+        Rejected(
+            T0 + 5 * DAY,
+            COSTS,
+            "data[2].results[0].object",
+            "expected organization.costs.result, got 'bucket'",
+        ),
+    ]
+    assert next(pages, None) is None
+    assert [r.param("page") for r in org.requests_to(COSTS)] == [None, "page_two"]
+
+
+def test_rejected_bucket_beyond_the_window_end_is_ignored(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """A bad day the API already has past the window's end is neither a line nor
+    a rejection: it is outside what was asked for."""
+    buckets = _month(3)
+    buckets[2]["results"][0]["amount"]["value"] = "abc"
+    org.inject(Fault.wrong_shape(_page(*buckets)), path_prefix=COSTS)
+    rejected: list[Rejected] = []
+    lines = _costs(_client(org, session), T0, T0 + 2 * DAY, rejected)
+    assert lines == _lines_of(buckets[:2])
+    assert rejected == []
+
+
+def _usage_result(**changes: Any) -> dict[str, Any]:
+    """Return a valid completions usage result with `changes` applied."""
+    return {
+        "object": "organization.usage.completions.result",
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "input_cached_tokens": 10,
+        "num_model_requests": 2,
+        "project_id": "proj_a",
+        "model": "gpt-4o",
+        "batch": False,
+        **changes,
+    }
+
+
+@pytest.mark.parametrize(
+    ("width", "step", "change", "field", "reason"),
+    [
+        ("1d", DAY, {"input_tokens": "100"}, "input_tokens", "expected a number"),
+        (
+            "1h",
+            3600,
+            {"input_cached_tokens": [1]},
+            "input_cached_tokens",
+            "expected a number, got [1]",
+        ),
+        ("1h", 3600, {"num_model_requests": None}, "num_model_requests", "missing"),
+        ("1d", DAY, {"batch": 1}, "batch", "expected a string or null, got 1"),
+    ],
+)
+def test_bad_usage_result_withholds_only_its_bucket(
+    org: FakeOpenAI,
+    session: requests.Session,
+    width: str,
+    step: int,
+    change: dict[str, Any],
+    field: str,
+    reason: str,
+) -> None:
+    """A counter of the wrong type withholds its usage bucket only."""
+    buckets: list[dict[str, Any]] = [
+        {
+            "object": "bucket",
+            "start_time": T0 + k * step,
+            "end_time": T0 + (k + 1) * step,
+            "results": [_usage_result(model=m) for m in ("gpt-4o", "gpt-4o-mini")],
+        }
+        for k in range(6)
+    ]
+    buckets[2]["results"][1] = _usage_result(**change)
+    org.inject(Fault.wrong_shape(_page(*buckets)), path_prefix=USAGE)
+    rejected: list[Rejected] = []
+    api = _client(org, session).api
+    pages = api.fetch_usage(
+        "completions", T0, T0 + 6 * step, width, COMPLETIONS_GROUP_BY, rejected
+    )
+    lines: list[UsageLine] = [line for page in pages for line in page]
+    assert sorted({line.start for line in lines}) == [
+        T0 + k * step for k in range(6) if k != 2
+    ]
+    assert len(lines) == 5 * 2
+    (only,) = rejected
+    assert (only.start, only.endpoint, only.path) == (
+        T0 + 2 * step,
+        USAGE,
+        f"data[2].results[1].{field}",
+    )
+    assert only.reason.startswith(reason), only.reason
+
+
+def test_bad_usage_result_without_a_list_fails_the_fetch(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """Without a list, a bad usage counter fails the fetch, naming its path."""
+    bucket = {"object": "bucket", "start_time": T0, "end_time": T0 + DAY}
+    bucket["results"] = [_usage_result(output_tokens=True)]
+    org.inject(Fault.wrong_shape(_page(bucket)), path_prefix=USAGE)
+    api = _client(org, session).api
+    with pytest.raises(BadResponse) as info:
+        list(api.fetch_usage("completions", T0, T0 + DAY, "1d", COMPLETIONS_GROUP_BY))
+    assert str(info.value) == (
+        "GET /organization/usage/completions: data[0].results[0].output_tokens: "
+        "expected a number, got True"
+    )
+
+
 _BAD_PROJECTS: list[tuple[str, Fault, str]] = [
     (
         "not-json",
@@ -647,13 +969,20 @@ def test_429_beyond_budget_gives_up(org: FakeOpenAI, session: requests.Session) 
 def test_auth_rejected_without_retry(
     org: FakeOpenAI, session: requests.Session, fault: Fault
 ) -> None:
-    """401 and 403 raise AuthRejected at once; the message never holds the key."""
+    """401 and 403 raise AuthRejected at once, each naming the URL and what to do;
+    the message never holds the key."""
     org.inject(fault, path_prefix=PROJECTS)
     client = _client(org, session)
     with pytest.raises(AuthRejected) as info:
         client.api.fetch_projects()
+    hint = {
+        401: "check OPENAI_ADMIN_KEY: it must be an admin key (sk-admin-...) of this "
+        "organization, not revoked",
+        403: "the key lacks access: use an admin key of an organization owner",
+    }[fault.status]
     assert str(info.value) == (
-        f"GET /organization/projects: admin key rejected (HTTP {fault.status})"
+        f"GET /organization/projects: admin key rejected (HTTP {fault.status}) by "
+        f"{org.base_url}/organization/projects; {hint}"
     )
     assert KEY not in str(info.value) and KEY not in repr(info.value)
     assert len(org.requests_to(PROJECTS)) == 1
@@ -668,7 +997,7 @@ def test_wrong_key_rejected(org: FakeOpenAI, session: requests.Session) -> None:
     with pytest.raises(AuthRejected) as info:
         _costs(client, T0, T0 + DAY)
     assert wrong not in str(info.value) and KEY not in str(info.value)
-    assert "sk-admin" not in str(info.value)
+    assert "sk-admin-" not in str(info.value).replace("(sk-admin-...)", "")
     assert len(org.requests_to(COSTS)) == 1
 
 
@@ -770,8 +1099,13 @@ def test_connection_refused_is_transient(session: requests.Session) -> None:
         retrying=lambda: retry_policy(60, stop, sleep=sleeps.append, max_attempts=2),
         stop=stop,
     )
-    with pytest.raises(Transient, match=r"cannot connect \(connection refused\)$"):
+    with pytest.raises(Transient) as info:
         api.fetch_projects()
+    assert str(info.value) == (
+        f"GET /organization/projects: cannot connect (connection refused) to "
+        f"{base_url}/organization/projects; check that the server runs and the "
+        "URL's host and port"
+    )
     assert len(sleeps) == 1
 
 
@@ -1090,3 +1424,68 @@ def test_parse_projects_page_rejects(body: Any, message: str) -> None:
     with pytest.raises(BadResponse) as info:
         parse_projects_page(body, "GET /p")
     assert str(info.value).startswith(message), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("bucket", "path"),
+    [
+        ("x", None),
+        ({"results": []}, None),
+        ({"start_time": T0 + 1, "results": []}, None),
+        ({"start_time": T0, "results": {}}, None),
+        (_bucket(results=[5]), "results[0]"),
+        (
+            _bucket(
+                results=[_result(), _result(amount={"value": "x", "currency": "usd"})]
+            ),
+            "results[1].amount.value",
+        ),
+        (_bucket(results=[_result(line_item=["a"])]), "results[0].line_item"),
+        (_bucket(results=[_result(object=None)]), "results[0].object"),
+    ],
+)
+def test_parse_cost_bucket_tells_a_bad_result_from_a_bad_envelope(
+    bucket: Any, path: str | None
+) -> None:
+    """A bad result raises BadResult with the day and its path in the bucket; a bad
+    envelope raises a BadField that no bucket can be blamed for."""
+    with pytest.raises(BadResponse) as info:
+        parse_cost_bucket(bucket, "w")
+    error = info.value
+    if path is None:
+        assert isinstance(error, BadField) and not isinstance(error, BadResult)
+        assert str(error) == f"{error.path}: {error.reason}"
+    else:
+        assert isinstance(error, BadResult)
+        assert (error.start, error.path) == (T0, path)
+        assert str(error) == f"w.{path}: {error.reason}"
+
+
+@pytest.mark.parametrize(
+    ("bucket", "path"),
+    [
+        ({"start_time": T0 + 60, "results": []}, None),
+        ({"start_time": T0}, None),
+        ({"start_time": T0, "results": [{"object": "x"}]}, "results[0].object"),
+        (
+            {"start_time": T0, "results": [_usage_result(input_tokens=math.inf)]},
+            "results[0].input_tokens",
+        ),
+        (
+            {"start_time": T0, "results": [_usage_result(), _usage_result(model=3)]},
+            "results[1].model",
+        ),
+    ],
+)
+def test_parse_usage_bucket_tells_a_bad_result_from_a_bad_envelope(
+    bucket: Any, path: str | None
+) -> None:
+    """The usage parser draws the same line as the costs parser."""
+    with pytest.raises(BadResponse) as info:
+        parse_usage_bucket(bucket, "w", "completions", 3600)
+    error = info.value
+    if path is None:
+        assert not isinstance(error, BadResult)
+    else:
+        assert isinstance(error, BadResult)
+        assert (error.start, error.path) == (T0, path)

@@ -251,7 +251,7 @@ def test_vmauth_wrong_credentials(
     with pytest.raises(PushRejected) as info:
         client.vm.push([f"push_denied 1 {_day_ms(1)}\n".encode()])
     assert str(info.value) == (
-        f"{WHAT}: credentials rejected (HTTP 401); "
+        f"{WHAT}: credentials rejected (HTTP 401) by {vmauth.push_url}; "
         "check VM_USERNAME/VM_PASSWORD or VM_BEARER_TOKEN"
     )
     for secret in (PASSWORD, TOKEN, "wrong"):
@@ -274,12 +274,14 @@ def test_real_4xx_message(victoria: VictoriaMetrics, session: requests.Session) 
 
 def test_vm_down_is_unavailable(session: requests.Session) -> None:
     """A refused connection gives PushUnavailable after every attempt is used."""
-    client = _client(
-        session, f"http://127.0.0.1:{free_port()}/api/v1/import/prometheus"
-    )
+    url = f"http://127.0.0.1:{free_port()}/api/v1/import/prometheus"
+    client = _client(session, url)
     with pytest.raises(PushUnavailable) as info:
         client.vm.push([b"x 1\n"])
-    assert str(info.value) == f"{WHAT}: cannot connect (connection refused)"
+    assert str(info.value) == (
+        f"{WHAT}: cannot connect (connection refused) to {url}; check that the "
+        "server runs and the URL's host and port"
+    )
     assert len(client.sleeps) == 2
 
 
@@ -425,7 +427,7 @@ def test_chunks_are_separate_requests(
     assert stats.gzip_bytes == sum(len(s.body) for s in recorder.seen)
 
 
-@pytest.mark.parametrize("status", [400, 404, 413, 422])
+@pytest.mark.parametrize("status", [400, 404, 422])
 def test_4xx_rejected_with_trimmed_message(
     recorder: Recorder, session: requests.Session, status: int
 ) -> None:
@@ -464,11 +466,53 @@ def test_auth_status_rejected(
 def test_redirect_rejected(
     recorder: Recorder, session: requests.Session, status: int
 ) -> None:
-    """A redirect is not followed: PushRejected asks for the final URL."""
-    recorder.script = [Answer(status, headers=(("Location", recorder.url + "/x"),))]
-    with pytest.raises(PushRejected, match=rf"HTTP {status} redirect; set VM_PUSH_URL"):
-        _client(session, recorder.push_url).vm.push([b"x 1\n"])
+    """A redirect is not followed: PushRejected names its host, asks for the URL."""
+    location = f"https://elsewhere.example:8443/api/v1/import/prometheus?t={TOKEN}"
+    recorder.script = [Answer(status, headers=(("Location", location),))]
+    authorization = auth_header(None, None, Secret(TOKEN))
+    client = _client(session, recorder.push_url, authorization=authorization)
+    with pytest.raises(PushRejected) as info:
+        client.vm.push([b"x 1\n"])
+    assert str(info.value) == (
+        f"{WHAT}: HTTP {status} redirect to elsewhere.example:8443, not followed "
+        "(credentials go to no other host); set VM_PUSH_URL to the final import URL"
+    )
     assert len(recorder.seen) == 1
+    assert client.sleeps == []
+
+
+def test_relative_redirect_names_the_same_host(
+    recorder: Recorder, session: requests.Session
+) -> None:
+    """A relative Location points to the push URL's own host and port."""
+    recorder.script = [Answer(302, headers=(("Location", "/other"),))]
+    with pytest.raises(PushRejected) as info:
+        _client(session, recorder.push_url).vm.push([b"x 1\n"])
+    assert f"redirect to 127.0.0.1:{recorder.server_address[1]}," in str(info.value)
+    assert len(recorder.seen) == 1
+
+
+def test_413_names_the_size_and_the_limit(
+    recorder: Recorder, session: requests.Session
+) -> None:
+    """A 413 says how large the body was and which limit to raise; no retry."""
+    recorder.script = [Answer(413, b"<html>413 Request Entity Too Large</html>")]
+    chunk = b"".join(
+        f'push_big{{i="{i}"}} 1 1700000000000\n'.encode() for i in range(3000)
+    )
+    client = _client(session, recorder.push_url)
+    with pytest.raises(PushRejected) as info:
+        client.vm.push([chunk])
+    gzipped = len(recorder.seen[0].body)
+    assert str(info.value) == (
+        f"{WHAT}: HTTP 413, body too large: the server refused "
+        f"{gzipped / 1024:.1f} KiB of gzip ({len(chunk) / 1024:.1f} KiB of text); "
+        "raise the request size limit of what answered (a proxy's body limit such "
+        "as nginx client_max_body_size, or VictoriaMetrics -maxInsertRequestSize): "
+        "<html>413 Request Entity Too Large</html>"
+    )
+    assert len(recorder.seen) == 1
+    assert client.sleeps == []
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])

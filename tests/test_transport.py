@@ -31,6 +31,7 @@ import urllib3.exceptions
 from requests.structures import CaseInsensitiveDict
 from tenacity import Retrying
 
+from openai_cost_pusher import transport
 from openai_cost_pusher.errors import (
     AuthRejected,
     BadResponse,
@@ -43,11 +44,16 @@ from openai_cost_pusher.errors import (
     Transient,
 )
 from openai_cost_pusher.transport import (
+    ERROR_BODY_BYTES,
     MAX_ATTEMPTS,
     USER_AGENT,
     Timeouts,
+    display_url,
+    iter_body,
     make_session,
     parse_retry_after,
+    read_body,
+    redirect_target,
     retry_policy,
     send,
 )
@@ -55,6 +61,8 @@ from tests.procs import free_port
 
 SECRET = "sk-admin-SECRET-0123456789"
 URL = f"https://api.example.com/v1/organization/costs?start_time=1&key={SECRET}"
+SHOWN = "https://api.example.com/v1/organization/costs"
+"""`URL` as messages show it: no query, no credentials."""
 TIMEOUTS = Timeouts(connect=2.0, read=7.0)
 Unavailable = type[Transient] | type[PushUnavailable]
 
@@ -113,10 +121,13 @@ def _instance(cls: type[Exception]) -> Exception:
 # Expected start of the message after `what: ` for each `requests` exception.
 _MAPPED: dict[type[Exception], str] = {
     requests.exceptions.RequestException: "request failed (RequestException)",
-    requests.exceptions.ConnectionError: "cannot connect (ConnectionError)",
-    requests.exceptions.ProxyError: "cannot connect (ProxyError)",
-    requests.exceptions.SSLError: "cannot connect (SSLError)",
-    requests.exceptions.ConnectTimeout: "cannot connect within 2s",
+    requests.exceptions.ConnectionError: f"cannot connect (ConnectionError) to {SHOWN}",
+    requests.exceptions.ProxyError: f"cannot connect (ProxyError) to {SHOWN}",
+    requests.exceptions.SSLError: (
+        f"cannot connect (TLS error: SSLError) to {SHOWN}; check the URL's scheme "
+        "(http or https) and port, and the server's certificate"
+    ),
+    requests.exceptions.ConnectTimeout: f"cannot connect to {SHOWN} within 2s",
     requests.exceptions.ReadTimeout: "no answer within 7s",
     requests.exceptions.Timeout: "no answer within 7s",
     requests.exceptions.ChunkedEncodingError: "request failed (ChunkedEncodingError)",
@@ -141,11 +152,16 @@ _MAPPED: dict[type[Exception], str] = {
 
 
 def _assert_clean(message: str, what: str) -> None:
-    """Check that `message` is one line, names `what`, and leaks no URL or secret."""
+    """Check that `message` is one line, names `what`, and leaks no query or secret.
+
+    Connection failures name the URL, as `display_url` shows it: scheme, host, port
+    and path only.
+    """
     assert message.startswith(f"{what}: ")
     assert "\n" not in message and "\r" not in message
     assert SECRET not in message
-    assert "?" not in message and "http" not in message and "example.com" not in message
+    assert "?" not in message and "key=" not in message
+    assert "://" not in message.replace(SHOWN, "")
 
 
 # ------------------------------------------------------------------- error mapping
@@ -188,37 +204,48 @@ def test_send_maps_exception(
     assert getattr(info.value, "retry_after", "absent") is None
 
 
+_REFUSED = (
+    f"cannot connect (connection refused) to {SHOWN}; check that the server runs "
+    "and the URL's host and port"
+)
+_UNKNOWN_HOST = (
+    f"cannot connect (unknown host: DNS lookup failed) to {SHOWN}; check the host "
+    "name in the URL"
+)
+
+
 @pytest.mark.parametrize(
-    ("text", "reason"),
+    ("text", "expected"),
     [
         (
             "Failed to establish a new connection: [Errno 111] Connection refused",
-            "connection refused",
+            _REFUSED,
         ),
-        ("[Errno -2] Name or service not known", "name or service not known"),
+        ("[Errno -2] Name or service not known", _UNKNOWN_HOST),
+        ("[Errno -3] Temporary failure in name resolution", _UNKNOWN_HOST),
         (
-            "[Errno -3] Temporary failure in name resolution",
-            "temporary failure in name resolution",
+            "NameResolutionError(\"Failed to resolve 'api.example.com' ([Errno -5] "
+            'No address associated with hostname)")',
+            _UNKNOWN_HOST,
         ),
-        ("Read timed out.", "timed out"),
+        ("Read timed out.", f"cannot connect (timed out) to {SHOWN}"),
         (
             "('Connection aborted.', ConnectionResetError(104, 'Connection reset by "
             "peer'))",
-            "connection reset",
+            f"cannot connect (connection reset) to {SHOWN}",
         ),
         (
             "RemoteDisconnected('Remote end closed connection without response')",
-            "remote end closed connection",
+            f"cannot connect (remote end closed connection) to {SHOWN}",
         ),
-        ("[Errno 113] No route to host", "no route to host"),
         (
-            "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed",
-            "certificate verify failed",
+            "[Errno 113] No route to host",
+            f"cannot connect (no route to host) to {SHOWN}",
         ),
     ],
 )
-def test_send_names_known_reasons(text: str, reason: str) -> None:
-    """A known cause in the library's text becomes a short reason, without the URL."""
+def test_send_names_known_reasons(text: str, expected: str) -> None:
+    """Refused, unknown host and other known causes get distinct one-line messages."""
     error = requests.exceptions.ConnectionError(f"{_message('MaxRetryError')} {text}")
     with pytest.raises(PushUnavailable) as info:
         send(
@@ -230,7 +257,30 @@ def test_send_names_known_reasons(text: str, reason: str) -> None:
             unavailable=PushUnavailable,
             stop=threading.Event(),
         )
-    assert str(info.value) == f"push: cannot connect ({reason})"
+    assert str(info.value) == f"push: {expected}"
+    _assert_clean(str(info.value), "push")
+
+
+def test_send_names_tls_failures() -> None:
+    """A TLS failure says so, with the library's reason, the URL and what to check."""
+    error = requests.exceptions.SSLError(
+        f"{_message('SSLError')} [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+        "failed: self-signed certificate"
+    )
+    with pytest.raises(Transient) as info:
+        send(
+            StubSession(error=error),
+            "GET",
+            URL,
+            what="GET /x",
+            timeouts=TIMEOUTS,
+            unavailable=Transient,
+            stop=threading.Event(),
+        )
+    assert str(info.value) == (
+        f"GET /x: cannot connect (TLS error: certificate verify failed) to {SHOWN}; "
+        "check the URL's scheme (http or https) and port, and the server's certificate"
+    )
 
 
 @pytest.mark.parametrize("error", [ValueError("bug"), TypeError("bug"), KeyError("k")])
@@ -249,7 +299,8 @@ def test_send_lets_bugs_through(error: Exception) -> None:
 
 
 def test_send_passes_timeout_and_arguments() -> None:
-    """`send` always passes the `(connect, read)` timeout and forwards the rest."""
+    """`send` passes the `(connect, read)` timeout, streams, refuses redirects, and
+    forwards the rest."""
     resp = _response(204)
     session = StubSession(response=resp)
     got = send(
@@ -268,7 +319,13 @@ def test_send_passes_timeout_and_arguments() -> None:
         (
             "POST",
             "http://h/p",
-            {"timeout": (2.0, 7.0), "data": b"body", "headers": {"A": "b"}},
+            {
+                "timeout": (2.0, 7.0),
+                "stream": True,
+                "allow_redirects": False,
+                "data": b"body",
+                "headers": {"A": "b"},
+            },
         )
     ]
 
@@ -336,20 +393,20 @@ def _raw_server() -> Iterator[Callable[[bytes | None], str]]:
     ("answer", "expected"),
     [
         (None, "no answer within 0.3s"),
-        (b"", "cannot connect (remote end closed connection)"),
-        (b"NOT HTTP\r\n\r\n", "cannot connect (ConnectionError)"),
+        (b"", "cannot connect (remote end closed connection) to {url}"),
+        (b"NOT HTTP\r\n\r\n", "cannot connect (ConnectionError) to {url}"),
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",
-            "request failed (ChunkedEncodingError)",
+            "the answer broke off (ChunkedEncodingError)",
         ),
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",
-            "request failed (ChunkedEncodingError)",
+            "the answer broke off (ChunkedEncodingError)",
         ),
         (
             b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
             b"Content-Length: 5\r\n\r\nabcde",
-            "request failed (ContentDecodingError)",
+            "the answer broke off (ContentDecodingError)",
         ),
     ],
     ids=["hang", "closed", "garbage", "truncated", "bad-chunk", "bad-gzip"],
@@ -359,6 +416,7 @@ def test_send_maps_real_failures(
 ) -> None:
     """Real broken answers from a socket server are mapped to `unavailable`."""
     url = raw_server(answer)
+    shown = url.split("?")[0]
     with requests.Session() as session, pytest.raises(Transient) as info:
         send(
             session,
@@ -369,8 +427,9 @@ def test_send_maps_real_failures(
             unavailable=Transient,
             stop=threading.Event(),
         )
-    _assert_clean(str(info.value), "GET /organization/costs")
-    assert str(info.value) == f"GET /organization/costs: {expected}"
+    message = str(info.value)
+    assert message == f"GET /organization/costs: {expected.format(url=shown)}"
+    assert SECRET not in message and "?" not in message and "\n" not in message
 
 
 def test_send_maps_connection_refused() -> None:
@@ -387,8 +446,11 @@ def test_send_maps_connection_refused() -> None:
             stop=threading.Event(),
             data=b"x 1\n",
         )
-    expected = "push to VictoriaMetrics: cannot connect (connection refused)"
-    assert str(info.value) == expected
+    shown = url.split("?")[0]
+    assert str(info.value) == (
+        f"push to VictoriaMetrics: cannot connect (connection refused) to {shown}; "
+        "check that the server runs and the URL's host and port"
+    )
 
 
 def test_raw_urllib3_error() -> None:
@@ -428,6 +490,161 @@ def test_timeouts_from_read(read: float, pair: tuple[float, float]) -> None:
     assert Timeouts.from_read(read).pair() == pair
 
 
+@pytest.mark.parametrize(
+    ("timeouts", "deadline"),
+    [
+        (Timeouts.from_read(30.0), 120.0),
+        (Timeouts.from_read(0.5), 2.0),
+        (Timeouts(connect=1.0, read=0.25), 1.25),
+    ],
+)
+def test_the_deadline_is_four_reads(timeouts: Timeouts, deadline: float) -> None:
+    """A whole call may take 4 x HTTP_TIMEOUT (and never less than connect + read)."""
+    assert timeouts.deadline == deadline
+
+
+def test_make_session_mounts_the_watched_adapter() -> None:
+    """Sessions from make_session open connections the deadline watchdog can cut."""
+    with make_session() as session:
+        for prefix in ("http://", "https://"):
+            adapter = session.get_adapter(prefix + "example.com")
+            assert isinstance(adapter, transport._WatchedAdapter)
+            pools = adapter.poolmanager.pool_classes_by_scheme
+            assert pools == transport._WATCHED_POOLS
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (URL, SHOWN),
+        (
+            "http://user:pw@vm:8428/api/v1/import/prometheus",
+            "http://vm:8428/api/v1/import/prometheus",
+        ),
+        ("https://[::1]:8443/x?token=t#frag", "https://[::1]:8443/x"),
+        ("http://host:99999/x", "the configured URL"),
+    ],
+)
+def test_display_url_drops_credentials_and_query(url: str, shown: str) -> None:
+    """Messages show scheme, host, port and path; never user info or a query."""
+    assert display_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("location", "target"),
+    [
+        ("https://evil.example/steal?key=x", "evil.example"),
+        ("http://other:8080/v1", "other:8080"),
+        ("/v2/organization/costs", "api.example.com"),
+        ("", "no location given"),
+        ("http://[::1/x", "an unreadable location"),
+    ],
+)
+def test_redirect_target_names_the_host(location: str, target: str) -> None:
+    """The target host of a redirect, relative ones resolved against the request."""
+    resp = _response(302)
+    resp.url = "https://api.example.com/v1/organization/costs"
+    if location:
+        resp.headers["Location"] = location
+    assert redirect_target(resp) == target
+
+
+def _body_server(status: int, size: int) -> tuple[str, socket.socket]:
+    """Serve one answer of `size` bytes on 127.0.0.1; return its URL and socket."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(5)
+
+    def run() -> None:
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(65536)
+            head = f"HTTP/1.1 {status} X\r\nContent-Length: {size}\r\n\r\n"
+            try:
+                conn.sendall(head.encode())
+                for _ in range(size // 65536):
+                    conn.sendall(b"y" * 65536)
+            except OSError:
+                pass  # the client closed early: expected
+
+    threading.Thread(target=run, daemon=True).start()
+    return f"http://127.0.0.1:{srv.getsockname()[1]}/x", srv
+
+
+def test_an_error_body_is_read_up_to_its_cap() -> None:
+    """A 4 MiB error body is read to 64 KiB and the connection closed, not drained."""
+    url, srv = _body_server(400, 4 << 20)
+    with srv, make_session() as session:
+        resp = send(
+            session,
+            "GET",
+            url,
+            what="GET /x",
+            timeouts=Timeouts(1.0, 1.0),
+            unavailable=Transient,
+            stop=threading.Event(),
+            stream=True,
+        )
+        assert resp.status_code == 400
+        assert resp.content == b"y" * ERROR_BODY_BYTES
+        assert len(resp.text) == ERROR_BODY_BYTES
+
+
+def test_a_large_success_body_not_streamed_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A success the caller reads whole may be 16 MiB at most (lowered here)."""
+    monkeypatch.setattr(transport, "MAX_BODY_BYTES", 1 << 20)
+    url, srv = _body_server(200, 2 << 20)
+    with srv, make_session() as session, pytest.raises(PushUnavailable) as info:
+        send(
+            session,
+            "GET",
+            url,
+            what="dedup check",
+            timeouts=Timeouts(1.0, 1.0),
+            unavailable=PushUnavailable,
+            stop=threading.Event(),
+        )
+    assert str(info.value) == (
+        "dedup check: the answer is larger than 1 MiB, more than any answer this "
+        "client asks for; check the URL"
+    )
+
+
+def test_read_body_tells_whole_from_cut() -> None:
+    """read_body returns at most `limit` bytes and whether the body ended there."""
+    for limit, whole in ((1 << 20, True), (1000, False)):
+        url, srv = _body_server(200, 65536 * 4)
+        with srv, make_session() as session:
+            resp = send(
+                session,
+                "GET",
+                url,
+                what="GET /x",
+                timeouts=Timeouts(1.0, 1.0),
+                unavailable=Transient,
+                stop=threading.Event(),
+                stream=True,
+            )
+            body, complete = read_body(
+                resp, limit=limit, what="GET /x", unavailable=Transient
+            )
+            assert complete is whole
+            assert body == b"y" * min(limit, 65536 * 4)
+
+
+def test_iter_body_of_a_hand_made_response_has_no_deadline() -> None:
+    """iter_body works on responses `send` did not make (no guard): plain chunks."""
+    url, srv = _body_server(200, 65536)
+    with srv, requests.Session() as session:
+        resp = session.get(url, stream=True, timeout=(1.0, 1.0))
+        chunks = list(iter_body(resp, what="GET /x", unavailable=Transient))
+    assert b"".join(chunks) == b"y" * 65536
+
+
 # ------------------------------------------------------------------- Retry-After
 
 
@@ -442,6 +659,9 @@ def test_timeouts_from_read(read: float, pair: tuple[float, float]) -> None:
         ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
         ({"Retry-After": ""}, None),
         ({"Retry-After": "soon"}, None),
+        ({"Retry-After": "inf"}, None),
+        ({"Retry-After": "nan"}, None),
+        ({"Retry-After": "1e999"}, None),
         ({}, None),
         ({"Content-Type": "application/json"}, None),
         (CaseInsensitiveDict({"retry-after": "4"}), 4.0),
@@ -568,16 +788,36 @@ def test_default_max_attempts() -> None:
     assert script.calls == MAX_ATTEMPTS == 8
 
 
-@pytest.mark.parametrize("retry_after", [10.0, 60.0, float("inf")])
-def test_stops_before_a_wait_past_the_budget(retry_after: float) -> None:
-    """A wait that would end past the budget is not started: the error is raised."""
+@pytest.mark.parametrize("cls", [Transient, PushUnavailable])
+@pytest.mark.parametrize("retry_after", [10.5, 60.0, 3600.0])
+def test_stops_before_a_wait_past_the_budget(
+    retry_after: float, cls: Unavailable
+) -> None:
+    """A Retry-After past the budget ends the call at once, naming RETRY_BUDGET."""
     sleeps: list[float] = []
-    error = Transient("HTTP 429", retry_after=retry_after)
+    error = cls("GET /x: HTTP 429", retry_after=retry_after)
     script = Script(error)
-    with pytest.raises(Transient) as info:
+    with pytest.raises(cls) as info:
         _policy(sleeps, budget=10.0)(script)
-    assert info.value is error
+    assert str(info.value) == (
+        f"GET /x: HTTP 429; the server asks to retry after {retry_after:g}s "
+        "(Retry-After), more than the 10s left of RETRY_BUDGET (10s): gave up; "
+        f"raise RETRY_BUDGET above {retry_after:g}s to wait it out"
+    )
+    assert getattr(info.value, "retry_after", None) == retry_after
+    assert info.value.__cause__ is error
     assert script.calls == 1
+    assert sleeps == []
+
+
+def test_a_backoff_past_the_budget_keeps_the_error() -> None:
+    """Without Retry-After, running out of budget re-raises the last error as is."""
+    sleeps: list[float] = []
+    error = Transient("GET /x: HTTP 500")
+    script = Script(error, error)
+    with pytest.raises(Transient) as info:
+        _policy(sleeps, budget=0.4)(script)
+    assert info.value is error
     assert sleeps == []
 
 

@@ -240,7 +240,7 @@ def test_daily_usage_lands_exactly_and_survives_a_restart(
     pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
     report = pusher.run_cycle()
     assert report.ok, report.error
-    expected = expected_series(fake, today - 29 * DAY, "1d")
+    expected = expected_series(fake, today - 30 * DAY, "1d")
     assert stored_series(vm) == pytest.approx(expected, rel=1e-12)
     # new token fields become new types; the zero counter is a real zero
     types = {dict(k[1]).get("type") for k in expected if k[0] == "openai_usage_tokens"}
@@ -285,7 +285,7 @@ def test_revised_buckets_replace_old_ones(
     clock.now += 900
     assert pusher.run_cycle().ok
     assert stored_series(vm) == pytest.approx(
-        expected_series(fake, today - 29 * DAY, "1d"), rel=1e-12
+        expected_series(fake, today - 30 * DAY, "1d"), rel=1e-12
     )
 
 
@@ -298,7 +298,8 @@ def test_hourly_buckets_sum_to_the_daily_totals(
     pusher = make_pusher(fake, vm.push_url, clock, usage=_plan("1h"))
     report = pusher.run_cycle()
     assert report.ok, report.error
-    assert report.get("usage").window.start == int(clock.now) // 3600 * 3600 - 71 * 3600
+    # 72 complete hours before the current one, and the current one
+    assert report.get("usage").window.start == int(clock.now) // 3600 * 3600 - 72 * 3600
     hourly = stored_series(vm)
     assert hourly == pytest.approx(
         expected_series(fake, report.get("usage").window.start, "1h"), rel=1e-12
@@ -318,28 +319,24 @@ def test_hourly_buckets_sum_to_the_daily_totals(
 
 
 @pytest.mark.parametrize(
-    ("result", "message"),
+    ("result", "reason"),
     [
-        (
-            {"output_tokens": 1, "num_model_requests": 1},
-            "GET /organization/usage/completions: data[0].results[0].input_tokens: "
-            "missing",
-        ),
+        ({"output_tokens": 1, "num_model_requests": 1}, "missing"),
         (
             {"input_tokens": "12", "output_tokens": 1, "num_model_requests": 1},
-            "GET /organization/usage/completions: data[0].results[0].input_tokens: "
             "expected a number",
         ),
     ],
 )
-def test_bad_usage_fails_usage_only(
+def test_a_bad_usage_result_withholds_its_day_only(
     fake: FakeOpenAI,
     vm: VictoriaMetrics,
     clock: Clock,
     result: dict[str, Any],
-    message: str,
+    reason: str,
 ) -> None:
-    """A usage answer missing a required field fails usage; costs still land."""
+    """A usage result missing a required field withholds its bucket's day, named
+    with endpoint and path; costs land, and the day is counted as rejected."""
     today = _today(clock)
     fake.add_project("proj_a", "A")
     fake.set_cost(today, "proj_a", "x", 2.0)
@@ -372,10 +369,13 @@ def test_bad_usage_fails_usage_only(
     pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
     report = pusher.run_cycle()
     assert report.get("costs").ok
-    assert not report.get("usage").ok
-    assert report.get("usage").error == message or (
-        report.get("usage").error or ""
-    ).startswith(message)
+    usage = report.get("usage")
+    assert usage.ok
+    [bad] = usage.rejected
+    assert (bad.start, bad.endpoint) == (today, "/organization/usage/completions")
+    assert bad.path == "data[0].results[0].input_tokens"
+    assert reason in bad.reason
+    assert pusher.stats.rejected_buckets == {"costs": 0, "usage": 1}
     assert vm.export('{__name__="openai_daily_cost"}')
     assert vm.export('{__name__=~"openai_usage_.*"}') == []
 

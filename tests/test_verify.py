@@ -12,7 +12,7 @@ import requests
 
 from openai_cost_pusher.model import CostLine, UsageLine
 from openai_cost_pusher.verify import Row, api_totals, compare, render_table, vm_totals
-from openai_cost_pusher.vmread import query_root, selector
+from openai_cost_pusher.vmread import Series, query_root, selector
 from tests.fake_openai import FakeOpenAI
 from tests.orgs import DAY, seed_odd_org
 from tests.test_cli import run_cli
@@ -37,6 +37,32 @@ D0 = 1_730_419_200
 def test_row_status(api: float | None, vm: float | None, status: str) -> None:
     """Values match within 1e-9 relative; one-sided values are missing or extra."""
     assert Row(D0, "p", "cost usd", api, vm).status == status
+
+
+@pytest.mark.parametrize(
+    ("api", "vm", "status"),
+    [
+        (2.0, 1.0, "arriving"),  # grew since the last push
+        (1.0, None, "arriving"),  # appeared since the last push
+        (1.0, 2.0, "different"),  # went down: never "arriving"
+        (None, 1.0, "extra"),
+        (1.0, 1.0, "ok"),
+    ],
+)
+def test_moving_day_status(api: float | None, vm: float | None, status: str) -> None:
+    """Today's value that grew since it was pushed is still arriving, not wrong."""
+    assert Row(D0, "p", "cost usd", api, vm, moving=True).status == status
+
+
+def test_compare_marks_only_days_from_moving_from() -> None:
+    """Only days at or after `moving_from` may be arriving; older ones differ."""
+    api = {(D0 - DAY, "p", "cost usd"): 2.0, (D0, "p", "cost usd"): 2.0}
+    vm = {(D0 - DAY, "p", "cost usd"): 1.0, (D0, "p", "cost usd"): 1.0}
+    assert [r.status for r in compare(api, vm, moving_from=D0)] == [
+        "different",
+        "arriving",
+    ]
+    assert [r.status for r in compare(api, vm)] == ["different", "different"]
 
 
 def test_totals_group_by_day_project_and_what() -> None:
@@ -210,3 +236,133 @@ def test_verify_fails_cleanly_when_victoriametrics_is_down(
     assert result.returncode == 1
     assert "read from VictoriaMetrics: cannot connect" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_verify_reports_todays_growth_as_still_arriving(
+    tmp_path: Path, live_fake: FakeOpenAI, vm: VictoriaMetrics
+) -> None:
+    """Today's cost that grew since the push is "still arriving" (exit 0); a cost
+    that went down is a difference (exit 1)."""
+    today = int(time.time()) // DAY * DAY
+    seed_odd_org(live_fake, today, days_back=3)
+    env = _env(live_fake, vm)
+    assert run_cli(["--once"], tmp_path, env).returncode == 0
+    vm.flush()
+    costs = live_fake.costs()
+    (key, value) = next((k, v) for k, v in costs.items() if k[0] == today)
+    day, pid, item, currency = key
+    live_fake.set_cost(day, pid, item, value + 5.0, currency)
+    grown = run_cli(["verify", "--include-today", "--days", "2"], tmp_path, env)
+    assert grown.returncode == 0, grown.stdout + grown.stderr
+    assert "1 still arriving (today)" in grown.stdout
+    assert "arriving" in grown.stdout.splitlines()[-2]  # the row is shown
+    without_today = run_cli(["verify", "--days", "2"], tmp_path, env)
+    assert without_today.returncode == 0, without_today.stdout
+    assert "arriving" not in without_today.stdout
+    live_fake.set_cost(day, pid, item, value / 2, currency)
+    shrunk = run_cli(["verify", "--include-today", "--days", "2"], tmp_path, env)
+    assert shrunk.returncode == 1, shrunk.stdout
+    assert "1 different" in shrunk.stdout
+
+
+@pytest.mark.parametrize("days", ["1", "30"])
+def test_verify_passes_right_after_a_default_demo_backfill(
+    tmp_path: Path, vm: VictoriaMetrics, days: str
+) -> None:
+    """The default backfill is 30 complete days plus today: `verify --days N`
+    passes for every N up to 30, with or without today."""
+    env = {"VM_PUSH_URL": vm.push_url}
+    assert run_cli(["--demo", "--once"], tmp_path, env).returncode == 0
+    vm.flush()
+    for extra in ([], ["--include-today", "--all"]):
+        result = run_cli(["verify", "--demo", "--days", days, *extra], tmp_path, env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert " 0 different, 0 missing in VictoriaMetrics" in result.stdout
+
+
+def _cost_series(
+    project: str, points: dict[int, float], item: str = "a"
+) -> tuple[tuple[tuple[str, str], ...], dict[int, float]]:
+    labels = {
+        "__name__": "openai_daily_cost",
+        "currency": "usd",
+        "job": "j",
+        "line_item": item,
+        "project": project,
+        "project_id": "p",
+    }
+    return tuple(sorted(labels.items())), points
+
+
+def test_vm_totals_count_a_renamed_projects_day_once() -> None:
+    """Series that differ only in `project` are one series: per day the newest
+    name's value counts (the one holding the latest sample), never the sum."""
+    ms = 1000
+    series = [
+        _cost_series("old", {(D0 - DAY) * ms: 5.0, D0 * ms: 6.0}),
+        _cost_series("new", {D0 * ms: 7.0, (D0 + DAY) * ms: 8.0}),
+        _cost_series("new", {D0 * ms: 1.0}, item="b"),
+    ]
+    assert vm_totals(series) == {
+        (D0 - DAY, "p", "cost usd"): 5.0,  # only the old name holds it
+        (D0, "p", "cost usd"): 7.0 + 1.0,  # the new name's, summed over items
+        (D0 + DAY, "p", "cost usd"): 8.0,
+    }
+
+
+def test_vm_totals_count_a_renamed_projects_token_bucket_once() -> None:
+    """Token buckets follow the same rule, per bucket: an hourly series renamed
+    in the middle of a day counts each bucket once."""
+
+    def tokens(project: str, points: dict[int, float]) -> Series:
+        labels = {
+            "__name__": "openai_usage_tokens",
+            "operation": "completions",
+            "project": project,
+            "project_id": "p",
+            "type": "input",
+        }
+        return tuple(sorted(labels.items())), points
+
+    hour = 3600 * 1000
+    d0 = D0 * 1000
+    series = [
+        tokens("unknown", {d0: 1.0, d0 + hour: 2.0}),
+        tokens("named", {d0 + hour: 2.0, d0 + 2 * hour: 4.0}),
+    ]
+    assert vm_totals(series) == {(D0, "p", "tokens completions input"): 7.0}
+
+
+def test_verify_counts_a_renamed_projects_days_once(
+    tmp_path: Path, live_fake: FakeOpenAI, vm: VictoriaMetrics
+) -> None:
+    """A project renamed, and one first pushed as `unknown`, hold every backfilled
+    day under two names in VictoriaMetrics; verify counts each day once (exit 0)."""
+    today = int(time.time()) // DAY * DAY
+    live_fake.add_project("proj_renamed", "Before Rename")
+    for day in range(today - 5 * DAY, today + DAY, DAY):
+        live_fake.set_cost(day, "proj_renamed", "gpt-4o, input", 6.5)
+        live_fake.set_cost(day, "proj_renamed", "gpt-4o, output", 3.25)
+        live_fake.set_cost(day, "proj_late", "gpt-4o, input", 1.5)
+    env = {**_env(live_fake, vm), "BACKFILL_DAYS": "5", "USAGE_BUCKET_WIDTH": "off"}
+    assert run_cli(["--once"], tmp_path, env).returncode == 0  # proj_late: unknown
+    live_fake.add_project("proj_renamed", "After Rename")
+    live_fake.add_project("proj_late", "Late Project")
+    assert run_cli(["--once"], tmp_path, env).returncode == 0
+    vm.flush()
+    names = {
+        (s.metric["project_id"], s.metric["project"])
+        for s in vm.export('{__name__="openai_daily_cost"}')
+    }
+    assert names == {
+        ("proj_renamed", "before_rename"),
+        ("proj_renamed", "after_rename"),
+        ("proj_late", "unknown"),
+        ("proj_late", "late_project"),
+    }
+    result = run_cli(["verify", "--days", "5", "--all"], tmp_path, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "10 values: 10 equal, 0 different" in result.stdout
+    rows = [ln for ln in result.stdout.splitlines() if "(proj_renamed)" in ln]
+    assert len(rows) == 5
+    assert all(" 9.750000 " in row and row.endswith("ok") for row in rows)

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from openai_cost_pusher.window import DAY, Window, cycle_window, day_of, first_unpushed
+from openai_cost_pusher.window import (
+    DAY,
+    Window,
+    complete_days,
+    cycle_window,
+    day_of,
+    first_unpushed,
+)
 
 T0 = 1_730_419_200  # 2024-11-01 00:00 UTC
 NOW = T0 + 10 * 3600 + 17 * 60 + 3.25  # 10:17:03.25 on T0
@@ -56,22 +63,35 @@ def test_lookback_window(lookback: int) -> None:
 
 @pytest.mark.parametrize(("backfill", "lookback"), [(30, 3), (1, 1), (7, 3), (3, 3)])
 def test_first_cycle_backfills(backfill: int, lookback: int) -> None:
-    """The first cycle reaches back `backfill_days` days, today included."""
+    """The first cycle covers `backfill_days` complete days, plus today."""
     window = cycle_window(NOW, lookback, backfill, first_unpushed(NOW, backfill))
-    assert window == Window(start=T0 - (backfill - 1) * DAY, end=T0 + DAY)
-    assert window.days == backfill
+    assert window == Window(start=T0 - backfill * DAY, end=T0 + DAY)
+    assert window.days == backfill + 1
+
+
+@pytest.mark.parametrize("days", [1, 7, 30])
+def test_complete_days_after_a_backfill_were_all_pushed(days: int) -> None:
+    """`verify --days N` compares days the first cycle of a backfill of N pushed."""
+    pushed = cycle_window(NOW, 3, 30, first_unpushed(NOW, 30))
+    compared = complete_days(NOW, days)
+    assert compared == Window(T0 - days * DAY, T0)
+    assert pushed.start <= compared.start and compared.end <= pushed.end
+    with_today = complete_days(NOW, days, include_today=True)
+    assert with_today == Window(T0 - days * DAY, T0 + DAY)
 
 
 def test_first_unpushed_is_a_midnight() -> None:
     """The first-cycle marker is the 00:00 UTC of the oldest backfill day."""
-    assert first_unpushed(NOW, 30) == T0 - 29 * DAY
-    assert first_unpushed(NOW, 1) == T0
+    assert first_unpushed(NOW, 30) == T0 - 30 * DAY
+    assert first_unpushed(NOW, 1) == T0 - DAY
 
 
 def test_backfill_shorter_than_lookback_keeps_lookback() -> None:
     """A backfill shorter than the lookback never shrinks the window."""
     window = cycle_window(NOW, 7, 3, first_unpushed(NOW, 3))
     assert window == Window(start=T0 - 6 * DAY, end=T0 + DAY)
+    window = cycle_window(NOW, 4, 3, first_unpushed(NOW, 3))
+    assert window == Window(start=T0 - 3 * DAY, end=T0 + DAY)
 
 
 @pytest.mark.parametrize(
@@ -83,6 +103,7 @@ def test_backfill_shorter_than_lookback_keeps_lookback() -> None:
         (T0 - DAY, T0 - 2 * DAY),  # inside the lookback: lookback wins
         (T0, T0 - 2 * DAY),
         (T0 - 29 * DAY, T0 - 29 * DAY),
+        (T0 - 30 * DAY, T0 - 30 * DAY),
     ],
 )
 def test_healing_reaches_back_to_oldest_unpushed_day(
@@ -96,20 +117,21 @@ def test_healing_reaches_back_to_oldest_unpushed_day(
 @pytest.mark.parametrize(
     ("lookback", "backfill", "unpushed_from", "start"),
     [
-        (3, 30, T0 - 30 * DAY, T0 - 29 * DAY),
-        (3, 30, T0 - 400 * DAY, T0 - 29 * DAY),
+        (3, 30, T0 - 31 * DAY, T0 - 30 * DAY),
+        (3, 30, T0 - 400 * DAY, T0 - 30 * DAY),
         (40, 30, T0 - 100 * DAY, T0 - 39 * DAY),
-        (3, 3, T0 - 10 * DAY, T0 - 2 * DAY),
-        (1, 1, T0 - DAY, T0),
+        (3, 3, T0 - 10 * DAY, T0 - 3 * DAY),
+        (1, 1, T0 - 2 * DAY, T0 - DAY),
     ],
 )
 def test_healing_horizon(
     lookback: int, backfill: int, unpushed_from: int, start: int
 ) -> None:
-    """Healing never reaches further back than max(lookback, backfill) days."""
+    """Healing reaches back no further than the backfill (complete days plus today)
+    or the lookback, whichever is longer."""
     window = cycle_window(NOW, lookback, backfill, unpushed_from)
     assert window == Window(start=start, end=T0 + DAY)
-    assert window.days == max(lookback, backfill)
+    assert window.days == max(lookback, backfill + 1)
 
 
 @pytest.mark.parametrize("now", [T0, T0 + 0.001, T0 + DAY - 0.001])
@@ -138,10 +160,10 @@ def test_window_invariants(
     window = cycle_window(now, lookback, backfill, unpushed)
     assert window.end == today + DAY
     assert window.start % DAY == 0
-    assert lookback <= window.days <= max(lookback, backfill)
+    assert lookback <= window.days <= max(lookback, backfill + 1)
     assert window.start <= now < window.end
     assert today in window
-    if unpushed is not None and unpushed >= window.end - max(lookback, backfill) * DAY:
+    if unpushed is not None and unpushed >= today - max(lookback - 1, backfill) * DAY:
         assert window.start <= day_of(unpushed)
 
 

@@ -116,6 +116,16 @@ class VictoriaMetrics:
         """Stop the server by its process id."""
         self.process.stop()
 
+    def kill(self) -> None:
+        """Kill the server with SIGKILL by its process id: a crash."""
+        self.process.kill()
+
+    def restart(self) -> None:
+        """Start the server again on the same port and data folder."""
+        old = self.process
+        self.process = ServerProcess(old.name, old.args, old.log_path)
+        self.process.wait_http(f"{self.url}/health")
+
 
 class VmAgent:
     """A vmagent that forwards everything it receives to one VictoriaMetrics."""

@@ -1,0 +1,387 @@
+"""Pure parsers of Admin API answers: decoded JSON values in, typed records out.
+
+Each parser takes one value already decoded from JSON (a page's envelope, one costs or
+usage bucket, a project list page) and returns typed records, or raises `BadField` (a
+`BadResponse`) naming the JSON path of the first value that does not have the
+documented shape and what is wrong with it. Unknown fields are ignored. Pure: no I/O,
+no clock, no environment; `openai_api` fetches, streams and paginates.
+
+A bucket's envelope (an object with an integer, aligned `start_time` and a `results`
+array) is checked before any of its results. A bad value inside one result of a
+well-formed bucket raises `BadResult` instead, which carries the bucket's start and the
+path inside the bucket: the client can then withhold that one bucket (a UTC day for
+costs) rather than the whole data set. A bad envelope cannot be attributed to a bucket
+and stays a `BadField`.
+
+Strings holding lone surrogates (`"\\ud800"`, valid JSON but not UTF-8) are repaired
+with `?`, so that they cannot break the exposition later.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from openai_cost_pusher.errors import BadResponse
+from openai_cost_pusher.model import CostLine, Project, UsageLine
+
+DAY = 86_400
+MAX_CURSOR_CHARS = 4096
+
+_DECIMAL = re.compile(r"^-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?$")
+
+T = TypeVar("T")
+
+
+class BadField(BadResponse):
+    """A value of an answer does not have the documented shape.
+
+    `path` names the value (`GET /organization/costs.has_more`), `reason` says what is
+    wrong with it; the message is ``path: reason``.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class BadResult(BadResponse):
+    """A value inside one result of a well-formed bucket is bad: only that bucket is.
+
+    `start` is the bucket's start (Unix seconds), `path` the bad value's path inside
+    the bucket (`results[17].amount.value`), `reason` what is wrong with it. The
+    message is the bucket's `where`, the path and the reason, as for any bad field.
+    """
+
+    def __init__(self, where: str, start: int, path: str, reason: str) -> None:
+        super().__init__(f"{where}.{path}: {reason}")
+        self.start = start
+        self.path = path
+        self.reason = reason
+
+
+# -- fields ---------------------------------------------------------------------------
+
+
+def _field(obj: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in obj:
+        raise BadField(f"{where}.{key}", "missing")
+    return obj[key]
+
+
+def _object(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise BadField(where, f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise BadField(where, f"expected an array, got {type(value).__name__}")
+    return value
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadField(where, f"expected an integer, got {value!r:.40}")
+    return value
+
+
+def utf8(text: str) -> str:
+    """Return `text` with lone surrogates (valid JSON, not UTF-8) replaced by `?`."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def check_cursor(cursor: str, where: str) -> None:
+    """Refuse a cursor that cannot go back into a URL as it came."""
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise BadField(where, f"longer than {MAX_CURSOR_CHARS} characters")
+    if utf8(cursor) is not cursor:
+        raise BadField(where, "not valid UTF-8")
+
+
+def _opt_str(value: Any, where: str) -> str:
+    """Return a nullable string field as a label value: None becomes ``""``."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadField(where, f"expected a string or null, got {value!r:.40}")
+    return utf8(value)
+
+
+def parse_amount_value(value: Any, where: str) -> float:
+    """Return a cost amount given as a JSON number or as a decimal string."""
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:  # a JSON integer beyond the float range
+            number = None
+    elif isinstance(value, str) and _DECIMAL.match(value.strip()):
+        number = float(value.strip())
+    else:
+        number = None
+    if number is None or not math.isfinite(number):
+        raise BadField(
+            where, f"expected a number or a decimal string, got {value!r:.40}"
+        )
+    return number
+
+
+def _counter(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadField(where, f"expected a number, got {value!r:.40}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise BadField(where, "expected a finite number")
+    return number
+
+
+def _shared(cache: dict[Any, Any], value: T) -> T:
+    """Return the one stored copy of an equal immutable `value`."""
+    return cache.setdefault(value, value)  # type: ignore[no-any-return]
+
+
+# -- pages and buckets ----------------------------------------------------------------
+
+
+def parse_page(body: Any, where: str) -> tuple[list[Any], bool, str | None]:
+    """Return the buckets, `has_more` and `next_page` of a costs or usage page."""
+    page = _object(body, where)
+    data = _list(_field(page, "data", where), f"{where}.data")
+    has_more = _field(page, "has_more", where)
+    if not isinstance(has_more, bool):
+        raise BadField(f"{where}.has_more", "expected true or false")
+    next_page = page.get("next_page")
+    if next_page is not None and not isinstance(next_page, str):
+        raise BadField(f"{where}.next_page", "expected a string or null")
+    if next_page is not None:
+        check_cursor(next_page, f"{where}.next_page")
+    if has_more and not next_page:
+        raise BadField(f"{where}.next_page", "missing although has_more is true")
+    return data, has_more, next_page
+
+
+def _bucket(bucket: Any, where: str, step: int, aligned: str) -> tuple[int, list[Any]]:
+    """Return the start and the results of a bucket whose envelope is well formed."""
+    obj = _object(bucket, where)
+    start = _int(_field(obj, "start_time", where), f"{where}.start_time")
+    if start % step:
+        raise BadField(f"{where}.start_time", f"{start} is not {aligned}")
+    results = _list(_field(obj, "results", where), f"{where}.results")
+    return start, results
+
+
+def parse_cost_bucket(
+    bucket: Any, where: str, strings: dict[str, str] | None = None
+) -> tuple[int, list[CostLine]]:
+    """Return a costs bucket's day and its lines; results without an amount add 0.
+
+    Raises `BadField` for a bad envelope, `BadResult` (naming the day) for a bad
+    result. `strings` interns project ids, line items and currencies across buckets:
+    a large organization repeats the same few thousand strings hundreds of thousands
+    of times.
+    """
+    shared: dict[str, str] = {} if strings is None else strings
+    day, results = _bucket(bucket, where, DAY, "00:00 UTC")
+    lines = []
+    for i, item in enumerate(results):
+        try:
+            line = _cost_line(item, day, f"results[{i}]", shared)
+        except BadField as exc:
+            raise BadResult(where, day, exc.path, exc.reason) from None
+        if line is not None:
+            lines.append(line)
+    return day, lines
+
+
+def _cost_line(item: Any, day: int, at: str, shared: dict[str, str]) -> CostLine | None:
+    """Return one costs result as a line, or None when it has no amount."""
+    result = _object(item, at)
+    kind = result.get("object")
+    if kind != "organization.costs.result":
+        raise BadField(
+            f"{at}.object", f"expected organization.costs.result, got {kind!r:.60}"
+        )
+    amount = result.get("amount")
+    if amount is None:
+        return None  # optional in the spec: such a result carries no cost
+    amount = _object(amount, f"{at}.amount")
+    value = parse_amount_value(
+        _field(amount, "value", f"{at}.amount"), f"{at}.amount.value"
+    )
+    currency = _field(amount, "currency", f"{at}.amount")
+    if not isinstance(currency, str) or not currency:
+        raise BadField(f"{at}.amount.currency", "expected a currency code")
+    currency = utf8(currency)
+    project_id = _opt_str(result.get("project_id"), f"{at}.project_id")
+    line_item = _opt_str(result.get("line_item"), f"{at}.line_item")
+    return CostLine(
+        day=day,
+        project_id=shared.setdefault(project_id, project_id),
+        line_item=shared.setdefault(line_item, line_item),
+        currency=shared.setdefault(currency, currency),
+        value=value,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageKind:
+    """What one usage endpoint returns and how it may be grouped (the spec)."""
+
+    required: tuple[str, ...]
+    dims: tuple[str, ...]
+    group_by: tuple[str, ...]
+
+
+_PEOPLE = ("project_id", "user_id", "api_key_id", "model")
+USAGE_KINDS: dict[str, UsageKind] = {
+    "completions": UsageKind(
+        ("input_tokens", "output_tokens", "num_model_requests"),
+        (*_PEOPLE, "batch", "service_tier"),
+        ("project_id", "model", "batch"),
+    ),
+    "embeddings": UsageKind(
+        ("input_tokens", "num_model_requests"), _PEOPLE, ("project_id", "model")
+    ),
+    "moderations": UsageKind(
+        ("input_tokens", "num_model_requests"), _PEOPLE, ("project_id", "model")
+    ),
+    "images": UsageKind(
+        ("images", "num_model_requests"),
+        (*_PEOPLE, "size", "source"),
+        ("project_id", "model", "size", "source"),
+    ),
+    "audio_speeches": UsageKind(
+        ("characters", "num_model_requests"), _PEOPLE, ("project_id", "model")
+    ),
+    "audio_transcriptions": UsageKind(
+        ("seconds", "num_model_requests"), _PEOPLE, ("project_id", "model")
+    ),
+    "vector_stores": UsageKind(("usage_bytes",), ("project_id",), ("project_id",)),
+    "code_interpreter_sessions": UsageKind(
+        ("num_sessions",), ("project_id",), ("project_id",)
+    ),
+}
+"""The eight usage endpoints: required counters, dimensions, default grouping."""
+
+USAGE_COUNTERS = frozenset(
+    {
+        "num_model_requests",
+        "images",
+        "characters",
+        "seconds",
+        "usage_bytes",
+        "num_sessions",
+    }
+)
+"""Numeric fields other than `*_tokens` that are amounts (or, for bytes, a level)."""
+
+
+def parse_usage_bucket(
+    bucket: Any,
+    where: str,
+    kind: str,
+    step: int,
+    tuples: dict[Any, Any] | None = None,
+) -> tuple[int, list[UsageLine]]:
+    """Return a usage bucket's start and its lines, naming any bad field.
+
+    Required counters must be numbers; every other `*_tokens` field becomes a counter
+    too (new token types appear without a code change); unknown fields are ignored.
+    Raises `BadField` for a bad envelope, `BadResult` (naming the bucket) for a bad
+    result. `tuples` shares equal `dims` and `fields` tuples across buckets.
+    """
+    shared: dict[Any, Any] = {} if tuples is None else tuples
+    spec = USAGE_KINDS[kind]
+    expected = f"organization.usage.{kind}.result"
+    start, results = _bucket(bucket, where, step, "a bucket start")
+    lines = []
+    for i, item in enumerate(results):
+        at = f"results[{i}]"
+        try:
+            lines.append(_usage_line(item, start, at, kind, spec, expected, shared))
+        except BadField as exc:
+            raise BadResult(where, start, exc.path, exc.reason) from None
+    return start, lines
+
+
+def _usage_line(
+    item: Any,
+    start: int,
+    at: str,
+    kind: str,
+    spec: UsageKind,
+    expected: str,
+    shared: dict[Any, Any],
+) -> UsageLine:
+    """Return one usage result of endpoint `kind` as a line."""
+    result = _object(item, at)
+    if result.get("object") != expected:
+        raise BadField(
+            f"{at}.object", f"expected {expected}, got {result.get('object')!r:.60}"
+        )
+    fields: list[str] = []
+    values: list[float] = []
+    for name in spec.required:
+        value = result.get(name)
+        if value is None:
+            raise BadField(f"{at}.{name}", "missing")
+        fields.append(name)
+        values.append(_counter(value, f"{at}.{name}"))
+    for name, value in result.items():
+        if name in spec.required or value is None:
+            continue
+        if name.endswith("_tokens") or name in USAGE_COUNTERS:
+            fields.append(utf8(name))
+            values.append(_counter(value, f"{at}.{name}"))
+    dims = []
+    for dim in spec.dims:
+        raw = result.get(dim)
+        if dim == "batch" and isinstance(raw, bool):
+            text = "true" if raw else "false"
+        else:
+            text = _opt_str(raw, f"{at}.{dim}")
+        dims.append((dim, text))
+    return UsageLine(
+        start,
+        kind,
+        _shared(shared, tuple(dims)),
+        _shared(shared, tuple(fields)),
+        tuple(values),
+    )
+
+
+def parse_projects_page(body: Any, where: str) -> tuple[list[Project], bool]:
+    """Return the projects of one list page and `has_more`."""
+    page = _object(body, where)
+    data = _list(_field(page, "data", where), f"{where}.data")
+    has_more = _field(page, "has_more", where)
+    if not isinstance(has_more, bool):
+        raise BadField(f"{where}.has_more", "expected true or false")
+    projects = []
+    for i, item in enumerate(data):
+        at = f"{where}.data[{i}]"
+        obj = _object(item, at)
+        project_id = _field(obj, "id", at)
+        if not isinstance(project_id, str) or not project_id:
+            raise BadField(f"{at}.id", "expected a non-empty string")
+        name = obj.get("name")
+        if name is not None and not isinstance(name, str):
+            raise BadField(f"{at}.name", "expected a string or null")
+        archived = obj.get("archived_at") is not None or obj.get("status") == "archived"
+        projects.append(
+            Project(utf8(project_id), None if name is None else utf8(name), archived)
+        )
+    return projects, has_more
