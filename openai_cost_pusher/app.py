@@ -466,7 +466,8 @@ class Pusher:
                 if start in withheld:
                     continue  # a day is pushed whole or not at all
                 start, end = max(start, window.start), min(start + DAY, window.end)
-                counted = _Counting(ds.ledger.changed(samples(start, end), revisions))
+                day = list(samples(start, end))  # each sample built once
+                counted = _Counting(ds.ledger.changed(day, revisions))
                 try:
                     stats = self.sink.push(render_chunks(counted, self.chunk_bytes))
                 except CostPusherError as exc:
@@ -489,9 +490,7 @@ class Pusher:
                         ds.unpushed_from or window.start, window.start
                     )
                     return DatasetReport(ds.name, True, window, pushed, total)
-                revisions += ds.ledger.commit(
-                    samples(start, end), start * 1000, end * 1000
-                )
+                revisions += ds.ledger.commit(day, start * 1000, end * 1000)
                 if stats.where == STORED:
                     ds.pending.pushed(day_of(start), self.monotonic(), counted.count)
                 days += 1

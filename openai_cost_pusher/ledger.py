@@ -77,7 +77,7 @@ class Ledger:
         gone: list[Revision] = []
         for series, points in self._pushed.items():
             now_points = fresh.get(series)
-            for ts_ms, old in [p for p in points.items() if start_ms <= p[0] < end_ms]:
+            for ts_ms, old in list(points.items(start_ms, end_ms)):
                 if now_points is None or ts_ms not in now_points:
                     gone.append(Revision(*series, ts_ms, old, None))
                 del points[ts_ms]

@@ -36,7 +36,7 @@ from tests.orgs import (
     vm_costs,
 )
 from tests.test_cli import run_cli
-from tests.vm import VictoriaMetrics
+from tests.vm import VictoriaMetrics, VmAgent
 
 D0 = 1_730_419_200
 
@@ -342,3 +342,47 @@ def test_a_project_gone_from_the_list_keeps_its_name_across_a_restart(
         at=today + DAY - 1,
     )
     assert float(rows[0]["value"][1]) == 1.0
+
+
+def test_data_a_crashed_vmagent_lost_is_pushed_again_without_a_read_back(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock, tmp_path: Path
+) -> None:
+    """Through vmagent, whose remote is down: vmagent accepts the push, is killed
+    with SIGKILL and loses it. The pusher cannot read back through vmagent, says so,
+    and pushes each pushed day again within the next hour: the data lands once the
+    agent and its remote are back, with no pusher restart."""
+    today = int(clock.now) // DAY * DAY
+    seed_odd_org(fake, today, days_back=5)
+    expected = fake_costs(fake, today - 30 * DAY, today + DAY)
+    vm.kill()  # the agent's remote is down
+    agent = VmAgent(tmp_path, vm)
+    try:
+        mono = [1000.0]
+        stop = threading.Event()
+        pusher = make_pusher(fake, agent.push_url, clock)
+        pusher.reader = VmReader(
+            make_session(),
+            query_root(agent.push_url),  # vmagent has no export: refused
+            authorization=None,
+            timeouts=Timeouts(2.0, 5.0),
+            stop=stop,
+            retrying=lambda: retry_policy(5, stop),
+        )
+        pusher.monotonic = lambda: mono[0]
+        assert pusher.run_cycle().ok  # accepted by the agent
+        time.sleep(1.0)
+        agent.kill()
+        vm.restart()
+        agent.restart()
+        time.sleep(5.0)
+        assert len(vm_costs(vm)) < len(expected)  # the agent lost what it accepted
+        mono[0] += 60
+        clock.now += 900
+        again = pusher.run_cycle()
+        assert again.ok and pusher.reader is None
+        deadline = time.monotonic() + 30
+        while len(vm_costs(vm)) < len(expected) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert_equal_costs(expected, vm_costs(vm))
+    finally:
+        agent.stop()

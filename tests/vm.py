@@ -155,6 +155,16 @@ class VmAgent:
         """Stop the agent by its process id."""
         self.process.stop()
 
+    def kill(self) -> None:
+        """Kill the agent with SIGKILL by its process id: a crash."""
+        self.process.kill()
+
+    def restart(self) -> None:
+        """Start the agent again on the same port and queue folder."""
+        old = self.process
+        self.process = ServerProcess(old.name, old.args, old.log_path)
+        self.process.wait_http(f"{self.url}/health")
+
 
 class VmAuth:
     """A vmauth in front of one VictoriaMetrics, with a basic-auth and a bearer user."""
