@@ -25,8 +25,9 @@ of VictoriaMetrics (`-inmemoryDataFlushInterval`, 5 s by default)."""
 BLIND_CONFIRM_S = 3600.0
 """Without a read-back, how long a pushed day keeps being pushed again."""
 
-MAX_READ_DAYS = 7
-"""Days read back in one request, to bound the size of one answer."""
+MAX_READ_DAYS = 1
+"""Days read back in one request: one day of every series bounds the answer (and the
+memory it takes) by the organization's size, not by the window's."""
 
 Held = Callable[[str, Labels], Mapping[int, float] | None]
 """What the store holds for one series (timestamp in ms to value), or None."""
@@ -96,10 +97,13 @@ def _key(name: str, pairs: Iterable[tuple[str, str]]) -> tuple[str, Labels]:
 def held_by(series: Iterable[tuple[Labels, Mapping[int, float]]]) -> Held:
     """Return a lookup of exported series (labels with `__name__`, points) by the
     name and labels a sample was pushed with."""
-    index: dict[tuple[str, Labels], dict[int, float]] = {}
+    index: dict[tuple[str, Labels], Mapping[int, float]] = {}
     for labels, points in series:
         name = dict(labels).get("__name__", "")
-        index.setdefault(_key(name, labels), {}).update(points)
+        key = _key(name, labels)
+        held = index.get(key)
+        # the export merges a series' lines already: copy only a rare duplicate
+        index[key] = points if held is None else {**held, **points}
 
     def held(name: str, labels: Labels) -> Mapping[int, float] | None:
         return index.get(_key(name, labels))

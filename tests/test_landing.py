@@ -18,7 +18,13 @@ import pytest
 
 from openai_cost_pusher.app import Pusher
 from openai_cost_pusher.errors import PushRejected, PushUnavailable
-from openai_cost_pusher.landing import BLIND_CONFIRM_S, Pending, held_by, read_ranges
+from openai_cost_pusher.landing import (
+    BLIND_CONFIRM_S,
+    MAX_READ_DAYS,
+    Pending,
+    held_by,
+    read_ranges,
+)
 from openai_cost_pusher.ledger import Ledger
 from openai_cost_pusher.model import Sample
 from openai_cost_pusher.push import PushStats, VmClient
@@ -62,15 +68,13 @@ def test_pending_days_come_due_after_their_last_push() -> None:
     assert pending.oldest_age(150.0) == 0.0
 
 
-def test_read_ranges_join_consecutive_days_up_to_a_week() -> None:
-    """Consecutive days are read in one request, at most 7 at a time."""
+def test_read_ranges_cover_each_day_once_within_the_size_bound() -> None:
+    """Every due day is read exactly once, in ranges of at most MAX_READ_DAYS."""
     days = [D0 + k * DAY for k in (0, 1, 2, 5, *range(10, 19))]
-    assert read_ranges(days) == [
-        (D0, D0 + 3 * DAY),
-        (D0 + 5 * DAY, D0 + 6 * DAY),
-        (D0 + 10 * DAY, D0 + 17 * DAY),
-        (D0 + 17 * DAY, D0 + 19 * DAY),
-    ]
+    ranges = read_ranges(days)
+    covered = [d for start, end in ranges for d in range(start, end, DAY)]
+    assert covered == sorted(days)
+    assert all(end - start <= MAX_READ_DAYS * DAY for start, end in ranges)
 
 
 def _sample(project_id: str, value: float, day: int = D0) -> Sample:
