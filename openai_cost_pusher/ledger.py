@@ -37,6 +37,9 @@ class Ledger:
     def __init__(self, step_ms: int = 86_400_000) -> None:
         self._step = step_ms
         self._pushed: dict[Series, Points] = {}
+        # timestamps that may hold a value: a commit into a range none of which was
+        # ever recorded (a backfill) has no value that could have gone
+        self._stamps: set[int] = set()
 
     def __len__(self) -> int:
         return sum(len(points) for points in self._pushed.values())
@@ -68,27 +71,29 @@ class Ledger:
         Returns the series and days that were pushed before inside the window but are
         missing from the answer now: their values went down to nothing.
         """
-        fresh: dict[Series, Points] = {}
+        pushed, stamps = self._pushed, self._stamps
+        before = any(start_ms <= ts < end_ms for ts in stamps)
+        landed: set[tuple[int, int]] = set()
         for sample in samples:
-            points = fresh.get((sample.name, sample.labels))
+            key = (sample.name, sample.labels)
+            points = pushed.get(key)
             if points is None:
-                points = fresh[(sample.name, sample.labels)] = Points(self._step)
-            points[sample.ts_ms] = sample.value
+                points = pushed[key] = Points(self._step)
+            ts_ms = sample.ts_ms
+            points[ts_ms] = sample.value
+            stamps.add(ts_ms)
+            if before:
+                landed.add((id(points), ts_ms))
         gone: list[Revision] = []
-        for series, points in self._pushed.items():
-            now_points = fresh.get(series)
+        if not before:
+            return gone
+        for series, points in pushed.items():
             for ts_ms, old in list(points.items(start_ms, end_ms)):
-                if now_points is None or ts_ms not in now_points:
+                if (id(points), ts_ms) not in landed:
                     gone.append(Revision(*series, ts_ms, old, None))
-                del points[ts_ms]
-        for series, new_points in fresh.items():
-            kept = self._pushed.get(series)
-            if kept is None:
-                self._pushed[series] = new_points
-            else:
-                for ts_ms, value in new_points.items():
-                    kept[ts_ms] = value
-        self._drop_empty()
+                    del points[ts_ms]
+        if gone:
+            self._drop_empty()
         return gone
 
     def count_between(self, start_ms: int, end_ms: int) -> int:
@@ -142,6 +147,7 @@ class Ledger:
         """Drop points older than `ts_ms`: they will never be fetched again."""
         for points in self._pushed.values():
             points.drop_before(ts_ms)
+        self._stamps = {ts for ts in self._stamps if ts >= ts_ms}
         self._drop_empty()
 
     def _drop_empty(self) -> None:
