@@ -101,9 +101,9 @@ def held_by(series: Iterable[tuple[Labels, Mapping[int, float]]]) -> Held:
     for labels, points in series:
         name = dict(labels).get("__name__", "")
         key = _key(name, labels)
-        held = index.get(key)
+        before = index.get(key)
         # the export merges a series' lines already: copy only a rare duplicate
-        index[key] = points if held is None else {**held, **points}
+        index[key] = points if before is None else {**before, **points}
 
     def held(name: str, labels: Labels) -> Mapping[int, float] | None:
         return index.get(_key(name, labels))

@@ -8,6 +8,7 @@ revised downwards cannot replace the stored one and must be reported instead.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -96,13 +97,15 @@ class Ledger:
             self._drop_empty()
         return gone
 
-    def count_between(self, start_ms: int, end_ms: int) -> int:
-        """Return how many values of `[start_ms, end_ms)` the ledger holds."""
-        return sum(
-            1
+    def totals_between(self, start_ms: int, end_ms: int) -> tuple[int, float]:
+        """Return how many values of `[start_ms, end_ms)` the ledger holds, and their
+        exactly rounded sum."""
+        values = [
+            value
             for points in self._pushed.values()
-            for _ in points.items(start_ms, end_ms)
-        )
+            for _, value in points.items(start_ms, end_ms)
+        ]
+        return len(values), math.fsum(values)
 
     def reconcile(
         self,

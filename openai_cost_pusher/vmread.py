@@ -106,6 +106,30 @@ class VmReader:
                 return self._series_once(match, start_ms, end_ms, limit)
         raise AssertionError("unreachable: the retry policy re-raises")
 
+    def totals(self, match: str, start_ms: int, end_ms: int) -> tuple[int, float]:
+        """Return how many samples the series matching `match` hold in
+        `[start_ms, end_ms)`, and their sum: two small instant queries, whatever the
+        number of series. Raises as `export` does."""
+        span = f"{max(1, end_ms - start_ms)}ms"
+        at = str((end_ms - 1) / 1000)
+        out: list[float] = []
+        for func in ("count_over_time", "sum_over_time"):
+            query = f"sum({func}({match}[{span}]))"
+            for attempt in self._retrying():
+                with attempt:
+                    out.append(self._scalar_once(query, at))
+                    break
+        return int(out[0]), out[1]
+
+    def _scalar_once(self, query: str, at: str) -> float:
+        what = "read totals from VictoriaMetrics"
+        with self._post("/api/v1/query", what, {"query": query, "time": at}) as resp:
+            try:
+                result = resp.json()["data"]["result"]
+                return float(result[0]["value"][1]) if result else 0.0
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                raise PushRejected(f"{what}: unexpected answer ({exc})") from None
+
     @property
     def root(self) -> str:
         """Return the query root this reader reads from (without a trailing `/`)."""

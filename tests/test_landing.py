@@ -193,6 +193,9 @@ def test_without_a_read_back_each_pushed_day_is_pushed_again_for_a_while(
         ) -> list[dict[str, str]]:
             raise PushRejected("series lookup in VictoriaMetrics: HTTP 404")
 
+        def totals(self, match: str, start_ms: int, end_ms: int) -> tuple[int, float]:
+            raise PushRejected("read totals from VictoriaMetrics: HTTP 404")
+
     mono = [1000.0]
     today = int(clock.now) // DAY * DAY
     seed_odd_org(fake, today, days_back=5)
