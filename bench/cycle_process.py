@@ -1,23 +1,30 @@
 """Run a backfill, a confirming and a steady-state cycle here; print figures as JSON.
 
+One line per cycle, as it ends, so that a run stopped at its time limit keeps the
+figures of the cycles it finished.
+
 The confirming cycle is the first after the backfill that reads back what it pushed
 (every day of the backfill, a week per request), the steady cycle a later one (the
 days pushed since): both with `confirm_after_s=0`, after a flush of VictoriaMetrics,
 so that the read-back runs at once rather than 30 s later.
 
-Started by `bench/run.py` as a separate process, so that CPU time and peak RSS are the
-pusher's alone (the fake API and VictoriaMetrics run elsewhere).
+Started by `bench/cycles.py` as a separate process, so that CPU time and peak RSS are
+the pusher's alone (the synthetic API and VictoriaMetrics run elsewhere).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
+import signal
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+from bench.plan import BACKFILL_DAYS, BACKFILL_HOURS, LOOKBACK_DAYS, LOOKBACK_HOURS
 from openai_cost_pusher.app import Pusher, UsagePlan
 from openai_cost_pusher.config import Secret
 from openai_cost_pusher.metrics import SelfStats
@@ -41,7 +48,7 @@ def peak_rss_mb() -> float:
 
 
 def main() -> None:
-    """Run two cycles and print one JSON object with their figures."""
+    """Run three cycles, printing one JSON line with each one's figures."""
     base_url, key, push_url, width = sys.argv[1:5]
     stop = threading.Event()
     stats = SelfStats(version="bench")
@@ -67,10 +74,10 @@ def main() -> None:
     if width != "off":
         usage = UsagePlan.build(
             width,
-            lookback_days=3,
-            backfill_days=30,
-            lookback_hours=24,
-            backfill_hours=168,
+            lookback_days=LOOKBACK_DAYS,
+            backfill_days=BACKFILL_DAYS,
+            lookback_hours=LOOKBACK_HOURS,
+            backfill_hours=BACKFILL_HOURS,
         )
     reader = VmReader(
         make_session(),
@@ -83,24 +90,41 @@ def main() -> None:
     pusher = Pusher(
         api,
         client,
-        lookback_days=3,
-        backfill_days=30,
+        lookback_days=LOOKBACK_DAYS,
+        backfill_days=BACKFILL_DAYS,
         extra_labels=(("job", "bench"),),
         usage=usage,
         stats=stats,
         reader=reader,
     )
-    out = {}
+    current: dict[str, Any] = {"cycle": "backfill", "cpu": 0.0, "calls": 0}
+
+    def cut_short(signum: int, frame: object) -> None:
+        """At the benchmark's time limit: the figures so far of the cycle running."""
+        figures = {
+            "cycle": current["cycle"],
+            "ok": False,
+            "error": "stopped at the time limit (--timeout) before it ended",
+            "cpu_s": time.process_time() - current["cpu"],
+            "api_requests": sum(stats.api_requests.values()) - current["calls"],
+            "peak_rss_mb": peak_rss_mb(),
+        }
+        print(json.dumps(figures), flush=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, cut_short)
     for name in ("backfill", "confirm", "steady"):
         if name != "backfill":
             pusher.confirm_after_s = 0.0
             flush = reader.root + "/internal/force_flush"
             make_session().get(flush, timeout=60).raise_for_status()
         calls = sum(stats.api_requests.values())
+        current.update(cycle=name, cpu=time.process_time(), calls=calls)
         cpu = time.process_time()
         wall = time.monotonic()
         report = pusher.run_cycle()
-        out[name] = {
+        figures = {
+            "cycle": name,
             "ok": report.ok,
             "error": report.error,
             "cpu_s": time.process_time() - cpu,
@@ -113,7 +137,7 @@ def main() -> None:
             "gzip_bytes": report.stats.gzip_bytes,
             "peak_rss_mb": peak_rss_mb(),
         }
-    print(json.dumps(out))
+        print(json.dumps(figures), flush=True)  # a run cut short keeps its cycles
 
 
 if __name__ == "__main__":

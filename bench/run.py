@@ -1,273 +1,252 @@
-"""Benchmark: whole cycles against the fake Admin API and a real VictoriaMetrics.
+"""Benchmark: whole pusher cycles at several organization sizes, and the renderer.
 
-Measures, for a small (5 projects x 5 line items) and a large (1,000 x 20) synthetic
-organization, a 30-day backfill cycle and a steady-state cycle: Admin API requests
-(next to the minimum the page limits allow), CPU seconds and peak RSS of the pusher
-process, samples and bytes pushed. Costs only, then costs with token usage (5 models
-each on completions and embeddings, every day active) with 1d buckets, and with 1h
-buckets over a 7-day window. Then renders and gzips 1,000,000 samples next to
-prometheus_client's `generate_latest` on the same samples.
+Three scenarios, each optional (`--only`):
+- `scale`: costs backfills of 10 / 100 / 1,000 / 3,000 projects x 20 line items (30
+  complete days + today), then the first confirming cycle and a steady cycle: CPU
+  seconds and peak RSS of the pusher process, Admin API requests next to the minimum
+  the page limits allow, the steady-to-backfill CPU ratio. 10,000 projects (6.2
+  million samples) by `--projects`; usage widths by `--scale-usage`.
+- `orgs`: a small (5 x 5) and the large (1,000 x 20) organization at each usage width
+  (`off`, `1d`; `1h` by `--usage off,1d,1h`): what token usage costs.
+- `render`: render + gzip of a million samples, gzip alone on the same bytes, and
+  prometheus_client's generate_latest + gzip, median of `--repeat` runs.
 
-Run: `.venv/bin/python -m bench.run` (after `scripts/test.sh` has fetched the servers).
-This is a measurement, not a test: figures vary with the machine.
+Then the goals, each `met` or `NOT met` with its figure (`bench/report.py`).
+
+Run: `.venv/bin/python -m bench.run` (after `scripts/test.sh` has fetched
+VictoriaMetrics); `--quick` for a smoke run of a minute; `--help` for the rest. This
+is a measurement, not a test: figures vary with the machine, ratios much less. The
+default run takes about 10 minutes on a shared 2-core machine.
 """
 
 from __future__ import annotations
 
-import gzip
+import argparse
 import json
-import math
-import random
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
-from openai_cost_pusher.exposition import render_chunks
-from openai_cost_pusher.model import Sample
-from openai_cost_pusher.push import GZIP_LEVEL
-from tests.fake_openai import FakeOpenAI
-from tests.vm import VictoriaMetrics
+from bench.cycles import ROOT, Spec, run_org
+from bench.plan import WIDTHS
+from bench.render import bench_render
+from bench.report import report
+from bench.synthetic_api import check_against_fake
 
-DAY = 86_400
-API_PAGE_BUCKETS = 31  # the real API returns about 31 daily buckets per page
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def seed(fake: FakeOpenAI, projects: int, items: int, today: int) -> None:
-    """Fill the fake with `projects` x `items` costs on each of 31 days."""
-    rng = random.Random(1)
-    for p in range(projects):
-        fake.add_project(f"proj_{p:05d}", f"Project {p}")
-    for day in range(today - 30 * DAY, today + DAY, DAY):
-        for p in range(projects):
-            for i in range(items):
-                fake.set_cost(
-                    day, f"proj_{p:05d}", f"model-{i}, input", rng.uniform(0.01, 100)
-                )
+T = TypeVar("T")
+SCENARIOS = ("scale", "orgs", "render")
+DEFAULT_PROJECTS = (10, 100, 1000, 3000)
+QUICK_PROJECTS = (10, 100)
+SMALL = (5, 5)
 
 
-MODELS = 5
-USAGE_KINDS = 8
-USAGE_LIMIT = {"1d": 31, "1h": 168}
-USAGE_BUCKETS = {"1d": (31, 3), "1h": (169, 24)}
-"""Width to buckets in the backfill (complete buckets plus the current one) and in
-the steady-state window."""
+def comma_list(parse: Callable[[str], T], name: str) -> Callable[[str], list[T]]:
+    """Return an argparse type reading `a,b,c` with `parse` for each item."""
+
+    def convert(text: str) -> list[T]:
+        try:
+            out = [parse(part.strip()) for part in text.split(",") if part.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{name}: {exc}") from None
+        if not out:
+            raise argparse.ArgumentTypeError(f"{name}: expected at least one value")
+        return out
+
+    return convert
 
 
-def seed_usage(fake: FakeOpenAI, projects: int, width: str, now: float) -> None:
-    """Give every project 5 models on completions and embeddings in every bucket."""
-    step = DAY if width == "1d" else 3600
-    backfill, _ = USAGE_BUCKETS[width]
-    last = int(now) // step * step
-    rng = random.Random(2)
-    for start in range(last - (backfill - 1) * step, last + step, step):
-        for p in range(projects):
-            pid = f"proj_{p:05d}"
-            for m in range(MODELS):
-                fake.add_usage(
-                    "completions",
-                    start,
-                    project_id=pid,
-                    model=f"model-{m}",
-                    batch=False,
-                    input_tokens=rng.randrange(10**7),
-                    output_tokens=rng.randrange(10**6),
-                    input_cached_tokens=rng.randrange(10**5),
-                    num_model_requests=rng.randrange(1, 10**4),
-                )
-                fake.add_usage(
-                    "embeddings",
-                    start,
-                    project_id=pid,
-                    model=f"embed-{m}",
-                    input_tokens=rng.randrange(10**7),
-                    num_model_requests=rng.randrange(1, 10**4),
-                )
+def positive(text: str) -> int:
+    value = int(text.replace("_", ""))
+    if value < 1:
+        raise ValueError(f"expected a positive integer, got {text!r}")
+    return value
 
 
-def minimum_requests(projects: int, days: int, width: str, cycle: str) -> int:
-    """Return the fewest requests the page limits allow for one cycle."""
-    project_pages = max(1, math.ceil(projects / 100))
-    cost_pages = math.ceil(days / min(180, API_PAGE_BUCKETS))
-    usage_pages = 0
-    if width != "off":
-        buckets = USAGE_BUCKETS[width][0 if cycle == "backfill" else 1]
-        per_query = min(USAGE_LIMIT[width], API_PAGE_BUCKETS)
-        usage_pages = USAGE_KINDS * math.ceil(buckets / per_query)
-    return project_pages + cost_pages + usage_pages
+def width(text: str) -> str:
+    if text not in WIDTHS:
+        raise ValueError(f"expected one of {', '.join(WIDTHS)}, got {text!r}")
+    return text
 
 
-def run_org(
-    name: str, projects: int, items: int, width: str, workdir: Path
-) -> dict[str, object]:
-    """Run both cycles for one organization and return the figures."""
-    now = time.time()
-    today = int(now) // DAY * DAY
-    vm = VictoriaMetrics(workdir)
-    try:
-        with FakeOpenAI(page_size=API_PAGE_BUCKETS) as fake:
-            seed(fake, projects, items, today)
-            if width != "off":
-                seed_usage(fake, projects, width, now)
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.cycle_process",
-                    fake.base_url,
-                    fake.admin_key,
-                    vm.push_url,
-                    width,
-                ],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            figures: dict[str, object] = json.loads(
-                proc.stdout.strip().splitlines()[-1]
-            )
-        stored = len(vm.export('{__name__="openai_daily_cost"}'))
-    finally:
-        vm.stop()
-    figures["org"] = name
-    figures["series_in_vm"] = stored
-    figures["width"] = width
-    figures["min_requests_backfill"] = minimum_requests(projects, 31, width, "backfill")
-    figures["min_requests_steady"] = minimum_requests(projects, 3, width, "steady")
-    return figures
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="Run the pusher against a synthetic Admin API and a real "
+        "VictoriaMetrics at several organization sizes, time the renderer, and check "
+        "the performance goals. Prints Markdown tables and the goals.",
+    )
+    parser.add_argument(
+        "--only",
+        choices=SCENARIOS,
+        help="run one scenario: scale (costs backfills by size), orgs (usage "
+        "widths on a small and the large organization) or render (default: all)",
+    )
+    parser.add_argument(
+        "--projects",
+        type=comma_list(positive, "--projects"),
+        metavar="N[,N...]",
+        help="organization sizes of the scale table, in projects (default: "
+        f"{','.join(map(str, DEFAULT_PROJECTS))}; add 10000 for 6.2 million samples)",
+    )
+    parser.add_argument(
+        "--items",
+        type=positive,
+        metavar="N",
+        default=20,
+        help="cost line items per project, scale and large organization (default: 20)",
+    )
+    parser.add_argument(
+        "--usage",
+        type=comma_list(width, "--usage"),
+        metavar="WIDTH[,WIDTH...]",
+        help="usage widths of the orgs scenario: off (costs alone), 1d, 1h "
+        "(default: off,1d; 1h on the large organization adds several minutes)",
+    )
+    parser.add_argument(
+        "--scale-usage",
+        type=comma_list(width, "--scale-usage"),
+        metavar="WIDTH[,WIDTH...]",
+        default=["off"],
+        help="usage widths of the scale table (default: off)",
+    )
+    parser.add_argument(
+        "--large",
+        type=positive,
+        metavar="N",
+        help="projects of the orgs scenario's large organization (default: 1000)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive,
+        metavar="S",
+        default=900,
+        help="stop an organization's pusher after this many seconds and report "
+        "the cycles it finished, and CPU and peak RSS so far (default: 900)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=positive,
+        metavar="N",
+        help="render benchmark: the median of this many runs (default: 3)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=positive,
+        metavar="N",
+        help="render benchmark: samples rendered (default: 1000000)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run of about a minute: scale 10,100; orgs 5x5 and 100 x "
+        "items; render 100,000 samples once (unless set explicitly)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help="also write every figure to FILE as JSON",
+    )
+    return parser
 
 
-def synthetic_samples(n: int) -> Iterator[Sample]:
-    """Yield `n` daily-cost-like samples over 1,000 x 20 series."""
-    labels_cache = [
-        tuple(
-            sorted(
-                {
-                    "job": "bench",
-                    "project_id": f"proj_{p:05d}",
-                    "project": f"project_{p}",
-                    "line_item": f"model-{i}, input",
-                    "currency": "usd",
-                }.items()
-            )
+def measured_tree() -> str:
+    """Return the commit measured, and the package files changed since it."""
+
+    def git(*args: str) -> str:
+        run = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
         )
-        for p in range(1000)
-        for i in range(20)
-    ]
-    rng = random.Random(2)
-    for k in range(n):
-        yield Sample(
-            "openai_daily_cost",
-            labels_cache[k % len(labels_cache)],
-            rng.uniform(0.01, 100),
-            1_700_000_000_000 + (k // 20_000) * DAY * 1000,
+        return run.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    changed = git("status", "--porcelain", "--", "openai_cost_pusher").splitlines()
+    files = ", ".join(line.split(maxsplit=1)[-1] for line in changed)
+    return f"Measured on commit {commit}" + (
+        f" with uncommitted changes to {files}." if files else "."
+    )
+
+
+def _log(began: float, text: str) -> None:
+    print(f"[{time.monotonic() - began:5.0f}s] {text}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the chosen scenarios; print the tables and goals; return 0."""
+    args = build_parser().parse_args(argv)
+    quick: bool = args.quick
+    projects: list[int] = args.projects or list(
+        QUICK_PROJECTS if quick else DEFAULT_PROJECTS
+    )
+    usage: list[str] = args.usage or ["off", "1d"]
+    large: int = args.large or (100 if quick else 1000)
+    samples: int = args.samples or (100_000 if quick else 1_000_000)
+    repeat: int = args.repeat or (1 if quick else 3)
+    scenarios = [args.only] if args.only else list(SCENARIOS)
+    began = time.monotonic()
+
+    _log(began, "checking the synthetic Admin API against FakeOpenAI")
+    check_against_fake()
+    plans: dict[str, list[Spec]] = {}
+    if "scale" in scenarios:
+        title = (
+            f"Scale: backfills of N projects x {args.items} line items "
+            "(30 complete days + today), then a confirming and a steady cycle"
         )
-
-
-def bench_render(n: int, repeat: int = 3) -> dict[str, float]:
-    """Return the median of `repeat` timings of each renderer (see `render_once`)."""
-    runs = [render_once(n) for _ in range(repeat)]
-    out = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-    out["ratio"] = out["prometheus_client_cpu_s"] / out["ours_cpu_s"]
-    return out
-
-
-def render_once(n: int) -> dict[str, float]:
-    """Time render + gzip of `n` samples, and prometheus_client on the same samples."""
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.core import GaugeMetricFamily
-
-    samples = list(synthetic_samples(n))
-    cpu = time.process_time()
-    raw = gz = 0
-    for chunk in render_chunks(samples):
-        raw += len(chunk)
-        gz += len(gzip.compress(chunk, compresslevel=GZIP_LEVEL, mtime=0))
-    ours = time.process_time() - cpu
-
-    class Collector:
-        def collect(self) -> Iterator[GaugeMetricFamily]:
-            names = [k for k, _ in samples[0].labels]
-            family = GaugeMetricFamily("openai_daily_cost", "daily cost", labels=names)
-            for s in samples:
-                family.add_metric(
-                    [v for _, v in s.labels], s.value, timestamp=s.ts_ms / 1000
-                )
-            yield family
-
-    registry = CollectorRegistry()
-    registry.register(Collector())
-    cpu = time.process_time()
-    text = generate_latest(registry)
-    baseline_gz = len(gzip.compress(text, compresslevel=GZIP_LEVEL, mtime=0))
-    baseline = time.process_time() - cpu
-    return {
-        "samples": n,
-        "ours_cpu_s": ours,
-        "raw_mb": raw / 1e6,
-        "gzip_mb": gz / 1e6,
-        "prometheus_client_cpu_s": baseline,
-        "prometheus_client_gzip_mb": baseline_gz / 1e6,
-        "ratio": baseline / ours,
-    }
-
-
-def table(results: list[dict[str, object]], render: dict[str, float]) -> str:
-    """Return the figures as the Markdown tables the README shows."""
-    rows = [
-        "| organization | usage | cycle | API requests (minimum) | CPU s "
-        "| peak RSS MB | samples pushed (usage) | raw MB | gzip MB |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for org in results:
-        for cycle in ("backfill", "confirm", "steady"):
-            f = org[cycle]
-            assert isinstance(f, dict) and f["ok"], f
-            minimum = org[
-                f"min_requests_{'backfill' if cycle == 'backfill' else 'steady'}"
-            ]
-            rows.append(
-                f"| {org['org']} | {org['width']} | {cycle} "
-                f"| {f['api_requests']} ({minimum}) "
-                f"| {f['cpu_s']:.2f} | {f['peak_rss_mb']:.0f} | {f['samples']:,} "
-                f"({f['usage_samples']:,}) "
-                f"| {f['raw_bytes'] / 1e6:.2f} | {f['gzip_bytes'] / 1e6:.2f} |"
-            )
-    rows += [
-        "",
-        "| 1,000,000 samples | CPU s | gzip MB |",
-        "|---|---|---|",
-        f"| render + gzip (this package) | {render['ours_cpu_s']:.2f} "
-        f"| {render['gzip_mb']:.1f} |",
-        f"| prometheus_client generate_latest + gzip | "
-        f"{render['prometheus_client_cpu_s']:.2f} "
-        f"| {render['prometheus_client_gzip_mb']:.1f} |",
-        f"| ratio | {render['ratio']:.1f}x | |",
-    ]
-    return "\n".join(rows)
-
-
-def main() -> None:
-    """Print the figures as Markdown tables, then as JSON."""
-    results = []
+        plans[title] = [
+            Spec(p, args.items, w) for w in args.scale_usage for p in projects
+        ]
+    if "orgs" in scenarios:
+        title = "Organizations by usage width"
+        plans[title] = [
+            Spec(p, i, w) for p, i in (SMALL, (large, args.items)) for w in usage
+        ]
+    done: dict[Spec, dict[str, Any]] = {}
+    sections: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, projects, items, width in (
-            ("small 5x5", 5, 5, "off"),
-            ("small 5x5", 5, 5, "1d"),
-            ("large 1000x20", 1000, 20, "off"),
-            ("large 1000x20", 1000, 20, "1d"),
-            ("large 1000x20", 1000, 20, "1h"),
-        ):
-            results.append(run_org(name, projects, items, width, Path(tmp)))
-    render = bench_render(1_000_000)
-    print(table(results, render))
-    print(json.dumps({"orgs": results, "render": render}, indent=1))
+        for title, specs in plans.items():
+            sections[title] = []
+            for spec in specs:
+                if spec not in done:
+                    _log(began, f"{spec.key}: running")
+                    done[spec] = run_org(spec, Path(tmp), args.timeout)
+                    f = done[spec]
+                    _log(
+                        began,
+                        f"{spec.key}: backfill {f['backfill']['cpu_s']:.1f} CPU s, "
+                        f"{f['backfill']['peak_rss_mb']:.0f} MiB, "
+                        f"{f['wall_s']:.0f} s wall",
+                    )
+                sections[title].append(done[spec])
+    render = None
+    if "render" in scenarios:
+        _log(began, f"render: {samples:,} samples, {repeat} runs")
+        render = bench_render(samples, repeat)
+    notes = [measured_tree()]
+    if "scale" in scenarios and 10_000 not in projects:
+        notes.append(
+            "10,000 projects (6.2 million samples per backfill; with 1d usage more "
+            "than 10 minutes here) are not in this run: add them with `--projects "
+            "10,100,1000,3000,10000`, and the 1d usage goal with `--only scale "
+            "--projects 10000 --scale-usage 1d`."
+        )
+    if "orgs" in scenarios and "1h" not in usage:
+        notes.append("1h usage is not in this run: add it with `--usage off,1d,1h`.")
+    total = time.monotonic() - began
+    notes.append(f"Total wall time: {total:.0f} s.")
+    print(report(sections, render, notes))
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {"sections": sections, "render": render, "wall_s": total}, indent=1
+            )
+        )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

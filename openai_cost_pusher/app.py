@@ -653,13 +653,19 @@ class Pusher:
         assert plan is not None
         table: UsageTable = {}
         for kind, group_by in plan.group_by.items():
-            pages = self.source.fetch_usage(
+            buckets = self.source.fetch_usage(
                 kind, window.start, window.end, plan.width, group_by, bad
             )
-            for lines in pages:
-                add_usage_lines(
-                    table, lines, names, self.extra, plan.step, plan.optional_dims
-                )
+            # one call per endpoint, so that each series' labels are built once;
+            # the lines still arrive, and are added, one bucket at a time
+            add_usage_lines(
+                table,
+                (line for lines in buckets for line in lines),
+                names,
+                self.extra,
+                plan.step,
+                plan.optional_dims,
+            )
 
         def samples(start: int, end: int) -> Iterable[Sample]:
             return usage_samples(table, start, end)

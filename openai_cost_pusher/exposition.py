@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from itertools import islice
+from math import isfinite
 
 from openai_cost_pusher.model import Labels, Sample
 
@@ -51,6 +53,150 @@ def series_prefix(name: str, labels: Labels) -> str:
     return name + "{" + ",".join(parts) + "}"
 
 
+_BATCH = 2048
+"""Samples rendered together: enough to amortize the per-batch steps (256 to 8192
+measured alike), few enough to keep a batch's text small (about 300 KB)."""
+_STAMPS_MAX = 4096
+"""Distinct timestamps kept as text; a bucketed backfill has a few hundred at most."""
+_stamp = " {}\n".format  # the same text as f" {ts_ms}\n"
+
+
+class _Renderer:
+    """The caches of one `render_chunks` call, and its two ways to render samples.
+
+    `lines` renders a whole batch column by column: the series prefixes (by one
+    list comprehension), the values (`repr`, by `map`) and the timestamps (one text
+    per distinct timestamp), interleaved by slice assignment and joined once. Per
+    sample, the Python work left is two dict lookups and `repr(value)`, which is most
+    of the cost. `line` renders one sample the plain way, for the batches `lines`
+    declines: a value that is not a finite number, a timestamp that is not an `int`,
+    a sample that raises.
+
+    A series prefix (`name{labels} `) is built once, and found by the metric name,
+    then by the identity of the labels tuple, which every sample of a series shares:
+    hashing a tuple of label pairs for each sample would cost more than the rest of
+    the line. `_alive` keeps every tuple seen, so that no id is reused by another
+    tuple while the cache lives.
+    """
+
+    __slots__ = ("_alive", "_names", "_pairs", "_prefixes", "_stamps", "_timestamps")
+
+    def __init__(self, timestamps: bool) -> None:
+        self._timestamps = timestamps
+        self._prefixes: dict[str, dict[int, str]] = {}  # name -> id(labels) -> prefix
+        self._alive: list[Labels] = []
+        self._names: set[str] = set()  # metric names found valid
+        self._pairs: dict[tuple[str, str], str] = {}  # valid label pair -> k="v"
+        self._stamps: dict[int, str] = {}  # ts_ms -> " ts_ms\n"
+
+    def prefix(self, name: str, labels: Labels) -> str:
+        """Return `name{labels} ` with its trailing space, building it if new."""
+        by_id = self._prefixes.get(name)
+        if by_id is None:
+            by_id = self._prefixes[name] = {}
+        prefix = by_id.get(id(labels))
+        if prefix is None:
+            prefix = by_id[id(labels)] = self._build(name, labels)
+            self._alive.append(labels)
+        return prefix
+
+    def _build(self, name: str, labels: Labels) -> str:
+        """Return `series_prefix(name, labels) + " "`, joining the texts of label
+        pairs seen in earlier series where it can: a pair (`currency="usd"`, a
+        project) recurs in many series, and validating and escaping it costs more
+        than joining."""
+        pairs = self._pairs
+        if name in self._names:
+            try:
+                texts = [pairs[pair] for pair in labels]
+            except (KeyError, TypeError):  # a pair not seen, or not a hashable pair
+                pass
+            else:
+                return name + "{" + ",".join(texts) + "} " if texts else name + " "
+        prefix = series_prefix(name, labels) + " "  # validates, raising as ever
+        # encode() refuses what UTF-8 cannot carry (lone surrogates) here, at the
+        # sample that brings it, as rendering line by line would
+        prefix.encode()
+        self._names.add(name)
+        for key, value in labels:
+            pairs[key, value] = f'{key}="{escape_label_value(value)}"'
+        return prefix
+
+    def line(self, sample: Sample) -> str:
+        """Return one sample's line: any value, any timestamp, raising where it must."""
+        prefix = self.prefix(sample.name, sample.labels)
+        text = repr(sample.value)  # floats by contract; an int renders as itself
+        value = _SPECIAL.get(text, text)
+        if self._timestamps:
+            return f"{prefix}{value} {sample.ts_ms}\n"
+        return f"{prefix}{value}\n"
+
+    def lines(self, batch: list[Sample]) -> str | None:
+        """Return the lines of `batch` as one string, or None if they must be
+        rendered one by one (NaN and the infinities are spelled Prometheus' way
+        there, and an error is raised at its sample)."""
+        try:
+            values = [s.value for s in batch]
+            if not isfinite(sum(values)):
+                return None
+            stamps = None
+            if self._timestamps:
+                stamps = self._stamp_texts([s.ts_ms for s in batch])
+                if stamps is None:
+                    return None
+            by_name = self._prefixes
+            try:
+                prefixes = [by_name[s.name][id(s.labels)] for s in batch]
+            except KeyError:  # a series not seen before
+                prefix = self.prefix
+                prefixes = [prefix(s.name, s.labels) for s in batch]
+            pieces = ["\n"] * (3 * len(batch))  # the newlines stay without timestamps
+            pieces[0::3] = prefixes
+            pieces[1::3] = map(repr, values)
+            if stamps is not None:
+                pieces[2::3] = stamps
+            return "".join(pieces)
+        except Exception:  # rendered again one by one, raising in place
+            return None
+
+    def _stamp_texts(self, stamps: list[int]) -> list[str] | None:
+        """Return `" ts_ms\n"` for each timestamp, from the cache where it can; None
+        unless all are `int` (a float or bool equal to a cached int would take that
+        int's text, and what another type prints is its own affair)."""
+        if list(map(type, stamps)).count(int) != len(stamps):
+            return None
+        cache = self._stamps
+        first = stamps[0]
+        if stamps.count(first) == len(stamps):  # one bucket: the common case
+            text = cache.get(first)
+            if text is None:
+                if len(cache) >= _STAMPS_MAX:
+                    cache.clear()
+                text = cache[first] = _stamp(first)
+            return [text] * len(stamps)
+        new = set(stamps).difference(cache)
+        if len(new) > len(stamps) // 4:  # mostly distinct: not worth keeping
+            return list(map(_stamp, stamps))
+        if len(cache) + len(new) > _STAMPS_MAX:
+            cache.clear()
+        for ts in new:
+            cache[ts] = _stamp(ts)
+        return list(map(cache.__getitem__, stamps))
+
+
+def _batches(samples: Iterable[Sample]) -> Iterator[list[Sample]]:
+    """Yield `samples` in lists of `_BATCH` (the last one shorter)."""
+    if type(samples) is list:  # slices: no iterator to step through
+        start = 0
+        while start < len(samples):
+            yield samples[start : start + _BATCH]
+            start += _BATCH
+        return
+    source = iter(samples)
+    while batch := list(islice(source, _BATCH)):
+        yield batch
+
+
 def render_chunks(
     samples: Iterable[Sample],
     max_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -59,39 +205,42 @@ def render_chunks(
 ) -> Iterator[bytes]:
     """Yield the exposition in pieces of about `max_bytes` or less, whole lines only.
 
-    The series prefix (`name{labels} `) is built once per distinct series: a backfill
-    repeats each series for every day. Prefixes are found by the identity of the
-    labels tuple, which every sample of a series shares, because hashing a tuple of
-    label pairs for each sample would cost more than the rest of the line; the cache
-    entry keeps the tuple alive, so its id cannot be reused while this runs. Sizes
-    count UTF-8 bytes, not characters. Without `timestamps` (for a scrape endpoint)
-    lines end after the value.
+    A chunk ends with the first line that brings it to `max_bytes` UTF-8 bytes or
+    more. Without `timestamps` (for a scrape endpoint) lines end after the value.
+
+    Samples are taken in batches (see `_Renderer`); a batch rendered as a whole is
+    encoded once and cut at the newline that reaches the cap (a line holds no other
+    newline: label values escape theirs). A batch rendered line by line yields each
+    chunk as it fills, so an invalid sample raises only after every chunk before it
+    has been yielded, as a plain loop over the samples would.
     """
-    # id(labels) -> (labels, name, "prefix ", extra UTF-8 bytes of the prefix)
-    prefixes: dict[int, tuple[Labels, str, str, int]] = {}
-    special = _SPECIAL
-    parts: list[str] = []
+    renderer = _Renderer(timestamps)
+    parts: list[bytes] = []
     size = 0
-    for sample in samples:
-        labels = sample.labels
-        entry = prefixes.get(id(labels))
-        if entry is None or entry[0] is not labels or entry[1] != sample.name:
-            prefix = series_prefix(sample.name, labels) + " "
-            entry = (labels, sample.name, prefix, len(prefix.encode()) - len(prefix))
-            prefixes[id(labels)] = entry
-        text = repr(sample.value)  # floats by contract; an int renders as itself
-        value = special.get(text, text)
-        if timestamps:
-            line = f"{entry[2]}{value} {sample.ts_ms}\n"
-        else:
-            line = f"{entry[2]}{value}\n"
-        parts.append(line)
-        size += len(line) + entry[3]
-        if size >= max_bytes:
-            yield "".join(parts).encode()
-            parts, size = [], 0
+    for batch in _batches(samples):
+        text = renderer.lines(batch)
+        if text is None:
+            for sample in batch:
+                line = renderer.line(sample).encode()
+                parts.append(line)
+                size += len(line)
+                if size >= max_bytes:
+                    yield b"".join(parts)
+                    parts, size = [], 0
+            continue
+        data = text.encode()
+        start = 0
+        while start < len(data) and size + len(data) - start >= max_bytes:
+            # the line that reaches the cap ends at the first newline from here
+            end = data.index(b"\n", start + max(max_bytes - size, 1) - 1) + 1
+            parts.append(data[start:end])
+            yield b"".join(parts)
+            parts, size, start = [], 0, end
+        if start < len(data):
+            parts.append(data[start:] if start else data)
+            size += len(data) - start
     if parts:
-        yield "".join(parts).encode()
+        yield b"".join(parts)
 
 
 def render_lines(

@@ -3,10 +3,37 @@
 Fetches the project list (`after` pagination), daily costs and usage (`next_page`
 pagination), with the shared retry policy around every request. It is the only module
 that talks to the Admin API: turning a decoded bucket or page into typed records is
-`parsers`' job. This module never decides what to push: it returns whole pages or
-raises. A caller that passes a `rejected` list to `fetch_costs` or `fetch_usage` gets
-the buckets whose results are malformed withheld and listed there instead; without one
-a malformed result fails the fetch like any other bad answer.
+`parsers`' job. This module never decides what to push. A caller that passes a
+`rejected` list to `fetch_costs` or `fetch_usage` gets the buckets whose results are
+malformed withheld and listed there instead; without one a malformed result fails the
+fetch like any other bad answer.
+
+Costs and usage are handed on one bucket at a time, as soon as each is parsed, so that
+a page (up to 180 days of a large organization) is never held whole. The caller adds
+each bucket's lines to its table and treats any exception from the fetch as a failed
+data set: lines handed on before a page turns out broken are never pushed, since the
+caller pushes nothing of a failed fetch. Within one fetch:
+- a bucket (one start time) is handed on at most once. A page retried after a
+  transient failure (a broken connection, the deadline, a 5xx) is read again from its
+  start, and the buckets an earlier attempt already handed on are checked as usual
+  (range, duplicates within the answer) but neither handed on again nor, if now
+  malformed, rejected: the caller never counts a day twice, and each day it holds
+  comes whole from one answer. A retry may also page differently: such a bucket is
+  skipped on whichever page it comes again;
+- a page's rejected buckets join `rejected` once the page is whole (before the next
+  page's first bucket is handed on); a failed attempt adds none;
+- a bucket served by two pages that completed is a bad answer, never summed.
+
+Python's cyclic garbage collector is paused while one bucket is read, decoded and
+parsed (`_collector_paused`), and runs again before its records are handed on. A bucket
+of a large organization allocates some 60,000 containers (the decoded results, then
+the lines), none in a reference cycle; with the collector on, they set off hundreds of
+collections per page, and the full ones walk the caller's whole table each time.
+Paused, a 30-day page of 1,000 projects takes 5 % fewer CPU cycles, of 3,000 projects
+13 % fewer (cachegrind; turning the collector off for the whole run would save 7 % and
+15 %, raising its first threshold to 10,000 5 % and 10 %, `gc.freeze()` after start-up
+3 %). The state is restored, whatever happens, before anything else runs in this
+thread.
 
 Whatever the server sends, a fetch ends with records or one of our errors:
 - pagination cannot run away: a cursor (`next_page`, or the projects' `after` id)
@@ -23,11 +50,14 @@ Whatever the server sends, a fetch ends with records or one of our errors:
 
 from __future__ import annotations
 
+import gc
+import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import requests
 from tenacity import Retrying
@@ -139,7 +169,7 @@ def _unexpected(where: str, exc: Exception) -> BadResponse:
 
 
 class AdminApi:
-    """Fetches whole answers from the Admin API, page by page, with retries."""
+    """Fetches answers from the Admin API, page by page, with retries."""
 
     def __init__(
         self,
@@ -250,11 +280,13 @@ class AdminApi:
     def fetch_costs(
         self, start: int, end: int, rejected: list[Rejected] | None = None
     ) -> Iterator[list[CostLine]]:
-        """Yield the cost lines of every day in `[start, end)`, one page at a time.
+        """Yield the cost lines of every day in `[start, end)`, one day at a time.
 
-        With `rejected` a list, a day with a malformed result is withheld whole (none
-        of its lines is yielded) and a `Rejected` naming it is appended to the list
-        before its page is yielded; a bad page or bucket envelope still raises. With
+        Each day's lines are yielded as soon as its bucket is parsed, at most once
+        per fetch (see the module notes); days without costs yield nothing. With
+        `rejected` a list, a day with a malformed result is withheld whole (none of
+        its lines is yielded) and a `Rejected` naming it is appended to the list once
+        its page is whole; a bad page or bucket envelope still raises. With
         `rejected` None, a malformed result raises `BadResponse` too.
         """
         params = [
@@ -282,7 +314,7 @@ class AdminApi:
         group_by: Sequence[str],
         rejected: list[Rejected] | None = None,
     ) -> Iterator[list[UsageLine]]:
-        """Yield the usage lines of one endpoint for `[start, end)`, page by page.
+        """Yield the usage lines of one endpoint for `[start, end)`, bucket by bucket.
 
         `rejected` works as for `fetch_costs`, one bucket of `width` at a time.
         """
@@ -313,16 +345,16 @@ class AdminApi:
         parse: BucketParser[T],
         rejected: list[Rejected] | None,
     ) -> Iterator[list[T]]:
-        """Yield the records of every bucket in `[start, end)`, one page at a time.
+        """Yield the records of every bucket in `[start, end)`, one bucket at a time.
 
         One query per `max_limit` buckets (the API's largest `limit` for the width),
         following `next_page` with the query's exact parameters. Each page is decoded
-        as a stream, one bucket at a time, and handed over only when it is whole. A
-        bucket served twice or outside the query's range is a bad answer, never
-        summed. A bucket withheld for a malformed result (`rejected` given) still
-        counts as served.
+        as a stream, and each bucket's records are handed over as soon as it is
+        parsed, at most once (see the module notes). A bucket served twice or
+        outside the query's range is a bad answer, never summed. A bucket withheld
+        for a malformed result (`rejected` given) still counts as served.
         """
-        seen: set[int] = set()
+        fetch = _Fetch(rejected)
         segment = start
         while segment < end:
             seg_end = min(end, segment + max_limit * step)
@@ -330,20 +362,13 @@ class AdminApi:
             if seg_end != end:  # the last query leaves end_time to the API (now)
                 base.append(("end_time", str(seg_end)))
             query = _Query(path, base, segment, seg_end, step, final=seg_end == end)
-            yield from self._query(query, parse, seen, rejected)
+            yield from self._query(query, parse, fetch)
             segment = seg_end
 
     def _query(
-        self,
-        query: _Query,
-        parse: BucketParser[T],
-        seen: set[int],
-        rejected: list[Rejected] | None,
+        self, query: _Query, parse: BucketParser[T], fetch: _Fetch
     ) -> Iterator[list[T]]:
-        """Yield the records of one query's pages, following `next_page`.
-
-        A page's rejected buckets join `rejected` just before the page is yielded,
-        once it is whole: a page that fails, or is fetched again, adds nothing.
+        """Yield the records of one query's buckets, following `next_page`.
 
         A page holds at least one whole bucket, so a query needs at most one page per
         bucket; `PAGE_MARGIN` more allows for buckets past the end that the API's
@@ -359,11 +384,7 @@ class AdminApi:
             params = query.params
             if page_token is not None:
                 params = [*params, ("page", page_token)]
-            page = self._page(query, params, parse, seen, rejected is not None)
-            seen.update(page.starts)
-            if rejected is not None:
-                rejected.extend(page.rejected)
-            yield page.records
+            page = yield from self._page(query, params, parse, fetch)
             if not page.has_more:
                 return
             page_token = page.next_page
@@ -384,13 +405,27 @@ class AdminApi:
         query: _Query,
         params: list[tuple[str, str]],
         parse: BucketParser[T],
-        seen: set[int],
-        rejecting: bool,
-    ) -> _Page[T]:
-        """Fetch and decode one page whole, retrying transient failures."""
+        fetch: _Fetch,
+    ) -> Generator[list[T], None, _Page]:
+        """Fetch one page, yielding each bucket's records as it is parsed, retrying
+        transient failures; return the page once it is whole and recorded in `fetch`.
+
+        The attempt is reported to the retry policy by hand rather than with `with
+        attempt:`, which would also swallow the `GeneratorExit` of a caller that stops
+        early; only this page's own failures are reported (nothing else is thrown into
+        a generator).
+        """
         for attempt in self._retrying():
-            with attempt, self._send(query.path, params, stream=True) as resp:
-                return _decode_page(resp, query, parse, seen, rejecting)
+            page = _Page()
+            try:
+                with self._send(query.path, params, stream=True) as resp:
+                    yield from _decode_page(resp, query, parse, fetch, page)
+            except Exception as exc:  # the policy retries it, or re-raises it
+                attempt.retry_state.set_exception((type(exc), exc, exc.__traceback__))
+                continue
+            attempt.retry_state.set_result(None)
+            fetch.commit(page)
+            return page
         raise AssertionError("unreachable: the retry policy re-raises")
 
 
@@ -407,32 +442,52 @@ class _Query:
 
 
 @dataclass(slots=True)
-class _Page(Generic[T]):
-    """One page, decoded whole: records, every bucket start served, rejections."""
+class _Page:
+    """One attempt at a page: the bucket starts it served, its rejections, and once
+    it is whole its `has_more` and `next_page`."""
 
-    records: list[T] = field(default_factory=list)
-    starts: list[int] = field(default_factory=list)
+    starts: set[int] = field(default_factory=set)
     rejected: list[Rejected] = field(default_factory=list)
     has_more: bool = False
     next_page: str | None = None
+
+
+@dataclass(slots=True)
+class _Fetch:
+    """What one fetch has served and handed on, over its queries and pages."""
+
+    rejected: list[Rejected] | None
+    """Where whole pages' rejections go; None: a malformed result fails the fetch."""
+    seen: set[int] = field(default_factory=set)
+    """Bucket starts served by the pages that completed."""
+    handed: set[int] = field(default_factory=set)
+    """Bucket starts whose records were yielded, by any attempt."""
+
+    def commit(self, page: _Page) -> None:
+        """Record a whole page: its buckets are served, its rejections reported."""
+        self.seen |= page.starts
+        if self.rejected is not None:
+            self.rejected.extend(page.rejected)
 
 
 def _decode_page(
     resp: requests.Response,
     query: _Query,
     parse: BucketParser[T],
-    seen: set[int],
-    rejecting: bool,
-) -> _Page[T]:
-    """Decode a streamed page bucket by bucket, checking each bucket's start.
+    fetch: _Fetch,
+    page: _Page,
+) -> Iterator[list[T]]:
+    """Decode a streamed page bucket by bucket, checking each bucket's start and
+    yielding its records unless `fetch` has handed them on already; fill `page`.
 
-    When `rejecting`, a bucket with a malformed result (`BadResult`) is checked like
-    any other, then withheld and listed in the page's `rejected`; otherwise it fails
-    the page.
+    With `fetch.rejected` a list, a bucket with a malformed result (`BadResult`) is
+    checked like any other, then withheld and listed in the page's `rejected`;
+    otherwise it fails the page. Raises `BadResponse` for a bad answer, whatever
+    was yielded before.
     """
     where = f"GET {query.path}"
     envelope: dict[str, Any] = {}
-    page: _Page[T] = _Page()
+    rejecting = fetch.rejected is not None
     body = iter_body(resp, what=where, unavailable=Transient)
 
     def keep(key: str, value: Any) -> None:
@@ -441,15 +496,20 @@ def _decode_page(
 
     buckets = stream_object(body, "data", keep)
     try:
-        for i, bucket in enumerate(buckets):
+        for i in itertools.count():
             at = f"data[{i}]"
             bad: BadResult | None = None
-            try:
-                start, records = parse(bucket, f"{where}: {at}")
-            except BadResult as exc:
-                if not rejecting:
-                    raise
-                start, records, bad = exc.start, [], exc
+            with _collector_paused():
+                bucket = next(buckets, _END)
+                if bucket is _END:
+                    break
+                try:
+                    start, records = parse(bucket, f"{where}: {at}")
+                except BadResult as exc:
+                    if not rejecting:
+                        raise
+                    start, records, bad = exc.start, [], exc
+                del bucket  # not held while the caller takes the records
             if query.final and start >= query.end:
                 continue  # the API's clock is already past our window's end
             if not query.start <= start < query.end:
@@ -457,14 +517,18 @@ def _decode_page(
                     f"{where}: data[{i}].start_time: {start} is outside the "
                     f"requested {query.start}..{query.end}"
                 )
-            if start in seen or start in page.starts:
+            if start in fetch.seen or start in page.starts:
                 raise BadResponse(f"{where}: data[{i}]: bucket {start} served twice")
-            page.starts.append(start)
-            if bad is None:
-                page.records.extend(records)
-            else:
+            page.starts.add(start)
+            if start in fetch.handed:
+                continue  # handed on by an earlier, failed attempt: never twice
+            if bad is not None:
                 path = f"{at}.{bad.path}"
                 page.rejected.append(Rejected(start, query.path, path, bad.reason))
+            elif records:
+                fetch.handed.add(start)
+                yield records
+                del records
     except NotAnObject:
         raise BadResponse(f"{where}: expected an object") from None
     except LimitExceeded as exc:
@@ -476,10 +540,25 @@ def _decode_page(
     except Exception as exc:  # the decoding boundary: see the module
         raise _unexpected(where, exc) from None
     _, page.has_more, page.next_page = parse_page(envelope, where)
-    return page
 
 
 _ENVELOPE_KEYS = frozenset({"object", "data", "has_more", "next_page"})
+_END = object()
+"""The end of a page's buckets."""
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for the block, if it runs (see the module
+    notes); it runs again after the block, whatever happens in it."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _status_error(resp: requests.Response, where: str, url: str) -> Exception:

@@ -30,6 +30,7 @@ from openai_cost_pusher.model import CostLine, Project, UsageLine
 
 DAY = 86_400
 MAX_CURSOR_CHARS = 4096
+_COSTS_RESULT = "organization.costs.result"
 
 _DECIMAL = re.compile(r"^-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?$")
 
@@ -194,9 +195,49 @@ def parse_cost_bucket(
     of times.
     """
     shared: dict[str, str] = {} if strings is None else strings
+    intern = shared.setdefault
     day, results = _bucket(bucket, where, DAY, "00:00 UTC")
     lines = []
     for i, item in enumerate(results):
+        # The usual result, checked inline (a bucket can hold 20,000 of them): a float
+        # amount, ASCII strings. Anything else takes `_cost_line`, which checks every
+        # rule and names what is wrong; both give the same line for what both accept.
+        if type(item) is dict and item.get("object") == _COSTS_RESULT:
+            amount = item.get("amount")
+            if amount is None:
+                continue  # optional in the spec: such a result carries no cost
+            if type(amount) is dict:
+                value = amount.get("value")
+                currency = amount.get("currency")
+                project_id = item.get("project_id")
+                line_item = item.get("line_item")
+                if (
+                    type(value) is float
+                    and value - value == 0.0  # finite: "1e400" decodes to inf
+                    and type(currency) is str
+                    and currency
+                    and currency.isascii()
+                    and (
+                        project_id is None
+                        or (type(project_id) is str and project_id.isascii())
+                    )
+                    and (
+                        line_item is None
+                        or (type(line_item) is str and line_item.isascii())
+                    )
+                ):
+                    project_id = project_id or ""
+                    line_item = line_item or ""
+                    lines.append(
+                        CostLine(
+                            day,
+                            intern(project_id, project_id),
+                            intern(line_item, line_item),
+                            intern(currency, currency),
+                            value,
+                        )
+                    )
+                    continue
         try:
             line = _cost_line(item, day, f"results[{i}]", shared)
         except BadField as exc:
@@ -210,10 +251,8 @@ def _cost_line(item: Any, day: int, at: str, shared: dict[str, str]) -> CostLine
     """Return one costs result as a line, or None when it has no amount."""
     result = _object(item, at)
     kind = result.get("object")
-    if kind != "organization.costs.result":
-        raise BadField(
-            f"{at}.object", f"expected organization.costs.result, got {kind!r:.60}"
-        )
+    if kind != _COSTS_RESULT:
+        raise BadField(f"{at}.object", f"expected {_COSTS_RESULT}, got {kind!r:.60}")
     amount = result.get("amount")
     if amount is None:
         return None  # optional in the spec: such a result carries no cost

@@ -8,13 +8,17 @@ proven here against golden bytes and a real exposition parser
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from openai_cost_pusher import exposition
 from openai_cost_pusher.exposition import (
+    DEFAULT_CHUNK_BYTES,
     escape_label_value,
     format_value,
     render,
@@ -311,3 +315,219 @@ def test_render_chunks_join_to_render(samples: list[Sample], max_bytes: int) -> 
     chunks = list(render_chunks(samples, max_bytes))
     assert b"".join(chunks) == render(samples)
     assert all(chunk.endswith(b"\n") for chunk in chunks)
+
+
+# The renderer takes samples in batches and renders most batches column by column;
+# these tests hold it to a plain loop over the samples, byte for byte and chunk for
+# chunk, with batches small enough that a few samples cross several of them.
+
+_REFERENCE_SPECIAL = {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}
+
+
+def _reference_chunks(
+    samples: Iterable[Sample], max_bytes: int, *, timestamps: bool = True
+) -> Iterator[bytes]:
+    """Render the straightforward way: one line per sample, cut in UTF-8 bytes."""
+    parts: list[bytes] = []
+    size = 0
+    for sample in samples:
+        line = sample.name
+        if sample.labels:
+            line += (
+                "{"
+                + ",".join(
+                    key
+                    + '="'
+                    + value.replace("\\", "\\\\")
+                    .replace("\n", "\\n")
+                    .replace('"', '\\"')
+                    + '"'
+                    for key, value in sample.labels
+                )
+                + "}"
+            )
+        text = repr(sample.value)
+        line += " " + _REFERENCE_SPECIAL.get(text, text)
+        if timestamps:
+            line += f" {sample.ts_ms}"
+        data = (line + "\n").encode()
+        parts.append(data)
+        size += len(data)
+        if size >= max_bytes:
+            yield b"".join(parts)
+            parts, size = [], 0
+    if parts:
+        yield b"".join(parts)
+
+
+def _assert_same_as_reference(
+    samples: list[Sample], max_bytes: int, *, timestamps: bool = True
+) -> None:
+    """Assert that a list and an iterator of `samples` render to the reference's
+    chunks (a list is cut into batches by slicing, an iterator by `islice`)."""
+    expected = list(_reference_chunks(samples, max_bytes, timestamps=timestamps))
+    assert list(render_chunks(samples, max_bytes, timestamps=timestamps)) == expected
+    got = list(render_chunks(iter(samples), max_bytes, timestamps=timestamps))
+    assert got == expected
+
+
+_VALUES = st.one_of(
+    st.floats(),  # NaN and both infinities included
+    st.sampled_from([0.0, -0.0, 1e16, 1e-5, 0.1, 12.5, 5e-324, 1.7976931348623157e308]),
+    st.integers(min_value=-(10**20), max_value=10**20),  # an int renders as itself
+)
+
+
+@st.composite
+def _sample_lists(draw: st.DrawFn) -> list[Sample]:
+    """Draw samples over a few series: label tuples shared by identity, equal but
+    distinct tuples, one tuple under several names, non-ASCII values and escapes,
+    timestamps in runs and scattered."""
+    names = draw(st.lists(_METRIC_NAMES, min_size=1, max_size=3))
+    label_sets: list[Labels] = [
+        labels_of(draw(st.dictionaries(_LABEL_NAMES, st.text(), max_size=3)))
+        for _ in range(draw(st.integers(1, 4)))
+    ]
+    stamps = draw(st.lists(_TIMESTAMPS, min_size=1, max_size=3))
+    samples = []
+    for _ in range(draw(st.integers(0, 40))):
+        labels = draw(st.sampled_from(label_sets))
+        if draw(st.booleans()):
+            labels = tuple(list(labels))  # equal, not identical
+        samples.append(
+            Sample(
+                draw(st.sampled_from(names)),
+                labels,
+                draw(_VALUES),
+                draw(st.one_of(st.sampled_from(stamps), _TIMESTAMPS)),
+            )
+        )
+    return samples
+
+
+@settings(max_examples=300)
+@given(
+    _sample_lists(),
+    st.integers(min_value=-1, max_value=400),
+    st.sampled_from([1, 2, 3, 7, 2048]),
+    st.booleans(),
+)
+def test_render_chunks_match_reference(
+    samples: list[Sample], max_bytes: int, batch: int, timestamps: bool
+) -> None:
+    """Any samples, cap, batch size and timestamp mode give the reference's chunks."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(exposition, "_BATCH", batch)
+        mp.setattr(exposition, "_STAMPS_MAX", 2)  # the cache is emptied often
+        _assert_same_as_reference(samples, max_bytes, timestamps=timestamps)
+
+
+def _bench_like(n: int) -> list[Sample]:
+    """Return `n` samples over 300 series, day after day, some labels non-ASCII or
+    escaped, a NaN and infinities here and there."""
+    rng = random.Random(7)
+    series = [
+        labels_of(
+            {
+                "currency": "usd",
+                "line_item": f"model-{i}, input",
+                "project": f'Проект "{p}" ✓' if p % 7 == 0 else f"project_{p}",
+                "project_id": f"proj_{p:05d}" + ("\\\n" if p == 13 else ""),
+            }
+        )
+        for p in range(30)
+        for i in range(10)
+    ]
+    samples = []
+    for k in range(n):
+        value = rng.uniform(0.01, 100)
+        if k % 4999 == 0:
+            value = rng.choice([math.nan, math.inf, -math.inf])
+        samples.append(
+            Sample(
+                "openai_daily_cost",
+                series[k % len(series)],
+                value,
+                T0_MS + (k // len(series)) * DAY_MS,
+            )
+        )
+    return samples
+
+
+@pytest.mark.parametrize("max_bytes", [1, 4096, 65_536, 1 << 20])
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_render_chunks_match_reference_at_scale(
+    max_bytes: int, timestamps: bool
+) -> None:
+    """Tens of thousands of samples at the default batch size match the reference."""
+    _assert_same_as_reference(_bench_like(20_000), max_bytes, timestamps=timestamps)
+
+
+def test_render_chunks_default_cap_matches_reference() -> None:
+    """Several 4 MiB chunks, cut where the plain loop cuts them."""
+    samples = _bench_like(120_000)
+    chunks = list(render_chunks(samples))
+    assert len(chunks) >= 3
+    assert chunks == list(_reference_chunks(samples, DEFAULT_CHUNK_BYTES))
+
+
+@pytest.mark.parametrize("batch", [1, 2048])
+def test_render_chunks_fresh_label_tuples(batch: int) -> None:
+    """Label tuples made per sample and dropped at once are never confused: a
+    tuple's id, once cached, is not reused by another while rendering runs."""
+
+    def samples() -> Iterator[Sample]:
+        for k in range(10_000):
+            yield Sample("x", (("k", str(k % 1000)),), float(k), k // 100)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(exposition, "_BATCH", batch)
+        got = list(render_chunks(samples(), 10_000))
+    assert got == list(_reference_chunks(samples(), 10_000))
+
+
+def test_render_chunks_odd_timestamps_and_values() -> None:
+    """Timestamps and values of other types render as a plain loop renders them:
+    a float equal to an int timestamp keeps its own text."""
+    samples = [
+        Sample("x", (), 1.0, 1),
+        Sample("x", (), 2, 1),
+        Sample("x", (), 3.5, 1.0),  # type: ignore[arg-type]
+        Sample("x", (), True, True),
+        Sample("x", (), 4.0, 1),
+    ]
+    for batch in (1, 2, 5):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(exposition, "_BATCH", batch)
+            _assert_same_as_reference(samples, 10**6)
+    assert render(samples[2:3]) == b"x 3.5 1.0\n"
+
+
+@pytest.mark.parametrize("as_input", [list, iter], ids=["list", "iterator"])
+def test_render_chunks_raise_where_the_plain_loop_raises(
+    as_input: Callable[[list[Sample]], Iterable[Sample]],
+) -> None:
+    """An invalid sample raises only after every chunk before it was yielded."""
+    good = [Sample("a", (("k", "v"),), float(k), k) for k in range(50)]
+    bad = Sample("a", (("k-1", "v"),), 1.0, 0)
+    samples = [*good[:30], bad, *good[30:]]
+    # the chunks the 30 lines before it fill; the last, unfilled one is never sent
+    expected = [c for c in _reference_chunks(good[:30], 100) if len(c) >= 100]
+    got: list[bytes] = []
+    with pytest.raises(ValueError, match="invalid label name 'k-1' on a"):
+        got.extend(render_chunks(as_input(samples), 100))
+    assert got == expected
+    assert len(got) >= 2
+
+
+@pytest.mark.parametrize("as_input", [list, iter], ids=["list", "iterator"])
+def test_render_chunks_lone_surrogate_raises_at_its_sample(
+    as_input: Callable[[list[Sample]], Iterable[Sample]],
+) -> None:
+    """A label value UTF-8 cannot carry raises at its sample, after earlier chunks."""
+    samples = [Sample("a", (), float(k), k) for k in range(10)]
+    samples.insert(5, Sample("a", (("k", "\ud800"),), 1.0, 0))
+    got: list[bytes] = []
+    with pytest.raises(UnicodeEncodeError):
+        got.extend(render_chunks(as_input(samples), 1))
+    assert got == list(_reference_chunks(samples[:5], 1))

@@ -2,8 +2,9 @@
 
 Each test runs a tiny stdlib HTTP server on 127.0.0.1 that misbehaves on purpose
 (trickles, loops its cursors, sends huge or deeply nested bodies, redirects, asks for
-an hour of patience) and checks that the real clients end with one of the package's
-errors, quickly, with a message that says what to change. Servers are stopped by the
+an hour of patience, breaks a page off half-way) and checks that the real clients end
+with one of the package's errors, quickly, with a message that says what to change,
+and that what they hand on is never counted twice. Servers are stopped by the
 fixture; every server loop is bounded in count and time, and every test in seconds.
 """
 
@@ -17,7 +18,8 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+import tracemalloc
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
@@ -26,6 +28,7 @@ import pytest
 import requests
 
 from openai_cost_pusher import openai_api
+from openai_cost_pusher.app import Pusher, UsagePlan
 from openai_cost_pusher.config import Secret
 from openai_cost_pusher.errors import (
     BadResponse,
@@ -36,10 +39,15 @@ from openai_cost_pusher.errors import (
 )
 from openai_cost_pusher.exposition import render
 from openai_cost_pusher.metrics import DAILY_COST
-from openai_cost_pusher.model import Sample
+from openai_cost_pusher.model import CostLine, Rejected, Sample
 from openai_cost_pusher.openai_api import AdminApi
-from openai_cost_pusher.push import VmClient
-from openai_cost_pusher.transport import Timeouts, make_session, retry_policy
+from openai_cost_pusher.push import PushStats, VmClient
+from openai_cost_pusher.transport import (
+    CHUNK_BYTES,
+    Timeouts,
+    make_session,
+    retry_policy,
+)
 
 DAY = 86_400
 T0 = 1_730_419_200  # 2024-11-01 00:00 UTC
@@ -604,6 +612,359 @@ def test_lone_surrogates_are_repaired(serve: Callable[[Answer], Hostile]) -> Non
     assert project.name == "a?b"
     sample = Sample(DAILY_COST, (("project", project.name),), 1.0, T0 * 1000)
     assert render([sample]).decode() == f'{DAILY_COST}{{project="a?b"}} 1.0 {T0}000\n'
+
+
+# ------------------------------------ 5. pages handed on day by day, never twice
+
+
+def _cost_bucket(day: int, base: float = 1.0, results: int = 3) -> dict[str, Any]:
+    """Return the costs bucket of day number `day`: `results` projects, `base + k`."""
+    start = T0 + day * DAY
+    return {
+        "object": "bucket",
+        "start_time": start,
+        "end_time": start + DAY,
+        "results": [
+            {
+                "object": "organization.costs.result",
+                "amount": {"value": base + k, "currency": "usd"},
+                "line_item": "gpt-4o, input",
+                "project_id": f"proj_{k}",
+            }
+            for k in range(results)
+        ],
+    }
+
+
+def _lines(bucket: dict[str, Any]) -> list[CostLine]:
+    """Return the cost lines a valid bucket stands for."""
+    return [
+        CostLine(
+            bucket["start_time"],
+            r["project_id"],
+            r["line_item"],
+            "usd",
+            r["amount"]["value"],
+        )
+        for r in bucket["results"]
+    ]
+
+
+def _page_body(
+    buckets: list[dict[str, Any]], next_page: str | None = None
+) -> tuple[bytes, list[int]]:
+    """Return a costs page and the offset just past each of its buckets."""
+    head = b'{"object": "page", "data": ['
+    parts = [json.dumps(b).encode() for b in buckets]
+    tail = json.dumps({"has_more": next_page is not None, "next_page": next_page})
+    body = head + b", ".join(parts) + b"], " + tail[1:].encode()
+    ends, at = [], len(head)
+    for part in parts:
+        at += len(part)
+        ends.append(at)
+        at += 2
+    return body, ends
+
+
+PADDING = 300_000
+"""Bytes of an unknown field that make a bucket outlast the client's first read."""
+
+
+def _padded(bucket: dict[str, Any]) -> dict[str, Any]:
+    """Return `bucket` with an unknown field of `PADDING` bytes (ignored)."""
+    return {**bucket, "padding": "x" * PADDING}
+
+
+def _broken_off(body: bytes, cut: int) -> Answer:
+    """Promise `body` whole, send `cut` bytes of it, then close the connection.
+
+    The client reads 256 KiB at a time, and a read that meets the early end is lost
+    with the connection: cut inside a `_padded` bucket, past the first read, so that
+    what comes before it has arrived.
+    """
+
+    def answer(h: _Handler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body[:cut])
+
+    return answer
+
+
+def _in_turn(*answers: Answer, path: str = "/organization/costs") -> Answer:
+    """Answer the requests to `path` with `answers` in turn, the project list with
+    two projects, any other costs or usage request with an empty last page."""
+    queue = list(answers)
+    empty = json.dumps({"object": "page", "data": [], "has_more": False}).encode()
+    projects = json.dumps(
+        {
+            "object": "list",
+            "data": [{"id": "proj_0", "name": "Zero"}, {"id": "proj_1", "name": "One"}],
+            "has_more": False,
+        }
+    ).encode()
+
+    def answer(h: _Handler) -> None:
+        if "/organization/projects" in h.path:
+            h.whole(200, projects)
+        elif f"{path}?" not in h.path:
+            h.whole(200, empty)
+        elif queue:
+            queue.pop(0)(h)
+        else:
+            h.whole(500, b"{}")
+
+    return answer
+
+
+def test_a_day_is_handed_on_before_its_page_has_arrived(
+    serve: Callable[[Answer], Hostile],
+) -> None:
+    """The first day of a page comes out while the server still holds back the
+    rest of the page: a page is never waited for whole.
+
+    The client reads whole 256 KiB blocks, so the server sends exactly two of
+    them (the first, padded day and part of the second) and then waits; the rest
+    is sent only once the test has seen the first day, or after 10 s.
+    """
+    released = threading.Event()
+    rest_sent = threading.Event()
+    buckets = [_padded(_cost_bucket(0)), _padded(_cost_bucket(1))]
+    body, ends = _page_body(buckets)
+    held_at = 2 * CHUNK_BYTES
+    assert ends[0] < held_at < ends[1]
+
+    def answer(h: _Handler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body[:held_at])
+        h.wfile.flush()
+        released.wait(10)
+        rest_sent.set()
+        h.wfile.write(body[held_at:])
+
+    server = serve(answer)
+    api, _ = _api(server.url, timeouts=Timeouts(5.0, 30.0))
+    days = api.fetch_costs(T0, T0 + 2 * DAY)
+    first = next(days)
+    assert not rest_sent.is_set(), "the first day waited for the rest of the page"
+    released.set()
+    assert first == _lines(buckets[0])
+    assert list(days) == [_lines(buckets[1])]
+
+
+def test_a_page_broken_off_is_read_again_and_no_day_comes_twice(
+    serve: Callable[[Answer], Hostile],
+) -> None:
+    """Page two breaks off inside its third day, after a day handed on and a
+    malformed one: it is retried with the same cursor, the day already handed on is
+    not handed on again (its first copy stands, though the retry revised it), the
+    malformed day is listed once, and the rest of the page follows."""
+    page_one = [_cost_bucket(d) for d in range(3)]
+    first_try = [_cost_bucket(3, 1.0), _cost_bucket(4), _padded(_cost_bucket(5))]
+    first_try[1]["results"][1]["amount"]["value"] = "abc"
+    retry = [_cost_bucket(3, 9.0), first_try[1], _cost_bucket(5, 5.0)]
+    one, _ = _page_body(page_one, next_page="p2")
+    broken, ends = _page_body(first_try)
+    whole, _ = _page_body(retry)
+    server = serve(
+        _in_turn(
+            _raw(one),
+            _broken_off(broken, ends[1] + PADDING - 10_000),
+            _raw(whole),
+        )
+    )
+    api, sleeps = _api(server.url, max_attempts=3)
+    rejected: list[Rejected] = []
+    handed = list(api.fetch_costs(T0, T0 + 6 * DAY, rejected))
+    assert handed == [
+        *map(_lines, page_one),
+        _lines(first_try[0]),
+        _lines(retry[2]),
+    ]
+    assert rejected == [
+        Rejected(
+            T0 + 4 * DAY,
+            "/organization/costs",
+            "data[1].results[1].amount.value",
+            "expected a number or a decimal string, got 'abc'",
+        )
+    ]
+    assert len(server.paths) == 3
+    assert server.paths[1] == server.paths[2]
+    assert "page=p2" in server.paths[2]
+    assert len(sleeps) == 1
+
+
+def test_a_retry_that_pages_differently_hands_on_no_day_twice(
+    serve: Callable[[Answer], Hostile],
+) -> None:
+    """Days handed on before a page broke off are skipped wherever the API serves
+    them again, even on a later page: the retry of page two serves one day and
+    moves the others to a page three. No day is counted twice, none is refused as
+    served twice."""
+    buckets = [_cost_bucket(d, 1.0 + d) for d in range(5)]
+    revised = [_cost_bucket(d, 100.0 + d) for d in range(5)]
+    one, _ = _page_body(buckets[:2], next_page="p2")
+    broken, ends = _page_body([*buckets[2:4], _padded(buckets[4])])
+    two, _ = _page_body(revised[2:3], next_page="p3")
+    three, _ = _page_body(revised[3:])
+    cut = ends[1] + PADDING - 10_000
+    server = serve(
+        _in_turn(_raw(one), _broken_off(broken, cut), _raw(two), _raw(three))
+    )
+    api, _ = _api(server.url, max_attempts=3)
+    handed = list(api.fetch_costs(T0, T0 + 5 * DAY))
+    assert handed == [*map(_lines, buckets[:4]), _lines(revised[4])]
+    assert "page=p3" in server.paths[3]
+
+
+class _Recorder:
+    """A push target that keeps the daily cost and the usage lines pushed to it."""
+
+    def __init__(self) -> None:
+        self.daily: list[str] = []
+        self.usage: list[str] = []
+
+    def push(self, chunks: Iterable[bytes]) -> PushStats:
+        for chunk in chunks:
+            for line in chunk.decode().splitlines():
+                if line.startswith(DAILY_COST):
+                    self.daily.append(line)
+                elif line.startswith("openai_usage_"):
+                    self.usage.append(line)
+        return PushStats()
+
+
+def _cycle(server: Hostile, usage: UsagePlan | None = None) -> tuple[Pusher, _Recorder]:
+    """Return a pusher of the hostile server's costs (and `usage`) for the days
+    T0..T0+5 (today)."""
+    api, _ = _api(server.url, max_attempts=3)
+    sink = _Recorder()
+    pusher = Pusher(
+        api,
+        sink,
+        lookback_days=3,
+        backfill_days=5,
+        extra_labels=(("job", "test"),),
+        clock=lambda: T0 + 5 * DAY + 3600,
+        usage=usage,
+    )
+    return pusher, sink
+
+
+def test_a_cycle_pushes_each_day_once_after_a_page_broke_off(
+    serve: Callable[[Answer], Hostile],
+) -> None:
+    """Through the whole cycle: a page broken off after some of its days were
+    handed on, then retried, pushes each series' day once, with the value of the
+    answer it was taken from."""
+    buckets = [_cost_bucket(d, 1.0 + d, results=2) for d in range(6)]
+    one, _ = _page_body(buckets[:3], next_page="p2")
+    broken, ends = _page_body([buckets[3], _padded(buckets[4]), buckets[5]])
+    retry = [_cost_bucket(3, 50.0, results=2), *buckets[4:]]
+    whole, _ = _page_body(retry)
+    cut = ends[0] + PADDING - 10_000
+    server = serve(_in_turn(_raw(one), _broken_off(broken, cut), _raw(whole)))
+    pusher, sink = _cycle(server)
+    report = pusher.run_cycle()
+    assert report.ok, report.error
+    pushed = sorted(sink.daily)
+    assert len(pushed) == len(set(pushed)) == 12
+    for d in range(6):
+        for k in range(2):
+            value = 1.0 + d + k
+            assert any(
+                f'project_id="proj_{k}"' in line
+                and line.endswith(f" {value!r} {(T0 + d * DAY) * 1000}")
+                for line in pushed
+            ), (d, k, pushed)
+
+
+def test_a_cycle_pushes_nothing_of_a_page_broken_after_days_were_handed_on(
+    serve: Callable[[Answer], Hostile],
+) -> None:
+    """A page whose envelope turns out broken after its days were handed on fails
+    the costs data set: not one of those days is pushed."""
+    body, _ = _page_body([_cost_bucket(d) for d in range(6)])
+    server = serve(_in_turn(_raw(body.replace(b'"has_more": false', b'"x": 0'))))
+    pusher, sink = _cycle(server)
+    report = pusher.run_cycle()
+    costs = report.get("costs")
+    assert not costs.ok
+    assert costs.error == "GET /organization/costs.has_more: missing"
+    assert sink.daily == []
+
+
+def test_a_cycle_pushes_each_usage_bucket_once_after_a_page_broke_off(
+    serve: Callable[[Answer], Hostile],
+) -> None:
+    """Usage is handed on bucket by bucket too: a completions page broken off after
+    its first day, then retried, pushes each series' bucket once, from the answer it
+    was taken from; every endpoint's buckets add up in one table."""
+
+    def bucket(day: int, tokens: int, padded: bool = False) -> dict[str, Any]:
+        start = T0 + day * DAY
+        results = [
+            {
+                "object": "organization.usage.completions.result",
+                "input_tokens": tokens + k,
+                "output_tokens": 1,
+                "num_model_requests": 1,
+                "project_id": f"proj_{k}",
+                "model": "gpt-4o",
+                "batch": False,
+            }
+            for k in range(2)
+        ]
+        page = {"start_time": start, "end_time": start + DAY, "results": results}
+        return _padded(page) if padded else page
+
+    one, _ = _page_body([bucket(d, 100 * d) for d in range(3)], next_page="p2")
+    broken, ends = _page_body([bucket(3, 300), bucket(4, 400, padded=True)])
+    whole, _ = _page_body([bucket(3, 9_999), bucket(4, 400), bucket(5, 500)])
+    usage_path = "/organization/usage/completions"
+    cut = ends[0] + PADDING - 10_000
+    server = serve(
+        _in_turn(_raw(one), _broken_off(broken, cut), _raw(whole), path=usage_path)
+    )
+    plan = UsagePlan.build(
+        "1d", lookback_days=3, backfill_days=5, lookback_hours=24, backfill_hours=24
+    )
+    pusher, sink = _cycle(server, plan)
+    report = pusher.run_cycle()
+    assert report.ok, report.error
+    inputs = sorted(x for x in sink.usage if 'type="input"' in x)
+    assert len(inputs) == len(set(inputs)) == 12
+    for d in range(6):
+        for k in range(2):
+            assert any(
+                f'project_id="proj_{k}"' in line
+                and line.endswith(f" {float(100 * d + k)!r} {(T0 + d * DAY) * 1000}")
+                for line in inputs
+            ), (d, k, inputs)
+
+
+def test_a_long_page_is_never_held_whole(serve: Callable[[Answer], Hostile]) -> None:
+    """A page of 180 days (the largest `limit`) of 250 results each, 6 MiB of
+    JSON, is fetched with a peak of Python allocations (tracemalloc) under 2.5 MiB,
+    as the caller takes each day as it comes; held whole it took 5.6 MiB."""
+    buckets = [_cost_bucket(d, results=250) for d in range(180)]
+    body, _ = _page_body(buckets)
+    server = serve(_raw(body))
+    api, _ = _api(server.url, timeouts=Timeouts(5.0, 10.0))
+    lines = 0
+    tracemalloc.start()
+    try:
+        for day in api.fetch_costs(T0, T0 + 180 * DAY):
+            lines += len(day)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert lines == 180 * 250
+    assert peak < 2.5 * (1 << 20), peak
 
 
 # ------------------------------------------------ 6. messages that say what to do

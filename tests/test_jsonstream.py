@@ -1,15 +1,17 @@
-"""The incremental page decoder: same result as json.loads, for any chunking."""
+"""The incremental page decoder: same result as json.loads, for any chunking and any
+scan window, each value decoded exactly once."""
 
 from __future__ import annotations
 
 import itertools
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from openai_cost_pusher import jsonstream
 from openai_cost_pusher.jsonstream import (
     MAX_DEPTH,
     LimitExceeded,
@@ -233,3 +235,176 @@ def test_a_value_just_under_the_cap_passes() -> None:
     body = json.dumps({"data": [value]}).encode()
     chunks = [body[i : i + 3] for i in range(0, len(body), 3)]
     assert _limited(chunks, 100) == ([value], {"data": []})
+
+
+# ------------------------------------------------------- scanning without re-parsing
+
+TRICKY_TEXT = st.text(
+    alphabet=st.sampled_from([*'\\"[]{},:ab é✓\n\t', "\U0001f600", "\x00"]),
+    max_size=12,
+)
+"""Strings full of what the scan must not take for structure."""
+
+TRICKY_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | TRICKY_TEXT,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(TRICKY_TEXT, inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+@pytest.fixture(name="windows")
+def _windows(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Set the scan's first and largest window (bytes) for one test."""
+
+    def set_windows(first: int, largest: int) -> None:
+        monkeypatch.setattr(jsonstream, "FIRST_WINDOW", first)
+        monkeypatch.setattr(jsonstream, "MAX_WINDOW", largest)
+
+    return set_windows
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.lists(TRICKY_VALUES, max_size=5),
+    other=TRICKY_VALUES,
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=16),
+    first=st.integers(min_value=1, max_value=9),
+    largest=st.sampled_from([1, 2, 5, 16, 64 * 1024]),
+    ascii_only=st.booleans(),
+)
+def test_any_window_and_chunking_give_the_same_values(
+    data: list[Any],
+    other: Any,
+    cuts: list[int],
+    first: int,
+    largest: int,
+    ascii_only: bool,
+) -> None:
+    """Quotes, backslashes and brackets inside strings, escapes cut between chunks
+    or windows: the elements and envelope equal json.loads of the same bytes."""
+    doc = {"other": other, "data": data}
+    body = json.dumps(doc, ensure_ascii=ascii_only).encode()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jsonstream, "FIRST_WINDOW", first)
+        patch.setattr(jsonstream, "MAX_WINDOW", max(first, largest))
+        items, envelope = _decode(_chunks(body, cuts))
+    assert items == data
+    assert envelope == {"other": other, "data": []}
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 1024])
+def test_escapes_cut_at_every_byte(windows: Any, window: int) -> None:
+    """Runs of backslashes before quotes and brackets, cut at every byte and seen
+    through windows of every size, end their strings where json.loads says."""
+    windows(window, window)
+    data = [
+        {"a\\": "\\\\", "b": ['\\"]', '"}{', "\\\\\\"]},
+        "\\",
+        ['x\\\\"', {"[": "]\\\\\\\\"}],
+    ]
+    body = json.dumps({"data": data, "n": '\\"\\'}).encode()
+    for cut in range(1, len(body)):
+        assert _decode([body[:cut], body[cut:]])[0] == data, cut
+    assert _decode([body[i : i + 1] for i in range(len(body))])[0] == data
+
+
+class _CountingDecoder(json.JSONDecoder):
+    """A JSONDecoder that records every text it decodes."""
+
+    texts: ClassVar[list[str]] = []
+
+    def decode(self, s: str, *args: Any, **kwargs: Any) -> Any:
+        self.texts.append(s)
+        return super().decode(s, *args, **kwargs)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 1 << 20])
+def test_each_value_is_decoded_exactly_once(
+    monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """However the body is cut, each key, envelope value and element goes to the
+    JSON decoder once, as its own text: nothing is parsed twice."""
+    monkeypatch.setattr(json, "JSONDecoder", _CountingDecoder)
+    _CountingDecoder.texts = []
+    data = [{"start_time": i, "results": [{"s": "[x]" * i}] * 50} for i in range(3)]
+    body = json.dumps({"object": "page", "data": data, "has_more": False}).encode()
+    chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+    assert _decode(chunks)[0] == data
+    expected = ['"object"', '"page"', '"data"', *map(json.dumps, data), '"has_more"']
+    assert _CountingDecoder.texts == [*expected, "false"]
+
+
+@pytest.mark.parametrize("window", [1, 4, 1024])
+@pytest.mark.parametrize(
+    ("element_depth", "ok"),
+    [(MAX_DEPTH - 2, True), (MAX_DEPTH - 1, False)],
+)
+def test_depth_is_counted_through_windows(
+    windows: Any, window: int, element_depth: int, ok: bool
+) -> None:
+    """The level limit holds exactly however the scan's windows fall, with the
+    deepest level in a string-filled object."""
+    windows(window, window)
+    element: Any = {"s": "[[[{{{"}
+    for _ in range(element_depth - 1):
+        element = [element, "]]]"]
+    body = json.dumps({"data": [element]}).encode()
+    if ok:
+        assert _decode([body])[0] == [element]
+    else:
+        with pytest.raises(LimitExceeded, match="nests deeper than 64 levels"):
+            _decode([body])
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4096])
+def test_the_cap_counts_characters_not_bytes(chunk: int) -> None:
+    """100 two-byte characters (with quotes: 100 characters, 200 bytes minus 2)
+    pass a cap of 100; one more is refused."""
+    for text, ok in (("é" * 98, True), ("é" * 99, False)):
+        body = json.dumps({"data": [text]}, ensure_ascii=False).encode()
+        chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+        if ok:
+            assert _limited(chunks, 100) == ([text], {"data": []})
+        else:
+            with pytest.raises(LimitExceeded, match="longer than 100 characters"):
+                _limited(chunks, 100)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 64])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": ["' + b"\\" * 1000,
+        b'{"data": ["' + b"\\" * 1001,
+        b'{"data": [["' + b"\\" * 1000 + b'"]]}',
+        b'{"data": [{"a": "' + b'\\"' * 500,
+    ],
+    ids=["even-run", "odd-run", "run-in-array", "escaped-quotes"],
+)
+def test_backslash_runs_past_the_cap_are_refused(body: bytes, chunk: int) -> None:
+    """A run of backslashes or escaped quotes is read within the cap, whichever
+    byte a chunk ends on: refused past it, never waited on without end."""
+    chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+    with pytest.raises(LimitExceeded, match="longer than 100 characters"):
+        _limited(chunks, 100)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": ["\xff"]}',
+        b'{"data": [{"a": "\xed\xa0\x80"}]}',  # an encoded surrogate
+        b'{"x": "\xc3"}',
+        b'{"data": []\xc2\xa0}',  # a no-break space between values
+    ],
+)
+def test_bytes_that_are_not_utf8_or_not_json_whitespace(body: bytes) -> None:
+    """Every value must be UTF-8, and only JSON whitespace may stand between."""
+    with pytest.raises(StreamError):
+        _decode([body])

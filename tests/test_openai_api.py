@@ -7,6 +7,7 @@ waits for a backoff. The pure page parsers are tested with tables.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import threading
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+from openai_cost_pusher import openai_api
 from openai_cost_pusher.config import Secret
 from openai_cost_pusher.errors import (
     AuthRejected,
@@ -298,13 +300,91 @@ def test_costs_empty_organization(org: FakeOpenAI, session: requests.Session) ->
     assert len(org.requests_to(COSTS)) == 4
 
 
-def test_costs_yield_page_by_page(org: FakeOpenAI, session: requests.Session) -> None:
-    """fetch_costs is lazy: it requests the next page only when asked for it."""
+def test_costs_yield_day_by_day(org: FakeOpenAI, session: requests.Session) -> None:
+    """fetch_costs is lazy and hands on one day at a time, as soon as it is parsed:
+    the first day comes after one request, the fourth (on page two) after two."""
     _fill_costs(org)
-    pages = _client(org, session).api.fetch_costs(T0, END)
-    first = next(pages)
-    assert {line.day for line in first} == {T0, T0 + DAY, T0 + 2 * DAY}  # page_size 3
+    days = _client(org, session).api.fetch_costs(T0, END)
+    assert {line.day for line in next(days)} == {T0}
     assert len(org.requests_to(COSTS)) == 1
+    assert [{line.day for line in next(days)} for _ in range(3)] == [
+        {T0 + DAY},
+        {T0 + 2 * DAY},
+        {T0 + 3 * DAY},  # page_size 3: the first day of page two
+    ]
+    assert len(org.requests_to(COSTS)) == 2
+
+
+def test_costs_each_day_handed_on_once_and_whole(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """Over pages and queries, every hand-off holds all the lines of one day, and
+    every day with costs comes exactly once; days without costs yield nothing."""
+    _fill_costs(org)
+    for key in [k for k in org.costs() if k[0] == T0 + 4 * DAY]:
+        org.set_cost(key[0], key[1], key[2], 0.0, key[3])  # still a result
+    org.page_size = 2
+    handed = list(_client(org, session).api.fetch_costs(T0, END))
+    days = [line.day for lines in handed for line in lines[:1]]
+    assert days == [T0 + d * DAY for d in range(DAYS)]
+    assert all(len({line.day for line in lines}) == 1 for lines in handed)
+    assert _same([line for lines in handed for line in lines], _expected(org))
+
+
+def _spy_on_parsing(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list[bool]:
+    """Record whether the garbage collector runs each time a costs bucket is parsed
+    (then raise KeyError if `fail`)."""
+    seen: list[bool] = []
+    parse = parse_cost_bucket
+
+    def spy(bucket: Any, where: str, strings: Any = None) -> Any:
+        seen.append(gc.isenabled())
+        if fail:
+            raise KeyError("surprise")
+        return parse(bucket, where, strings)
+
+    monkeypatch.setattr(openai_api, "parse_cost_bucket", spy)
+    return seen
+
+
+def test_collector_paused_only_while_a_day_is_decoded(
+    org: FakeOpenAI, session: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cyclic garbage collector is off while a bucket is decoded and parsed, and
+    on again whenever the caller holds the lines."""
+    _fill_costs(org)
+    seen = _spy_on_parsing(monkeypatch)
+    running = [gc.isenabled() for _ in _client(org, session).api.fetch_costs(T0, END)]
+    assert running == [True] * DAYS
+    assert seen == [False] * DAYS
+    assert gc.isenabled()
+
+
+def test_collector_on_again_after_a_failure(
+    org: FakeOpenAI, session: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever fails while a bucket is parsed, the collector runs again after."""
+    _fill_costs(org)
+    seen = _spy_on_parsing(monkeypatch, fail=True)
+    with pytest.raises(BadResponse, match=r"cannot be read \(KeyError\)"):
+        _costs(_client(org, session))
+    assert seen == [False]
+    assert gc.isenabled()
+
+
+def test_collector_left_off_if_it_was_off(
+    org: FakeOpenAI, session: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that turned the collector off keeps it off."""
+    _fill_costs(org)
+    seen = _spy_on_parsing(monkeypatch)
+    gc.disable()
+    try:
+        assert _same(_costs(_client(org, session)), _expected(org))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert seen == [False] * DAYS
 
 
 # ------------------------------------------------------------- malformed answers
@@ -689,8 +769,9 @@ def test_broken_envelope_still_fails_the_fetch(
 def test_rejected_bucket_does_not_affect_the_next_page(
     org: FakeOpenAI, session: requests.Session
 ) -> None:
-    """A day rejected on page one is listed with that page; page two comes whole,
-    and its own bad day is listed with it, under its own index and day."""
+    """A day rejected on page one is listed once page one is whole, before page
+    two's first day is handed on; page two's days come whole, and its own bad day
+    is listed with it, under its own index and day."""
     buckets = _month(6)
     buckets[1]["results"][4]["amount"]["value"] = "1,5"
     buckets[5]["results"][0]["object"] = "bucket"
@@ -699,16 +780,20 @@ def test_rejected_bucket_does_not_affect_the_next_page(
     )
     org.inject(Fault.wrong_shape(_page(*buckets[3:])), path_prefix=COSTS)
     rejected: list[Rejected] = []
-    pages = _client(org, session).api.fetch_costs(T0, T0 + 6 * DAY, rejected)
+    days = _client(org, session).api.fetch_costs(T0, T0 + 6 * DAY, rejected)
     day_one = Rejected(
         T0 + DAY,
         COSTS,
         "data[1].results[4].amount.value",
         "expected a number or a decimal string, got '1,5'",
     )
-    assert next(pages) == _lines_of([buckets[0], buckets[2]])
+    assert next(days) == _lines_of([buckets[0]])
+    assert next(days) == _lines_of([buckets[2]])
+    assert rejected == []  # page one is not whole yet: its envelope follows
+    assert next(days) == _lines_of([buckets[3]])
     assert rejected == [day_one]
-    assert next(pages) == _lines_of(buckets[3:5])
+    assert next(days) == _lines_of([buckets[4]])
+    assert next(days, None) is None
     assert rejected == [
         day_one,
         Rejected(
@@ -718,8 +803,79 @@ def test_rejected_bucket_does_not_affect_the_next_page(
             "expected organization.costs.result, got 'bucket'",
         ),
     ]
-    assert next(pages, None) is None
     assert [r.param("page") for r in org.requests_to(COSTS)] == [None, "page_two"]
+
+
+def test_days_handed_on_before_a_broken_envelope_still_fail_the_fetch(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """A page whose envelope turns out broken after its days were handed on raises
+    BadResponse, not retried; its bad day is never reported, as the page was never
+    whole. The caller, which pushes nothing of a failed fetch, drops the days."""
+    buckets = _month(3)
+    buckets[1]["results"][0]["amount"]["value"] = "abc"
+    page = _page(*buckets)
+    del page["has_more"]  # after `data`: known only once every day is handed on
+    org.inject(Fault.wrong_shape(page), path_prefix=COSTS)
+    rejected: list[Rejected] = []
+    days = _client(org, session).api.fetch_costs(T0, T0 + 3 * DAY, rejected)
+    assert next(days) == _lines_of([buckets[0]])
+    assert next(days) == _lines_of([buckets[2]])
+    with pytest.raises(BadResponse, match=r"^GET /organization/costs.has_more: miss"):
+        next(days)
+    assert rejected == []
+    assert len(org.requests_to(COSTS)) == 1
+
+
+def test_costs_fast_and_strict_parsing_agree() -> None:
+    """The inline check of the usual result gives the same lines as the full one:
+    integers, decimal strings, null ids, non-ASCII and lone surrogates included."""
+    results = [
+        _result(),
+        _result(amount={"value": 2, "currency": "usd"}),
+        _result(amount={"value": "3.25", "currency": "eur"}),
+        _result(amount={"value": -0.0, "currency": "usd"}),
+        {**_result(), "project_id": None, "line_item": None},
+        _result(project_id=None, line_item=None),  # absent
+        _result(line_item="Ünïcode ✓", project_id="proj_\ud800"),
+        _result(line_item="a\udfffb"),
+        _result(amount=None),
+    ]
+    day, lines = parse_cost_bucket(_bucket(results=results), "w")
+    assert (day, lines) == (
+        T0,
+        [
+            CostLine(T0, "proj_a", "gpt-4o, input", "usd", 1.5),
+            CostLine(T0, "proj_a", "gpt-4o, input", "usd", 2.0),
+            CostLine(T0, "proj_a", "gpt-4o, input", "eur", 3.25),
+            CostLine(T0, "proj_a", "gpt-4o, input", "usd", -0.0),
+            CostLine(T0, "", "", "usd", 1.5),
+            CostLine(T0, "", "", "usd", 1.5),
+            CostLine(T0, "proj_?", "Ünïcode ✓", "usd", 1.5),
+            CostLine(T0, "proj_a", "a?b", "usd", 1.5),
+        ],
+    )
+    assert all(type(line.value) is float for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("result", "path"),
+    [
+        (_result(amount={"value": 1e400, "currency": "usd"}), "amount.value"),
+        (_result(amount={"value": math.nan, "currency": "usd"}), "amount.value"),
+        (_result(amount={"value": 1.5, "currency": ""}), "amount.currency"),
+        (_result(amount={"value": 1.5, "currency": 5}), "amount.currency"),
+        (_result(project_id=5), "project_id"),
+        (_result(line_item=["x"]), "line_item"),
+        (_result(object="organization.costs.results"), "object"),
+        ([_result()], ""),
+    ],
+)
+def test_costs_fast_path_leaves_no_rule_out(result: Any, path: str) -> None:
+    """Whatever the inline check does not accept goes through every rule."""
+    with pytest.raises(BadResult) as info:
+        parse_cost_bucket(_bucket(results=[_result(), result]), "w")
+    assert info.value.path == f"results[1].{path}".rstrip(".")
 
 
 def test_rejected_bucket_beyond_the_window_end_is_ignored(
