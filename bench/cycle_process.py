@@ -14,6 +14,7 @@ the pusher's alone (the synthetic API and VictoriaMetrics run elsewhere).
 
 from __future__ import annotations
 
+import cProfile
 import json
 import os
 import resource
@@ -96,6 +97,7 @@ def main() -> None:
         usage=usage,
         stats=stats,
         reader=reader,
+        costs_by_api_key=True,  # on by default (COSTS_BY_API_KEY)
     )
     current: dict[str, Any] = {"cycle": "backfill", "cpu": 0.0, "calls": 0}
 
@@ -113,6 +115,9 @@ def main() -> None:
         os._exit(0)
 
     signal.signal(signal.SIGTERM, cut_short)
+    # BENCH_PROFILE=DIR: write each cycle's cProfile statistics to DIR/<cycle>.prof
+    # (the CPU figures then include the profiler's own cost)
+    profile_dir = os.environ.get("BENCH_PROFILE", "")
     for name in ("backfill", "confirm", "steady"):
         if name != "backfill":
             pusher.confirm_after_s = 0.0
@@ -122,7 +127,12 @@ def main() -> None:
         current.update(cycle=name, cpu=time.process_time(), calls=calls)
         cpu = time.process_time()
         wall = time.monotonic()
-        report = pusher.run_cycle()
+        if profile_dir:
+            profiler = cProfile.Profile()
+            report = profiler.runcall(pusher.run_cycle)
+            profiler.dump_stats(str(Path(profile_dir) / f"{name}.prof"))
+        else:
+            report = pusher.run_cycle()
         figures = {
             "cycle": name,
             "ok": report.ok,

@@ -24,13 +24,15 @@ from bench.plan import (
     LOOKBACK_DAYS,
     LOOKBACK_HOURS,
 )
-from bench.synthetic_api import Org, SyntheticApi
+from bench.synthetic_api import KEYS, Org, SyntheticApi
+from openai_cost_pusher.parsers import USAGE_KINDS as PUSHED_USAGE_KINDS
 from tests.vm import VictoriaMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 CYCLES = ("backfill", "confirm", "steady")
-USAGE_KINDS = 8
+USAGE_KINDS = len(PUSHED_USAGE_KINDS)
 PROJECTS_LIMIT = 100
+API_KEYS_LIMIT = 100
 COSTS_LIMIT = 180
 USAGE_LIMIT = {"1d": 31, "1h": 168}
 BUCKETS = {
@@ -57,14 +59,18 @@ class Spec:
 def minimum_requests(spec: Spec, cycle: str) -> int:
     """Return the fewest Admin API requests the page limits allow for one cycle.
 
-    One project page per 100 projects; for each bucket query, one page per
-    `min(limit, page size)` buckets, with the largest `limit` of the endpoint (a
-    query can always be split at a multiple of that).
+    One project page per 100 projects; for each bucket query (costs by line item,
+    costs by API key, each usage endpoint), one page per `min(limit, page size)`
+    buckets, with the largest `limit` of the endpoint; and in the backfill one key
+    list page per project (100 keys a page).
     """
     first = cycle == "backfill"
     pages = max(1, math.ceil(spec.projects / PROJECTS_LIMIT))
     days = BUCKETS["costs"][0 if first else 1]
-    pages += math.ceil(days / min(COSTS_LIMIT, API_PAGE_BUCKETS))
+    # costs by line item, then by API key (COSTS_BY_API_KEY, on by default)
+    pages += 2 * math.ceil(days / min(COSTS_LIMIT, API_PAGE_BUCKETS))
+    if first:  # each project's key list, read again an hour later at the earliest
+        pages += spec.projects * math.ceil(KEYS / API_KEYS_LIMIT)
     if spec.width != "off":
         buckets = BUCKETS[spec.width][0 if first else 1]
         per_page = min(USAGE_LIMIT[spec.width], API_PAGE_BUCKETS)

@@ -6,16 +6,19 @@ cost results over 31 days, a page of about 1.3 GB. This server holds no records:
 each value is a function of (project, line item or model, bucket), pages are written
 as they are generated, with chunked transfer encoding, and a whole organization costs
 a few MB of memory. It answers only what the pusher asks (the project list, daily
-costs grouped by project and line item, the eight usage endpoints grouped as the
+costs grouped by project and line item, every usage endpoint grouped as the
 pusher groups them) in the fake's shapes, key order and pagination (`page_size`
 buckets per page, cursors bound to their query); `check_against_fake` proves that on
 a small organization before every benchmark run.
 
 The organization: `projects` projects `proj_00000`..., each with `items` line items
-(`model-<i>, input`) of cost on each of the 31 days of a backfill (30 complete days and
-today); with usage, 5 models each on completions and embeddings in every bucket of the
-usage backfill (`1d`: 31 days, `1h`: 169 hours). Values never change, so a steady
-cycle finds nothing to revise.
+(`model-<i>, input`, with its quantity in tokens) of cost on each of the 31 days of a
+backfill (30 complete days and today), and `keys` API keys (`key_<p>_<k>`, named
+`Key <k>`): line item `i` is spent with key `i % keys`, so that costs grouped by
+project and API key are sums of line items, as the live API gives them; with usage,
+5 models each on completions and embeddings in every bucket of the usage backfill
+(`1d`: 31 days, `1h`: 169 hours). Values never change, so a steady cycle finds
+nothing to revise.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import random
 import sys
 import threading
@@ -35,10 +39,15 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from bench.plan import API_PAGE_BUCKETS, BACKFILL_DAYS, BACKFILL_HOURS, DAY, HOUR
+from openai_cost_pusher.openai_api import KEY_COSTS_FROM
 from tests.fake_openai import USAGE_KINDS, FakeOpenAI
 
 MODELS = 5
 """Models per project on each of completions and embeddings."""
+KEYS = 5
+"""API keys per project."""
+ORGANIZATION_ID = "org-fake0000000000000000000"
+"""The `organization_id` every costs result carries (as the fake's)."""
 USAGE_KIND_KEYS = {"completions": 1, "embeddings": 2}
 USAGE_STEPS = {"1d": DAY, "1h": HOUR}
 USAGE_BACKFILL = {"1d": BACKFILL_DAYS + 1, "1h": BACKFILL_HOURS + 1}
@@ -46,12 +55,14 @@ USAGE_BACKFILL = {"1d": BACKFILL_DAYS + 1, "1h": BACKFILL_HOURS + 1}
 _WIDTH_LIMITS = {"1m": (60, 60, 1440), "1h": (HOUR, 24, 168), "1d": (DAY, 7, 31)}
 _COSTS_LIMIT = (7, 180)
 _PROJECTS_LIMIT = (20, 100)
+_API_KEYS_LIMIT = (20, 100)
 _CHUNK = 256 * 1024
 _TABLE = 4099  # values are drawn from tables of this (prime) size
 
 _rng = random.Random(1)
 _COST_VALUES = [repr(_rng.uniform(0.01, 100)) for _ in range(_TABLE)]
 _INPUT = [str(_rng.randrange(10**7)) for _ in range(_TABLE)]
+_QUANTITIES = [repr(float(_rng.randrange(10**8))) for _ in range(_TABLE)]
 _OUTPUT = [str(_rng.randrange(10**6)) for _ in range(_TABLE)]
 _CACHED = [str(_rng.randrange(10**5)) for _ in range(_TABLE)]
 _REQUESTS = [str(_rng.randrange(1, 10**4)) for _ in range(_TABLE)]
@@ -70,6 +81,7 @@ class Org:
     items: int
     usage: str = "off"
     now: float = 0.0
+    keys: int = KEYS
 
     @property
     def today(self) -> int:
@@ -88,6 +100,18 @@ class Org:
 
     def cost_value(self, p: int, i: int, day: int) -> str:
         return _COST_VALUES[_index(p, i, day)]
+
+    def quantity(self, p: int, i: int, day: int) -> str:
+        return _QUANTITIES[_index(p, i, day)]
+
+    def key_id(self, p: int, k: int) -> str:
+        return f"key_{p:05d}_{k}"
+
+    def key_cost(self, p: int, k: int, day: int) -> float:
+        """Return the day's cost of project `p` with key `k`: its line items'."""
+        return math.fsum(
+            float(self.cost_value(p, i, day)) for i in range(k, self.items, self.keys)
+        )
 
     def usage_bucket(self, start: int, step: int) -> int | None:
         """Return the index of the usage bucket within the bucket at `start`."""
@@ -298,6 +322,8 @@ class SyntheticApi:
             rest = parts[3:]
             if rest == ["projects"]:
                 self._send(handler, 200, self._projects(query))
+            elif len(rest) == 3 and rest[0] == "projects" and rest[2] == "api_keys":
+                self._send(handler, 200, self._api_keys(rest[1], query))
             elif rest == ["costs"]:
                 self._stream(handler, self._costs(query))
             elif len(rest) == 2 and rest[0] == "usage" and rest[1] in USAGE_KINDS:
@@ -364,6 +390,50 @@ class SyntheticApi:
             "has_more": start + limit < self.org.projects,
         }
 
+    def _api_keys(self, project_id: str, query: _Query) -> dict[str, object]:
+        for name, _ in query.pairs:
+            if name not in ("limit", "after", "owner_project_access"):
+                raise _Refused(400, f"Unknown parameter: '{name}'.", name)
+        limit = query.limit(*_API_KEYS_LIMIT)
+        org = self.org
+        if not project_id.startswith("proj_") or not project_id[5:].isdigit():
+            raise _Refused(404, f"No such project: '{project_id}'.", "project_id")
+        p = int(project_id[5:])
+        if p >= org.projects:
+            raise _Refused(404, f"No such project: '{project_id}'.", "project_id")
+        ids = [org.key_id(p, k) for k in range(org.keys)]
+        after = query.one("after")
+        start = 0 if after is None else ids.index(after) + 1
+        page = list(range(start, min(org.keys, start + limit)))
+        data = [
+            {
+                "object": "organization.project.api_key",
+                "redacted_value": f"sk-proj-****{ids[k][-4:]}",
+                "name": f"Key {k}",
+                "created_at": 1_700_000_000,
+                "last_used_at": None,
+                "id": ids[k],
+                "owner_project_access": "active",
+                "owner": {
+                    "type": "service_account",
+                    "service_account": {
+                        "id": f"svc_acct_{ids[k]}",
+                        "name": f"Key {k}",
+                        "created_at": 1_700_000_000,
+                        "role": "member",
+                    },
+                },
+            }
+            for k in page
+        ]
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": start + limit < org.keys,
+        }
+
     # ----------------------------------------------------------------- pages
 
     def _window(self, query: _Query, width: int, limit: int) -> tuple[list[int], str]:
@@ -385,12 +455,15 @@ class SyntheticApi:
         width: int,
         next_page: str,
         results: Callable[[int], Iterator[str]],
+        now: int | None = None,
     ) -> Iterator[str]:
-        """Yield a `UsageResponse` page in pieces (one block of results each)."""
+        """Yield a `UsageResponse` page in pieces (one block of results each); with
+        `now`, the bucket that holds it ends at it, as live usage answers do."""
         yield '{"object": "page", "data": ['
         for n, s in enumerate(starts):
             head = '{"object": "bucket", '
-            yield f'{", " if n else ""}{head}"start_time": {s}, "end_time": {s + width}'
+            end = now if now is not None and s < now < s + width else s + width
+            yield f'{", " if n else ""}{head}"start_time": {s}, "end_time": {end}'
             yield ', "results": ['
             for k, block in enumerate(results(s)):
                 yield f", {block}" if k else block
@@ -405,7 +478,10 @@ class SyntheticApi:
                 raise _Refused(400, f"Unknown parameter: '{name}'.", name)
         if query.one("bucket_width") not in (None, "1d"):
             raise _Refused(400, "Invalid 'bucket_width'.", "bucket_width")
-        if sorted(query.many("group_by")) != ["line_item", "project_id"]:
+        group_by = sorted(query.many("group_by"))
+        if group_by == ["api_key_id", "project_id"]:
+            return self._key_costs(query)
+        if group_by != ["line_item", "project_id"]:
             raise _Refused(400, "only group_by project_id and line_item", "group_by")
         starts, next_page = self._window(query, DAY, query.limit(*_COSTS_LIMIT))
         org = self.org
@@ -414,10 +490,11 @@ class SyntheticApi:
             for i in range(org.items)
         ]
         head = '{"object": "organization.costs.result", "amount": {"value": '
-        end = '", "api_key_id": null, "quantity": null, "quantity_unit": null}'
+        org_id = f'", "organization_id": "{ORGANIZATION_ID}", "api_key_id": null'
+        unit = ', "quantity_unit": "tokens"}'
 
         offsets = [_index(0, i, 0) for i in range(org.items)]
-        values = _COST_VALUES
+        values, quantities = _COST_VALUES, _QUANTITIES
 
         def results(start: int) -> Iterator[str]:
             day = org.cost_day(start)
@@ -427,8 +504,40 @@ class SyntheticApi:
                 pid = org.project_id(p)
                 base = _index(p, 0, day)
                 yield ", ".join(
-                    f"{head}{values[(base + o) % _TABLE]}{mid}{pid}{end}"
+                    f"{head}{values[(base + o) % _TABLE]}{mid}{pid}{org_id}"
+                    f', "quantity": {quantities[(base + o) % _TABLE]}{unit}'
                     for o, mid in zip(offsets, mids, strict=True)
+                )
+
+        return self._page(starts, DAY, next_page, results)
+
+    def _key_costs(self, query: _Query) -> Iterator[str]:
+        """Costs grouped by project and API key: one result per project and key."""
+        if query.integer("start_time") < KEY_COSTS_FROM:
+            raise _Refused(
+                400,
+                "Grouping costs by 'api_key_id' is not supported for dates before "
+                "2025-12-06.",
+                "group_by",
+            )
+        starts, next_page = self._window(query, DAY, query.limit(*_COSTS_LIMIT))
+        org = self.org
+        head = '{"object": "organization.costs.result", "amount": {"value": '
+        mid = ', "currency": "usd"}, "line_item": null, "project_id": "'
+        org_id = f'", "organization_id": "{ORGANIZATION_ID}", "api_key_id": "'
+        end = '", "quantity": null, "quantity_unit": null}'
+        keys = range(min(org.keys, org.items))
+
+        def results(start: int) -> Iterator[str]:
+            day = org.cost_day(start)
+            if day is None:
+                return
+            for p in range(org.projects):
+                pid = org.project_id(p)
+                yield ", ".join(
+                    f"{head}{org.key_cost(p, k, day)!r}{mid}{pid}{org_id}"
+                    f"{org.key_id(p, k)}{end}"
+                    for k in keys
                 )
 
         return self._page(starts, DAY, next_page, results)
@@ -468,7 +577,7 @@ class SyntheticApi:
                     for m in range(MODELS)
                 )
 
-        return self._page(starts, width, next_page, results)
+        return self._page(starts, width, next_page, results, int(self.clock()))
 
 
 def _get(base_url: str, key: str, path: str, params: list[tuple[str, str]]) -> Any:
@@ -497,11 +606,21 @@ def seed_fake(fake: FakeOpenAI, org: Org) -> None:
     """Store `org` in a `FakeOpenAI`, record by record (small organizations only)."""
     for p in range(org.projects):
         fake.add_project(org.project_id(p), f"Project {p}")
+        for k in range(org.keys):
+            fake.add_api_key(org.project_id(p), org.key_id(p, k), f"Key {k}")
         for day in range(BACKFILL_DAYS + 1):
             start = org.today - (BACKFILL_DAYS - day) * DAY
             for i in range(org.items):
                 value = float(org.cost_value(p, i, day))
-                fake.set_cost(start, org.project_id(p), f"model-{i}, input", value)
+                fake.set_cost(
+                    start,
+                    org.project_id(p),
+                    f"model-{i}, input",
+                    value,
+                    quantity=float(org.quantity(p, i, day)),
+                    quantity_unit="tokens",
+                    api_keys={org.key_id(p, i % org.keys): value},
+                )
     if org.usage == "off":
         return
     step = USAGE_STEPS[org.usage]
@@ -548,9 +667,17 @@ def check_against_fake() -> None:
                 ("limit", "180"),
             ]
             projects = [("limit", "2"), ("include_archived", "true")]
+            by_key = [
+                *days[:2],
+                ("group_by[]", "project_id"),
+                ("group_by[]", "api_key_id"),
+                ("limit", "180"),
+            ]
             queries: list[tuple[str, list[tuple[str, str]]]] = [
                 ("/organization/projects", projects),
                 ("/organization/costs", days),
+                ("/organization/costs", by_key),
+                ("/organization/projects/proj_00001/api_keys", [("limit", "2")]),
             ]
             first = int(now) // step * step - (USAGE_BACKFILL[width] - 1) * step
             for kind in USAGE_KINDS:

@@ -15,26 +15,36 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import cast
 
 import schedule
 
 from openai_cost_pusher import __version__
+from openai_cost_pusher.cycle_report import CycleReport as CycleReport
+from openai_cost_pusher.cycle_report import DatasetReport
 from openai_cost_pusher.errors import (
     CostPusherError,
     PushRejected,
     PushUnavailable,
+    RequestRejected,
     Stopped,
 )
-from openai_cost_pusher.exposition import DEFAULT_CHUNK_BYTES, render, render_chunks
+from openai_cost_pusher.exposition import (
+    DEFAULT_CHUNK_BYTES,
+    RenderCache,
+    render,
+    render_chunks,
+)
 from openai_cost_pusher.health import (
     HEARTBEAT_TICK_S,
     HealthSnapshot,
     Heartbeat,
     live_bound,
 )
+from openai_cost_pusher.key_names import KEY_COSTS as KEY_COSTS
+from openai_cost_pusher.key_names import KeyNames
 from openai_cost_pusher.landing import (
     BLIND_CONFIRM_S,
     CONFIRM_AFTER_S,
@@ -45,30 +55,44 @@ from openai_cost_pusher.landing import (
 from openai_cost_pusher.ledger import Ledger, Revision
 from openai_cost_pusher.metrics import (
     DAILY_COST,
+    DAILY_COST_BY_API_KEY,
+    DAILY_COST_QUANTITY,
     UNKNOWN,
     USAGE_METRICS,
     CostTable,
+    QuantityTable,
     SelfStats,
     UsageTable,
     add_cost_lines,
+    add_key_cost_lines,
     add_usage_lines,
     cost_samples,
+    key_cost_samples,
     merge_names,
+    quantity_samples,
     self_samples,
     today_samples,
     usage_samples,
 )
-from openai_cost_pusher.model import (
-    CostLine,
-    Labels,
-    Project,
-    Rejected,
-    Sample,
-    UsageLine,
+from openai_cost_pusher.model import Labels, Project, Rejected, Sample
+from openai_cost_pusher.openai_api import (
+    COSTS_BY_KEY_GROUP_BY,
+    KEY_COSTS_FROM,
+    USAGE_KINDS,
+    USAGE_WIDTHS,
+    usage_group_by,
 )
-from openai_cost_pusher.openai_api import USAGE_KINDS, USAGE_WIDTHS, usage_group_by
+from openai_cost_pusher.ports import (
+    CostSource,
+    KeyedCostSource,
+    Names,
+    Reader,
+    SpendSource,
+)
+from openai_cost_pusher.ports import Sink as Sink
 from openai_cost_pusher.push import PRINTED, STORED, UNANSWERED, PushStats
-from openai_cost_pusher.vmread import Series, selector
+from openai_cost_pusher.spend_step import SPEND_READ_BUDGET_S, SpendStep
+from openai_cost_pusher.vmread import selector
 from openai_cost_pusher.window import (
     DAY,
     Window,
@@ -87,66 +111,6 @@ REPAIR_HINT = (
 DEMO_KEY = "demo"
 LEARN_NAMES_DAYS = 400
 """How far back the first cycle looks for project names already stored."""
-T = TypeVar("T")
-
-Names = Mapping[str, str | None]
-
-
-class CostSource(Protocol):
-    """Where projects, costs and usage come from: the Admin API or the demo."""
-
-    def fetch_projects(self) -> list[Project]:
-        """Return every project, archived included."""
-        ...
-
-    def fetch_costs(
-        self, start: int, end: int, rejected: list[Rejected] | None = None
-    ) -> Iterator[list[CostLine]]:
-        """Yield the cost lines of `[start, end)` page by page; raise on failure.
-
-        With `rejected` a list, a day with a malformed result is left out and listed
-        there instead of failing the fetch.
-        """
-        ...
-
-    def fetch_usage(
-        self,
-        kind: str,
-        start: int,
-        end: int,
-        width: str,
-        group_by: Sequence[str],
-        rejected: list[Rejected] | None = None,
-    ) -> Iterator[list[UsageLine]]:
-        """Yield one usage endpoint's lines of `[start, end)` page by page; with
-        `rejected` a list, a bucket with a malformed result is left out and listed."""
-        ...
-
-
-class Sink(Protocol):
-    """Where exposition chunks go: VictoriaMetrics, stdout, or a test recorder."""
-
-    def push(self, chunks: Iterable[bytes]) -> PushStats:
-        """Send every chunk or raise."""
-        ...
-
-
-class Reader(Protocol):
-    """Where pushed data is read back (`vmread.VmReader`)."""
-
-    def export(self, match: str, start_ms: int, end_ms: int) -> list[Series]:
-        """Return the series matching `match` with their samples in the range."""
-        ...
-
-    def series(
-        self, match: str, start_ms: int, end_ms: int, *, limit: int = ...
-    ) -> list[dict[str, str]]:
-        """Return the label sets of the series matching `match` in the range."""
-        ...
-
-    def totals(self, match: str, start_ms: int, end_ms: int) -> tuple[int, float]:
-        """Return the number of samples matching `match` in the range, and their sum."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,98 +181,6 @@ class _Dataset:
         return (oldest - self.unit) * 1000
 
 
-@dataclass(frozen=True, slots=True)
-class DatasetReport:
-    """What one data set did in one cycle."""
-
-    dataset: str
-    ok: bool
-    window: Window
-    samples: int = 0
-    stats: PushStats = field(default_factory=PushStats)
-    error: str | None = None
-    landed_days: int = 0
-    """UTC days whose values the store acknowledged in this cycle."""
-    rejected: tuple[Rejected, ...] = ()
-    """Buckets the API answered with a malformed result: their days were withheld."""
-    unlanded_from: int | None = None
-    """The first bucket that did not land, when the data set failed part-way."""
-
-
-@dataclass(frozen=True, slots=True)
-class CycleReport:
-    """What one cycle did, for the log, `--once`, the health listener and tests."""
-
-    datasets: tuple[DatasetReport, ...]
-
-    @property
-    def ok(self) -> bool:
-        """Return whether every data set landed."""
-        return all(d.ok for d in self.datasets)
-
-    @property
-    def window(self) -> Window:
-        """Return the costs window."""
-        return self.datasets[0].window
-
-    @property
-    def samples(self) -> int:
-        """Return the samples pushed over all data sets."""
-        return sum(d.samples for d in self.datasets)
-
-    @property
-    def stats(self) -> PushStats:
-        """Return the push figures summed over all data sets."""
-        return PushStats(
-            requests=sum(d.stats.requests for d in self.datasets),
-            raw_bytes=sum(d.stats.raw_bytes for d in self.datasets),
-            gzip_bytes=sum(d.stats.gzip_bytes for d in self.datasets),
-            where=self.where,
-        )
-
-    @property
-    def where(self) -> str:
-        """Return where the cycle's data went: `stored` only if every data set that
-        went anywhere was stored (see `PushStats.where`)."""
-        places = {d.stats.where for d in self.datasets}
-        for place in (UNANSWERED, PRINTED):
-            if place in places:
-                return place
-        return STORED
-
-    @property
-    def stored(self) -> bool:
-        """Return whether every data set landed in VictoriaMetrics."""
-        return self.ok and self.where == STORED
-
-    @property
-    def rejected(self) -> tuple[Rejected, ...]:
-        """Return the buckets withheld for a malformed result, over all data sets."""
-        return tuple(r for d in self.datasets for r in d.rejected)
-
-    @property
-    def error(self) -> str | None:
-        """Return the first failure's message, if any."""
-        return next((d.error for d in self.datasets if d.error), None)
-
-    def get(self, dataset: str) -> DatasetReport:
-        """Return one data set's report."""
-        return next(d for d in self.datasets if d.dataset == dataset)
-
-
-class _Counting(Generic[T]):
-    """Count the items that pass through an iterator."""
-
-    def __init__(self, items: Iterable[T]) -> None:
-        self._items = items
-        self.count = 0
-
-    def __iter__(self) -> Iterator[T]:
-        for item in self._items:
-            self.count += 1
-            yield item
-
-
 def _same_totals(held: tuple[int, float], pushed: tuple[int, float]) -> bool:
     """Return whether the store holds as many values as were pushed, with the same
     sum (within the store's precision: it keeps about 12 significant digits)."""
@@ -360,7 +232,15 @@ class Pusher:
         reader: Reader | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         confirm_after_s: float = CONFIRM_AFTER_S,
+        spend: SpendSource | None = None,
+        spend_refresh_s: float = 3600.0,
+        spend_budget_s: float = SPEND_READ_BUDGET_S,
+        costs_by_api_key: bool = False,
     ) -> None:
+        # spend limits and alerts are read from `spend` when given (SPEND_LIMITS)
+        self.spend = (
+            None if spend is None else SpendStep(spend, spend_refresh_s, spend_budget_s)
+        )
         self.source = source
         self.sink = sink
         # where pushed days are read back; None: push each day again for a while
@@ -380,9 +260,15 @@ class Pusher:
         self.heartbeat = Heartbeat()
         self.stats.on_request = self.heartbeat.beat
         self.costs = _Dataset(
-            "costs", DAY, lookback_days, backfill_days, Ledger(), DAILY_COST
+            "costs",
+            DAY,
+            lookback_days,
+            backfill_days,
+            Ledger(),
+            f"{DAILY_COST}|{DAILY_COST_QUANTITY}",
         )
         self.datasets = [self.costs]
+        self._keys = self._key_state(costs_by_api_key, lookback_days, backfill_days)
         if usage is not None:
             self.datasets.append(
                 _Dataset(
@@ -408,8 +294,10 @@ class Pusher:
             if ds.started:
                 self._confirm(ds)
         windows = [(ds, ds.window(now)) for ds in self.datasets]
+        projects: list[Project] = []
         try:
-            names: Names | None = merge_names(self.names, self.source.fetch_projects())
+            projects = self.source.fetch_projects()
+            names: Names | None = merge_names(self.names, projects)
             failure = None
         except Stopped:
             raise
@@ -436,6 +324,18 @@ class Pusher:
             self.stats.unconfirmed_age_s[ds.name] = ds.pending.oldest_age(
                 self.monotonic()
             )
+        if names is not None and self.spend is not None:
+            pushed = self.spend.run(
+                now,
+                projects,
+                names,
+                push=self._push_samples,
+                clock=self.clock,
+                monotonic=self.monotonic,
+                extra=self.extra,
+            )
+            if pushed:
+                self.stats.last_success["spend_limits"] = now
         report = CycleReport(reports)
         self.stats.cycles["success" if report.ok else "failure"] += 1
         self.stats.cycle_duration_s = time.monotonic() - started
@@ -444,6 +344,10 @@ class Pusher:
         self._push_self(now)
         self._log_report(report, failure)
         return report
+
+    def _push_samples(self, samples: list[Sample]) -> PushStats:
+        """Push samples to the sink, stamped as they are; raise on failure."""
+        return self.sink.push(render_chunks(samples, self.chunk_bytes))
 
     def _run_dataset(
         self, ds: _Dataset, now: float, window: Window, names: Names
@@ -468,11 +372,17 @@ class Pusher:
         bad: list[Rejected] = []
         if ds.name == "costs":
             samples, live = self._fetch_costs(window, names, now, bad)
+        elif ds.name == KEY_COSTS:
+            fetched = self._fetch_key_costs(window, names, now, bad)
+            if fetched is None:  # the API keeps no per-key data for the window
+                return DatasetReport(ds.name, True, window)
+            samples, live = fetched
         else:
             samples, live = self._fetch_usage(window, names, bad)
         withheld = {day_of(r.start) for r in bad}
         self._report_rejected(ds, bad)
         revisions: list[Revision] = []
+        render_cache = RenderCache()  # each series' text built once per cycle
         total, pushed, days = PushStats(), 0, 0
         try:
             for start in range(day_of(window.start), window.end, DAY):
@@ -480,9 +390,11 @@ class Pusher:
                     continue  # a day is pushed whole or not at all
                 start, end = max(start, window.start), min(start + DAY, window.end)
                 day = list(samples(start, end))  # each sample built once
-                counted = _Counting(ds.ledger.changed(day, revisions))
+                fresh = ds.ledger.diff(day, revisions)
                 try:
-                    stats = self.sink.push(render_chunks(counted, self.chunk_bytes))
+                    stats = self.sink.push(
+                        render_chunks(fresh[0], self.chunk_bytes, cache=render_cache)
+                    )
                 except CostPusherError as exc:
                     self._report_revisions(ds, revisions)
                     return DatasetReport(
@@ -496,16 +408,16 @@ class Pusher:
                         unlanded_from=start,
                     )
                 total = _add_stats(total, stats)
-                pushed += counted.count
+                pushed += len(fresh[0])
                 if stats.where == UNANSWERED:
                     # nothing went anywhere: the next cycle pushes this window again
                     ds.unpushed_from = min(
                         ds.unpushed_from or window.start, window.start
                     )
                     return DatasetReport(ds.name, True, window, pushed, total)
-                revisions += ds.ledger.commit(day, start * 1000, end * 1000)
+                revisions += ds.ledger.commit(day, start * 1000, end * 1000, fresh)
                 if stats.where == STORED:
-                    ds.pending.pushed(day_of(start), self.monotonic(), counted.count)
+                    ds.pending.pushed(day_of(start), self.monotonic(), len(fresh[0]))
                 days += 1
             total = _add_stats(
                 total, self.sink.push(render_chunks(live, self.chunk_bytes))
@@ -561,6 +473,7 @@ class Pusher:
             )
         except CostPusherError as exc:
             log.info("cannot learn stored project names", extra={"reason": str(exc)})
+            self._keys.learned = True  # nor key names: no second wait on the store
             return
         for labels in found:
             pid, name = labels.get("project_id", ""), labels.get("project", "")
@@ -635,14 +548,19 @@ class Pusher:
         self, window: Window, names: Names, now: float, bad: list[Rejected]
     ) -> Fetched:
         table: CostTable = {}
+        quantities: QuantityTable = {}
         for lines in self.source.fetch_costs(window.start, window.end, bad):
-            add_cost_lines(table, lines)
+            add_cost_lines(table, lines, quantities)
         today = int(now // DAY) * DAY
         live = today_samples(table, names, self.extra, today, int(now * 1000))
         labels_cache: dict[tuple[str, str, str], Labels] = {}
+        units_cache: dict[tuple[str, str, str], Labels] = {}
 
         def samples(start: int, end: int) -> Iterable[Sample]:
-            return cost_samples(table, names, self.extra, start, end, labels_cache)
+            yield from cost_samples(table, names, self.extra, start, end, labels_cache)
+            yield from quantity_samples(
+                quantities, names, self.extra, start, end, units_cache
+            )
 
         return samples, live
 
@@ -666,9 +584,73 @@ class Pusher:
                 plan.step,
                 plan.optional_dims,
             )
+        if "api_key_id" in plan.optional_dims:
+            table = self._keys.name_usage_keys(
+                table, self.clock, self.reader, self.extra
+            )
 
         def samples(start: int, end: int) -> Iterable[Sample]:
             return usage_samples(table, start, end)
+
+        return samples, []
+
+    def _key_state(self, on: bool, lookback_days: int, backfill_days: int) -> KeyNames:
+        """Add the per-key costs data set when `on`; return the key names' state."""
+        lister = getattr(self.source, "fetch_api_keys", None)
+        if on:
+            if not isinstance(self.source, KeyedCostSource):
+                raise TypeError("costs by API key need a source that lists API keys")
+            self.datasets.append(
+                _Dataset(
+                    KEY_COSTS,
+                    DAY,
+                    lookback_days,
+                    backfill_days,
+                    Ledger(),
+                    DAILY_COST_BY_API_KEY,
+                )
+            )
+        return KeyNames(lister if callable(lister) else None, LEARN_NAMES_DAYS)
+
+    def _fetch_key_costs(
+        self, window: Window, names: Names, now: float, bad: list[Rejected]
+    ) -> Fetched | None:
+        """Fetch the costs per project and API key of the window; None where the API
+        keeps no per-key data for it (days before `KEY_COSTS_FROM` are never asked
+        for; a refused grouping is said once), which is no failure."""
+        source = cast(KeyedCostSource, self.source)
+        self._keys.learn(now, self.reader, self.extra)
+        start = max(window.start, KEY_COSTS_FROM)
+        if window.start < KEY_COSTS_FROM:
+            self._keys.say_once(
+                "before",
+                "no per-key cost data before 2025-12-06: the Admin API keeps none; "
+                "those days have no openai_daily_cost_by_api_key samples",
+            )
+        if start >= window.end:
+            return None
+        table: CostTable = {}
+        try:
+            for lines in source.fetch_costs(
+                start, window.end, bad, COSTS_BY_KEY_GROUP_BY
+            ):
+                add_key_cost_lines(table, lines)
+        except RequestRejected as exc:
+            self._keys.say_once(
+                f"refused {exc}",
+                "no per-key cost data: the Admin API refuses to group these days' "
+                "costs by API key; nothing of them is pushed, and this is no failure",
+                reason=str(exc),
+            )
+            return None
+        self._keys.refresh({(pid, kid) for pid, kid, _ in table}, now)
+        key_names = dict(self._keys.names)  # as of this fetch
+        labels_cache: dict[tuple[str, str, str], Labels] = {}
+
+        def samples(start: int, end: int) -> Iterable[Sample]:
+            return key_cost_samples(
+                table, names, key_names, self.extra, start, end, labels_cache
+            )
 
         return samples, []
 
@@ -709,6 +691,10 @@ class Pusher:
             f"withheld {_stamp(day_of(r.start), DAY)}: malformed {r.endpoint} "
             f"at {r.path}"
             for r in (() if report is None else report.rejected)
+        )
+        notes.extend(
+            f"{kind} not read: the admin key lacks the scope (HTTP 403)"
+            for kind in sorted(() if self.spend is None else self.spend.refused)
         )
         return tuple(notes)
 

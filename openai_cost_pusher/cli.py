@@ -103,7 +103,7 @@ _READ_SETTINGS = frozenset(
 )
 COMMAND_SETTINGS: dict[str, frozenset[str]] = {
     "verify": _READ_SETTINGS
-    | {"OPENAI_ADMIN_KEY", "OPENAI_BASE_URL", "USAGE_BUCKET_WIDTH"},
+    | {"OPENAI_ADMIN_KEY", "OPENAI_BASE_URL", "USAGE_BUCKET_WIDTH", "COSTS_BY_API_KEY"},
     "report": _READ_SETTINGS,
 }
 """The settings (`config.OPTIONS` env names) each subcommand uses and `--help` lists;
@@ -477,6 +477,9 @@ def _build(
         usage=usage,
         stats=stats,
         reader=reader,
+        costs_by_api_key=settings.costs_by_api_key,
+        spend=source if settings.spend_limits else None,
+        spend_refresh_s=settings.spend_limits_refresh_s,
     )
     return pusher, client
 
@@ -566,6 +569,7 @@ def _verify(argv: Sequence[str]) -> int:
             labels,
             usage=settings.usage_width is not None,
             moving_from=moving_from,
+            by_api_key=settings.costs_by_api_key,
         )
         if args.all or not verdict.ok or verdict.counts["arriving"]:
             print(render_table(verdict.rows, verdict.names, show_all=args.all))
@@ -601,7 +605,7 @@ def _verify(argv: Sequence[str]) -> int:
                 moving_from=moving_from,
             )
             print(render_plan(plan), flush=True)
-            if not plan.series:
+            if plan.empty:
                 return 0 if verdict.ok else 1
             if not args.yes:
                 print(

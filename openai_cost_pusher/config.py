@@ -105,6 +105,13 @@ OPTIONS: tuple[Option, ...] = (
         "complete UTC days before today fetched on the first cycle (plus today)",
     ),
     Option(
+        "COSTS_BY_API_KEY",
+        "--costs-by-api-key",
+        "true",
+        "true pushes each day's cost per project and API key "
+        "(openai_daily_cost_by_api_key, one series per key); false: off",
+    ),
+    Option(
         "VM_QUERY_URL",
         "--query-url",
         None,
@@ -139,6 +146,19 @@ OPTIONS: tuple[Option, ...] = (
         "--usage-group-by-api-key",
         "false",
         "true adds an api_key_id label to usage series (more series)",
+    ),
+    Option(
+        "SPEND_LIMITS",
+        "--spend-limits",
+        "true",
+        "read the organization's and every project's spend limit and spend alerts "
+        "(false: off)",
+    ),
+    Option(
+        "SPEND_LIMITS_REFRESH_SECONDS",
+        "--spend-limits-refresh-seconds",
+        "3600",
+        "seconds between two reads of the spend limits and alerts (3600 to 5400)",
     ),
     Option(
         "EXTRA_LABELS",
@@ -205,6 +225,12 @@ RESERVED_LABELS = frozenset(
         "size",
         "source",
         "instance",
+        "api_key_id",
+        "api_key",
+        "unit",
+        "scope",
+        "enforcement",
+        "alert_id",
     }
 )
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -238,7 +264,10 @@ class Settings:
     usage_backfill_hours: int = 168
     usage_by_user: bool = False
     usage_by_api_key: bool = False
+    costs_by_api_key: bool = True
     instance: str | None = None
+    spend_limits: bool = True
+    spend_limits_refresh_s: int = 3600
 
     def secrets(self) -> list[str]:
         """Return every secret value, for the log redaction filter."""
@@ -341,6 +370,25 @@ def _parse_hours(text: str) -> int:
         msg = f"expected 1 to {MAX_DAYS * 24} hours, got {hours}"
         raise ValueError(msg)
     return hours
+
+
+SPEND_REFRESH_RANGE = (3600, 5400)
+"""Spend limits are read at most once an hour, and at least every 90 minutes, so
+that rules looking back 2 hours (`last_over_time(openai_spend_limit[2h])`) always
+see them."""
+
+
+def _parse_refresh(text: str) -> int:
+    low, high = SPEND_REFRESH_RANGE
+    try:
+        seconds = int(text.strip())
+    except ValueError:
+        msg = f"expected a whole number of seconds, got {text!r}"
+        raise ValueError(msg) from None
+    if not low <= seconds <= high:
+        msg = f"expected {low} to {high} seconds, got {seconds}"
+        raise ValueError(msg)
+    return seconds
 
 
 MAX_INSTANCE_CHARS = 128
@@ -568,7 +616,12 @@ def load_settings(
         usage_backfill_hours=usage_backfill,
         usage_by_user=r.parse(_option("USAGE_GROUP_BY_USER"), _parse_bool, False),
         usage_by_api_key=r.parse(_option("USAGE_GROUP_BY_API_KEY"), _parse_bool, False),
+        costs_by_api_key=r.parse(_option("COSTS_BY_API_KEY"), _parse_bool, True),
         instance=r.parse(_option("INSTANCE"), _parse_instance, None),
+        spend_limits=r.parse(_option("SPEND_LIMITS"), _parse_bool, True),
+        spend_limits_refresh_s=r.parse(
+            _option("SPEND_LIMITS_REFRESH_SECONDS"), _parse_refresh, 3600
+        ),
         log_format=r.parse(
             _option("LOG_FORMAT"), lambda t: _parse_choice(t, LOG_FORMATS), "text"
         ),

@@ -61,8 +61,11 @@ _STAMPS_MAX = 4096
 _stamp = " {}\n".format  # the same text as f" {ts_ms}\n"
 
 
-class _Renderer:
-    """The caches of one `render_chunks` call, and its two ways to render samples.
+class RenderCache:
+    """What `render_chunks` keeps of the series it rendered, and its two ways to
+    render samples. A cache passed to several calls (the days of one cycle) builds
+    each series' text once; it keeps every labels tuple it saw alive, so it should
+    live no longer than those samples would.
 
     `lines` renders a whole batch column by column: the series prefixes (by one
     list comprehension), the values (`repr`, by `map`) and the timestamps (one text
@@ -79,10 +82,9 @@ class _Renderer:
     tuple while the cache lives.
     """
 
-    __slots__ = ("_alive", "_names", "_pairs", "_prefixes", "_stamps", "_timestamps")
+    __slots__ = ("_alive", "_names", "_pairs", "_prefixes", "_stamps")
 
-    def __init__(self, timestamps: bool) -> None:
-        self._timestamps = timestamps
+    def __init__(self) -> None:
         self._prefixes: dict[str, dict[int, str]] = {}  # name -> id(labels) -> prefix
         self._alive: list[Labels] = []
         self._names: set[str] = set()  # metric names found valid
@@ -122,16 +124,16 @@ class _Renderer:
             pairs[key, value] = f'{key}="{escape_label_value(value)}"'
         return prefix
 
-    def line(self, sample: Sample) -> str:
+    def line(self, sample: Sample, timestamps: bool) -> str:
         """Return one sample's line: any value, any timestamp, raising where it must."""
         prefix = self.prefix(sample.name, sample.labels)
         text = repr(sample.value)  # floats by contract; an int renders as itself
         value = _SPECIAL.get(text, text)
-        if self._timestamps:
+        if timestamps:
             return f"{prefix}{value} {sample.ts_ms}\n"
         return f"{prefix}{value}\n"
 
-    def lines(self, batch: list[Sample]) -> str | None:
+    def lines(self, batch: list[Sample], timestamps: bool) -> str | None:
         """Return the lines of `batch` as one string, or None if they must be
         rendered one by one (NaN and the infinities are spelled Prometheus' way
         there, and an error is raised at its sample)."""
@@ -140,7 +142,7 @@ class _Renderer:
             if not isfinite(sum(values)):
                 return None
             stamps = None
-            if self._timestamps:
+            if timestamps:
                 stamps = self._stamp_texts([s.ts_ms for s in batch])
                 if stamps is None:
                     return None
@@ -202,26 +204,27 @@ def render_chunks(
     max_bytes: int = DEFAULT_CHUNK_BYTES,
     *,
     timestamps: bool = True,
+    cache: RenderCache | None = None,
 ) -> Iterator[bytes]:
     """Yield the exposition in pieces of about `max_bytes` or less, whole lines only.
 
     A chunk ends with the first line that brings it to `max_bytes` UTF-8 bytes or
     more. Without `timestamps` (for a scrape endpoint) lines end after the value.
 
-    Samples are taken in batches (see `_Renderer`); a batch rendered as a whole is
+    Samples are taken in batches (see `RenderCache`); a batch rendered as a whole is
     encoded once and cut at the newline that reaches the cap (a line holds no other
     newline: label values escape theirs). A batch rendered line by line yields each
     chunk as it fills, so an invalid sample raises only after every chunk before it
     has been yielded, as a plain loop over the samples would.
     """
-    renderer = _Renderer(timestamps)
+    renderer = RenderCache() if cache is None else cache
     parts: list[bytes] = []
     size = 0
     for batch in _batches(samples):
-        text = renderer.lines(batch)
+        text = renderer.lines(batch, timestamps)
         if text is None:
             for sample in batch:
-                line = renderer.line(sample).encode()
+                line = renderer.line(sample, timestamps).encode()
                 parts.append(line)
                 size += len(line)
                 if size >= max_bytes:

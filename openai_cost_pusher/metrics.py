@@ -8,6 +8,8 @@ Exposition of the families built here (extra labels such as `job` omitted):
 
     openai_daily_cost{currency="usd",line_item="gpt-4o, input",project="chat_bot",project_id="proj_1"} 12.5 1730419200000
     openai_cost_today{currency="usd",project="chat_bot",project_id="proj_1"} 31.25 1730460000000
+    openai_daily_cost_quantity{line_item="gpt-4o, input",project="chat_bot",project_id="proj_1",unit="tokens"} 5000000.0 1730419200000
+    openai_daily_cost_by_api_key{api_key="web_backend",api_key_id="key_1",currency="usd",project="chat_bot",project_id="proj_1"} 9.5 1730419200000
     openai_cost_pusher_last_success_timestamp_seconds{dataset="costs",instance="pod-1"} 1730460000.0 1730460000000
     openai_cost_pusher_cycles_total{instance="pod-1",result="success"} 4.0 1730460000000
 """  # noqa: E501 - exposition lines are shown whole
@@ -31,6 +33,8 @@ from openai_cost_pusher.model import (
 )
 
 DAILY_COST = "openai_daily_cost"
+DAILY_COST_QUANTITY = "openai_daily_cost_quantity"
+DAILY_COST_BY_API_KEY = "openai_daily_cost_by_api_key"
 COST_TODAY = "openai_cost_today"
 LAST_SUCCESS = "openai_cost_pusher_last_success_timestamp_seconds"
 CYCLE_DURATION = "openai_cost_pusher_cycle_duration_seconds"
@@ -48,11 +52,16 @@ USAGE_AUDIO_CHARACTERS = "openai_usage_audio_characters"
 USAGE_AUDIO_SECONDS = "openai_usage_audio_seconds"
 USAGE_CODE_INTERPRETER_SESSIONS = "openai_usage_code_interpreter_sessions"
 USAGE_VECTOR_STORE_BYTES = "openai_usage_vector_store_bytes"
+USAGE_TOOL_CALLS = "openai_usage_tool_calls"
 USAGE_METRICS = "openai_usage_.*"
 """A regular expression of every usage metric name."""
 UNCONFIRMED_SAMPLES = "openai_cost_pusher_unconfirmed_samples"
 UNCONFIRMED_AGE = "openai_cost_pusher_unconfirmed_oldest_seconds"
 REJECTED_BUCKETS = "openai_cost_pusher_rejected_buckets"
+SPEND_LIMIT = "openai_spend_limit"
+"""A hard monthly spend limit in currency units (`spend_limits` builds it)."""
+SPEND_ALERT_THRESHOLD = "openai_spend_alert_threshold"
+"""A spend alert's monthly threshold in currency units (`spend_limits` builds it)."""
 
 _USAGE_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "num_model_requests": (USAGE_REQUESTS, ("operation", "model", "batch")),
@@ -63,12 +72,19 @@ _USAGE_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "usage_bytes": (USAGE_VECTOR_STORE_BYTES, ()),
 }
 """Usage counter field to metric name and its labels besides project_id/project."""
+_TOOLS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "web_search_calls": ("web_search", ("model", "context_level")),
+    "file_search_calls": ("file_search", ()),
+}
+"""Tool call endpoint to its `tool` label and the labels its `num_requests` has."""
 _TOKEN_LABELS = ("operation", "model", "type", "batch")
 _OPTIONAL_DIMS = ("user_id", "api_key_id")
 
 DAY_SECONDS = 86_400
 UNATTRIBUTED = "unattributed"
 UNKNOWN = "unknown"
+NO_API_KEY = "none"
+"""The `api_key` label of costs and usage made without a project API key."""
 
 _NOT_ALNUM = re.compile(r"[\W_]+")
 
@@ -125,6 +141,18 @@ def project_label(project_id: str, names: Mapping[str, str | None]) -> str:
     return fit_label_value((normalize_name(name) if name else "") or project_id)
 
 
+def api_key_label(key_id: str, key_names: Mapping[str, str]) -> str:
+    """Return the `api_key` label value for an API key id: its name normalized like
+    project names; `none` for no key, `unknown` for an id never seen in a key list,
+    the id itself where the name normalizes to nothing."""
+    if not key_id:
+        return NO_API_KEY
+    name = key_names.get(key_id)
+    if name is None:
+        return UNKNOWN
+    return fit_label_value(normalize_name(name) or key_id)
+
+
 def merge_names(
     known: Mapping[str, str | None], projects: Iterable[Project]
 ) -> dict[str, str | None]:
@@ -150,10 +178,37 @@ costs one small array per series instead of one object per sample.
 """
 
 
-def add_cost_lines(table: CostTable, lines: Iterable[CostLine]) -> None:
-    """Add parsed cost lines to `table`, summing lines that share series and day."""
+QuantityTable = dict[CostKey, Points]
+"""Daily quantities per project id, line item and unit (`quantity_unit`, `""` when
+null): day (00:00 UTC, Unix seconds) to the day's quantity."""
+
+
+def add_cost_lines(
+    table: CostTable,
+    lines: Iterable[CostLine],
+    quantities: QuantityTable | None = None,
+) -> None:
+    """Add parsed cost lines to `table`, summing lines that share series and day;
+    with `quantities`, add each line's quantity too (lines without one add none)."""
     for line in lines:
         key = (line.project_id, line.line_item, line.currency)
+        points = table.get(key)
+        if points is None:
+            points = table[key] = Points(DAY_SECONDS)
+        points.add(line.day, line.value)
+        if line.quantity is not None and quantities is not None:
+            qkey = (line.project_id, line.line_item, line.quantity_unit)
+            held = quantities.get(qkey)
+            if held is None:
+                held = quantities[qkey] = Points(DAY_SECONDS)
+            held.add(line.day, line.quantity)
+
+
+def add_key_cost_lines(table: CostTable, lines: Iterable[CostLine]) -> None:
+    """Add cost lines grouped by project and API key to `table`, keyed by project id,
+    API key id (`""`: no key) and currency, summing lines that share series and day."""
+    for line in lines:
+        key = (line.project_id, line.api_key_id, line.currency)
         points = table.get(key)
         if points is None:
             points = table[key] = Points(DAY_SECONDS)
@@ -197,6 +252,74 @@ def cost_samples(
             yield Sample(DAILY_COST, labels, value, day * 1000)
 
 
+def quantity_samples(
+    quantities: QuantityTable,
+    names: Mapping[str, str | None],
+    extra: Labels,
+    start: int | None = None,
+    end: int | None = None,
+    labels_cache: dict[tuple[str, str, str], Labels] | None = None,
+) -> Iterator[Sample]:
+    """Yield one `openai_daily_cost_quantity` sample per series and day, stamped at
+    00:00 UTC, as `cost_samples` does (`unit` is `""` where the API gave none)."""
+    cache: dict[tuple[str, str, str], Labels] = (
+        {} if labels_cache is None else labels_cache
+    )
+    for key, days in quantities.items():
+        labels = cache.get(key)
+        for day, value in days.items(start, end):
+            if labels is None:
+                project_id, line_item, unit = key
+                labels = cache[key] = _series_labels(
+                    extra, names, project_id, line_item=line_item, unit=unit
+                )
+            yield Sample(DAILY_COST_QUANTITY, labels, value, day * 1000)
+
+
+def key_cost_samples(
+    table: CostTable,
+    names: Mapping[str, str | None],
+    key_names: Mapping[str, str],
+    extra: Labels,
+    start: int | None = None,
+    end: int | None = None,
+    labels_cache: dict[tuple[str, str, str], Labels] | None = None,
+) -> Iterator[Sample]:
+    """Yield one `openai_daily_cost_by_api_key` sample per project, API key, currency
+    and day of `table` (see `add_key_cost_lines`), stamped at 00:00 UTC."""
+    cache: dict[tuple[str, str, str], Labels] = (
+        {} if labels_cache is None else labels_cache
+    )
+    for key, days in table.items():
+        labels = cache.get(key)
+        for day, value in days.items(start, end):
+            if labels is None:
+                project_id, key_id, currency = key
+                labels = cache[key] = _series_labels(
+                    extra,
+                    names,
+                    project_id,
+                    api_key_id=key_id,
+                    api_key=api_key_label(key_id, key_names),
+                    currency=currency,
+                )
+            yield Sample(DAILY_COST_BY_API_KEY, labels, value, day * 1000)
+
+
+def name_usage_keys(table: UsageTable, key_names: Mapping[str, str]) -> UsageTable:
+    """Return `table` with an `api_key` label (see `api_key_label`) on every series
+    that carries `api_key_id`; other series are kept as they are."""
+    out: UsageTable = {}
+    for (name, labels), points in table.items():
+        key_id = next((v for k, v in labels if k == "api_key_id"), None)
+        if key_id is not None:
+            pairs = dict(labels)
+            pairs["api_key"] = api_key_label(key_id, key_names)
+            labels = tuple(sorted(pairs.items()))
+        out[(name, labels)] = points  # distinct before, so distinct after
+    return out
+
+
 def today_samples(
     table: CostTable,
     names: Mapping[str, str | None],
@@ -235,47 +358,78 @@ def add_usage_lines(
 ) -> None:
     """Add usage lines to `table` as samples of the usage families.
 
-    Each `*_tokens` field becomes `openai_usage_tokens{type=<field without _tokens>}`;
-    the other counters map to their own family. Lines that land on the same series
-    and bucket (images requests of several sizes, say) are summed. Labels a family
-    has but the request did not group by are `""`. `optional_dims` (`user_id`,
-    `api_key_id`) are added as labels when grouping by them is on.
+    Each counter goes to the family `usage_family` names. Lines that land on the same
+    series and bucket (images requests of several sizes, web searches of several
+    context levels, say) are summed. Labels a family has but the request did not
+    group by are `""`. `optional_dims` (`user_id`, `api_key_id`) are added as labels
+    when grouping by them is on.
     """
-    series_cache: dict[tuple[str, str, Labels], Labels] = {}
+    series_cache: dict[tuple[str, str, Labels], tuple[str, Labels] | None] = {}
     for line in lines:
-        dims = dict(line.dims)
         for field_name, value in line.counters:
-            wanted: tuple[str, ...]
-            if field_name.endswith("_tokens"):
-                name, wanted = USAGE_TOKENS, _TOKEN_LABELS
-                kind = field_name[: -len("_tokens")]
-            elif field_name in _USAGE_FAMILIES:
-                name, wanted = _USAGE_FAMILIES[field_name]
-                kind = ""
+            cache_key = (line.operation, field_name, line.dims)
+            if cache_key in series_cache:
+                series = series_cache[cache_key]
             else:
-                continue
-            cache_key = (name, kind, line.dims)
-            labels = series_cache.get(cache_key)
-            if labels is None:
-                pairs = {
-                    **dict(extra),
-                    "project_id": dims.get("project_id", ""),
-                    "project": project_label(dims.get("project_id", ""), names),
-                }
-                for label in wanted:
-                    if label == "operation":
-                        pairs[label] = line.operation
-                    elif label == "type":
-                        pairs[label] = kind
-                    else:
-                        pairs[label] = dims.get(label, "")
-                for dim in optional_dims:
-                    pairs[dim] = dims.get(dim, "")
-                labels = series_cache[cache_key] = _fitted(pairs)
-            points = table.get((name, labels))
+                series = series_cache[cache_key] = _usage_series(
+                    line, field_name, names, extra, optional_dims
+                )
+            if series is None:
+                continue  # a number no family takes
+            points = table.get(series)
             if points is None:
-                points = table[(name, labels)] = Points(step)
+                points = table[series] = Points(step)
             points.add(line.start, value)
+
+
+def usage_family(operation: str, field_name: str) -> tuple[str, tuple[str, ...]] | None:
+    """Return the metric that counter `field_name` of usage endpoint `operation` goes
+    to and its labels besides `project_id` and `project`; None if no metric takes it.
+
+    Every `*_tokens` field goes to `openai_usage_tokens` (`type` is the field without
+    `_tokens`), `num_requests` (tool calls) to `openai_usage_tool_calls` (`tool` is
+    `web_search` or `file_search`), the other counters to their own family.
+    """
+    if field_name.endswith("_tokens"):
+        return USAGE_TOKENS, _TOKEN_LABELS
+    if field_name == "num_requests":
+        tool_labels = _TOOLS[operation][1] if operation in _TOOLS else ()
+        return USAGE_TOOL_CALLS, ("tool", *tool_labels)
+    return _USAGE_FAMILIES.get(field_name)
+
+
+def _usage_series(
+    line: UsageLine,
+    field_name: str,
+    names: Mapping[str, str | None],
+    extra: Labels,
+    optional_dims: Sequence[str],
+) -> tuple[str, Labels] | None:
+    """Return the series (metric name, labels) of one counter of `line`, or None."""
+    family = usage_family(line.operation, field_name)
+    if family is None:
+        return None
+    name, wanted = family
+    dims = dict(line.dims)
+    project_id = dims.get("project_id", "")
+    pairs = {
+        **dict(extra),
+        "project_id": project_id,
+        "project": project_label(project_id, names),
+    }
+    for label in wanted:
+        if label == "operation":
+            pairs[label] = line.operation
+        elif label == "type":
+            pairs[label] = field_name[: -len("_tokens")]
+        elif label == "tool":
+            tool = _TOOLS.get(line.operation)
+            pairs[label] = tool[0] if tool else line.operation
+        else:
+            pairs[label] = dims.get(label, "")
+    for dim in optional_dims:
+        pairs[dim] = dims.get(dim, "")
+    return name, _fitted(pairs)
 
 
 def usage_samples(

@@ -53,11 +53,13 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import re
 import threading
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import requests
 from tenacity import Retrying
@@ -77,17 +79,25 @@ from openai_cost_pusher.jsonstream import (
     loads,
     stream_object,
 )
-from openai_cost_pusher.model import CostLine, Project, Rejected, UsageLine
+from openai_cost_pusher.model import ApiKey, CostLine, Project, Rejected, UsageLine
 from openai_cost_pusher.parsers import (
     DAY,
     BadResult,
     check_cursor,
+    parse_api_keys_page,
     parse_cost_bucket,
     parse_page,
     parse_projects_page,
     parse_usage_bucket,
 )
 from openai_cost_pusher.parsers import USAGE_KINDS as USAGE_KINDS  # re-exported
+from openai_cost_pusher.spend_limits import (
+    SpendAlert,
+    SpendLimit,
+    Unread,
+    parse_spend_alerts_page,
+    parse_spend_limit,
+)
 from openai_cost_pusher.transport import (
     HttpSession,
     Timeouts,
@@ -105,6 +115,11 @@ COSTS_PATH = "/organization/costs"
 PROJECTS_PATH = "/organization/projects"
 USAGE_PATH = "/organization/usage"
 COSTS_MAX_LIMIT = 180
+COSTS_GROUP_BY = ("project_id", "line_item")
+COSTS_BY_KEY_GROUP_BY = ("project_id", "api_key_id")
+KEY_COSTS_FROM = 1_764_979_200
+"""2025-12-06 00:00 UTC: the Admin API refuses to group costs by API key before it."""
+API_KEYS_LIMIT = 100
 USAGE_WIDTHS = {"1d": (DAY, 31), "1h": (3600, 168), "1m": (60, 1440)}
 """Bucket width to (seconds, the API's largest `limit`)."""
 PROJECTS_LIMIT = 100
@@ -116,6 +131,10 @@ MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 """The largest project list page read (100 projects take a few KiB)."""
 MAX_PROJECT_LIST_BYTES = 64 * 1024 * 1024
 """The most project list text read in one fetch (some 200,000 projects)."""
+SPEND_ALERTS_LIMIT = 100
+"""The largest `limit` of the spend alert lists."""
+MAX_SPEND_ALERT_PAGES = 100
+"""The most spend alert pages followed for one list (10,000 alerts)."""
 
 T = TypeVar("T")
 BucketParser = Callable[[Any, str], tuple[int, list[T]]]
@@ -277,10 +296,48 @@ class AdminApi:
             f"{where}: more than {MAX_PAGES} pages; the API keeps paginating, stopped"
         )
 
+    def fetch_api_keys(self, project_id: str) -> list[ApiKey]:
+        """Return every API key of one project (ids and names), following `after`."""
+        path = f"{PROJECTS_PATH}/{quote(project_id, safe='')}/api_keys"
+        where = f"GET {PROJECTS_PATH}/{{project_id}}/api_keys"
+        keys: list[ApiKey] = []
+        after: str | None = None
+        seen: set[str] = set()
+        total = 0
+        for _ in range(MAX_PAGES):
+            params = [("limit", str(API_KEYS_LIMIT))]
+            if after is not None:
+                params.append(("after", after))
+            body, size = self._get(path, params)
+            total += size
+            if total > MAX_PROJECT_LIST_BYTES:
+                raise BadResponse(
+                    f"{where}: the key list is larger than "
+                    f"{MAX_PROJECT_LIST_BYTES >> 20} MiB; stopped"
+                )
+            try:
+                page, has_more = parse_api_keys_page(body, where)
+            except CostPusherError:
+                raise
+            except Exception as exc:  # the decoding boundary: see the module
+                raise _unexpected(where, exc) from None
+            keys.extend(page)
+            if not has_more:
+                return keys
+            after = _next_after(body, page, after, seen, where)
+        raise BadResponse(
+            f"{where}: more than {MAX_PAGES} pages; the API keeps paginating, stopped"
+        )
+
     def fetch_costs(
-        self, start: int, end: int, rejected: list[Rejected] | None = None
+        self,
+        start: int,
+        end: int,
+        rejected: list[Rejected] | None = None,
+        group_by: Sequence[str] = COSTS_GROUP_BY,
     ) -> Iterator[list[CostLine]]:
-        """Yield the cost lines of every day in `[start, end)`, one day at a time.
+        """Yield the cost lines of every day in `[start, end)`, one day at a time,
+        grouped by `group_by` (`COSTS_BY_KEY_GROUP_BY`: per project and API key).
 
         Each day's lines are yielded as soon as its bucket is parsed, at most once
         per fetch (see the module notes); days without costs yield nothing. With
@@ -289,11 +346,8 @@ class AdminApi:
         its page is whole; a bad page or bucket envelope still raises. With
         `rejected` None, a malformed result raises `BadResponse` too.
         """
-        params = [
-            ("bucket_width", "1d"),
-            ("group_by[]", "project_id"),
-            ("group_by[]", "line_item"),
-        ]
+        params = [("bucket_width", "1d")]
+        params += [("group_by[]", dim) for dim in group_by]
         yield from self._buckets(
             COSTS_PATH,
             params,
@@ -347,23 +401,22 @@ class AdminApi:
     ) -> Iterator[list[T]]:
         """Yield the records of every bucket in `[start, end)`, one bucket at a time.
 
-        One query per `max_limit` buckets (the API's largest `limit` for the width),
-        following `next_page` with the query's exact parameters. Each page is decoded
+        One query for the whole range, asking for `max_limit` buckets a page (the
+        API's largest `limit` for the width: `limit` counts buckets per page, not in
+        all) and following `next_page` with the query's exact parameters, so that the
+        range takes as few pages as the API serves; `end_time` is left to the API
+        (now). Each page is decoded
         as a stream, and each bucket's records are handed over as soon as it is
         parsed, at most once (see the module notes). A bucket served twice or
         outside the query's range is a bad answer, never summed. A bucket withheld
         for a malformed result (`rejected` given) still counts as served.
         """
         fetch = _Fetch(rejected)
-        segment = start
-        while segment < end:
-            seg_end = min(end, segment + max_limit * step)
-            base = [("start_time", str(segment)), *params, ("limit", str(max_limit))]
-            if seg_end != end:  # the last query leaves end_time to the API (now)
-                base.append(("end_time", str(seg_end)))
-            query = _Query(path, base, segment, seg_end, step, final=seg_end == end)
-            yield from self._query(query, parse, fetch)
-            segment = seg_end
+        if start >= end:
+            return
+        base = [("start_time", str(start)), *params, ("limit", str(max_limit))]
+        query = _Query(path, base, start, end, step)
+        yield from self._query(query, parse, fetch)
 
     def _query(
         self, query: _Query, parse: BucketParser[T], fetch: _Fetch
@@ -428,6 +481,90 @@ class AdminApi:
             return page
         raise AssertionError("unreachable: the retry policy re-raises")
 
+    # -- spend limits and spend alerts (optional reads: see `spend_limits`) ----------
+
+    def fetch_spend_limit(self, project_id: str = "") -> SpendLimit | Unread:
+        """Return the organization's (`project_id` ``""``) or a project's hard
+        monthly spend limit, `Unread.NOT_CONFIGURED` for none (HTTP 404 included),
+        or `Unread.REFUSED` for HTTP 403 (the key lacks the scope).
+
+        Retried like every read; any other failure raises.
+        """
+        path = _spend_path(project_id, "spend_limit")
+        where = f"GET {path}"
+        body = self._get_optional(path, [])
+        if isinstance(body, Unread):
+            return body
+        try:
+            return parse_spend_limit(body, where, project_id)
+        except CostPusherError:
+            raise
+        except Exception as exc:  # the decoding boundary: see the module
+            raise _unexpected(where, exc) from None
+
+    def fetch_spend_alerts(self, project_id: str = "") -> list[SpendAlert] | Unread:
+        """Return every spend alert of the organization (`project_id` ``""``) or of
+        a project, all pages; `Unread` as for `fetch_spend_limit`.
+
+        Pages of `SPEND_ALERTS_LIMIT` continue with `after=<last_id>`, at most
+        `MAX_SPEND_ALERT_PAGES` of them; a repeated cursor stops the read.
+        """
+        path = _spend_path(project_id, "spend_alerts")
+        where = f"GET {path}"
+        alerts: list[SpendAlert] = []
+        after: str | None = None
+        seen: set[str] = set()
+        for _ in range(MAX_SPEND_ALERT_PAGES):
+            params = [("limit", str(SPEND_ALERTS_LIMIT))]
+            if after is not None:
+                params.append(("after", after))
+            body = self._get_optional(path, params)
+            if isinstance(body, Unread):
+                if after is None:
+                    return body
+                raise BadResponse(
+                    f"{where}: a later page is answered as {body.value}; stopped"
+                )
+            try:
+                page, has_more, last_id = parse_spend_alerts_page(
+                    body, where, project_id
+                )
+            except CostPusherError:
+                raise
+            except Exception as exc:  # the decoding boundary: see the module
+                raise _unexpected(where, exc) from None
+            alerts.extend(page)
+            if not has_more:
+                return alerts
+            if not page:
+                raise BadResponse(f"{where}: has_more on an empty page")
+            cursor = last_id or page[-1].alert_id
+            if cursor in seen:
+                raise BadResponse(
+                    f"{where}.last_id: repeats {cursor!r:.60} after {len(seen) + 1} "
+                    "pages; the API is paginating in a loop, stopped"
+                )
+            seen.add(cursor)
+            after = cursor
+        raise BadResponse(
+            f"{where}: more than {MAX_SPEND_ALERT_PAGES} pages; the API keeps "
+            "paginating, stopped"
+        )
+
+    def _get_optional(self, path: str, params: list[tuple[str, str]]) -> Any:
+        """Return `_get`'s decoded answer, or `Unread` for an answer that means "not
+        configured" (404) or "not allowed for this key" (403)."""
+        try:
+            body, _ = self._get(path, params)
+        except (AuthRejected, RequestRejected) as exc:
+            status = _status_of(exc)
+            if status == 403:
+                return Unread.REFUSED
+            if status == 404:
+                return Unread.NOT_CONFIGURED
+            raise
+        return body
+
 
 @dataclass(frozen=True, slots=True)
 class _Query:
@@ -438,7 +575,6 @@ class _Query:
     start: int
     end: int
     step: int
-    final: bool
 
 
 @dataclass(slots=True)
@@ -510,7 +646,7 @@ def _decode_page(
                         raise
                     start, records, bad = exc.start, [], exc
                 del bucket  # not held while the caller takes the records
-            if query.final and start >= query.end:
+            if start >= query.end:
                 continue  # the API's clock is already past our window's end
             if not query.start <= start < query.end:
                 raise BadResponse(
@@ -592,7 +728,7 @@ def _status_error(resp: requests.Response, where: str, url: str) -> Exception:
 
 def _next_after(
     body: Mapping[str, Any],
-    page: list[Project],
+    page: Sequence[Project | ApiKey],
     after: str | None,
     seen: set[str],
     where: str,
@@ -611,3 +747,24 @@ def _next_after(
         )
     seen.add(last_id)
     return last_id
+
+
+def _spend_path(project_id: str, leaf: str) -> str:
+    """Return the path of a spend read: the organization's or a project's."""
+    if not project_id:
+        return f"/organization/{leaf}"
+    return f"{PROJECTS_PATH}/{quote(project_id, safe='')}/{leaf}"
+
+
+_STATUS = re.compile(r"^: (?:admin key rejected \()?HTTP (\d{3})\b")
+
+
+def _status_of(exc: Exception) -> int | None:
+    """Return the HTTP status `_status_error` put in `exc`'s message, or None.
+
+    The message starts with `GET <path>: `; a path built by `_spend_path` holds no
+    `: ` (the project id is percent-encoded), so the status is read after it."""
+    text = str(exc)
+    head, sep, rest = text.partition(": ")
+    match = _STATUS.match(sep + rest) if head.startswith("GET ") else None
+    return int(match.group(1)) if match else None

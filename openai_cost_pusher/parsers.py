@@ -26,13 +26,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from openai_cost_pusher.errors import BadResponse
-from openai_cost_pusher.model import CostLine, Project, UsageLine
+from openai_cost_pusher.model import ApiKey, CostLine, Project, UsageLine
 
 DAY = 86_400
 MAX_CURSOR_CHARS = 4096
 _COSTS_RESULT = "organization.costs.result"
 
 _DECIMAL = re.compile(r"^-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?$")
+_EXACT = 1 << 53
+"""Integers below this in size are exact as floats (the inline path takes them)."""
 
 T = TypeVar("T")
 
@@ -121,7 +123,8 @@ def _opt_str(value: Any, where: str) -> str:
 
 
 def parse_amount_value(value: Any, where: str) -> float:
-    """Return a cost amount given as a JSON number or as a decimal string."""
+    """Return a cost amount (or quantity) given as a JSON number or as a decimal
+    string (`"12.50"`, `"0.1739150000000000000000000000"`: the nearest float)."""
     if isinstance(value, bool):
         number = None
     elif isinstance(value, int | float):
@@ -196,6 +199,8 @@ def parse_cost_bucket(
     """
     shared: dict[str, str] = {} if strings is None else strings
     intern = shared.setdefault
+    new_line = tuple.__new__  # a CostLine without its Python-level __new__
+    exact = _EXACT
     day, results = _bucket(bucket, where, DAY, "00:00 UTC")
     lines = []
     for i, item in enumerate(results):
@@ -211,6 +216,9 @@ def parse_cost_bucket(
                 currency = amount.get("currency")
                 project_id = item.get("project_id")
                 line_item = item.get("line_item")
+                quantity = item.get("quantity")
+                unit = item.get("quantity_unit")
+                key_id = item.get("api_key_id")
                 if (
                     type(value) is float
                     and value - value == 0.0  # finite: "1e400" decodes to inf
@@ -225,16 +233,29 @@ def parse_cost_bucket(
                         line_item is None
                         or (type(line_item) is str and line_item.isascii())
                     )
+                    and (
+                        quantity is None
+                        or (type(quantity) is float and quantity - quantity == 0.0)
+                        or (type(quantity) is int and -exact < quantity < exact)
+                    )
+                    and (unit is None or (type(unit) is str and unit.isascii()))
+                    and (key_id is None or (type(key_id) is str and key_id.isascii()))
                 ):
-                    project_id = project_id or ""
-                    line_item = line_item or ""
                     lines.append(
-                        CostLine(
-                            day,
-                            intern(project_id, project_id),
-                            intern(line_item, line_item),
-                            intern(currency, currency),
-                            value,
+                        new_line(
+                            CostLine,
+                            (
+                                day,
+                                intern(project_id, project_id) if project_id else "",
+                                intern(line_item, line_item) if line_item else "",
+                                intern(currency, currency),
+                                value,
+                                quantity
+                                if quantity is None or type(quantity) is float
+                                else float(quantity),
+                                intern(unit, unit) if unit else "",
+                                intern(key_id, key_id) if key_id else "",
+                            ),
                         )
                     )
                     continue
@@ -266,12 +287,23 @@ def _cost_line(item: Any, day: int, at: str, shared: dict[str, str]) -> CostLine
     currency = utf8(currency)
     project_id = _opt_str(result.get("project_id"), f"{at}.project_id")
     line_item = _opt_str(result.get("line_item"), f"{at}.line_item")
+    raw_quantity = result.get("quantity")
+    quantity = (
+        None
+        if raw_quantity is None
+        else parse_amount_value(raw_quantity, f"{at}.quantity")
+    )
+    unit = _opt_str(result.get("quantity_unit"), f"{at}.quantity_unit")
+    key_id = _opt_str(result.get("api_key_id"), f"{at}.api_key_id")
     return CostLine(
         day=day,
         project_id=shared.setdefault(project_id, project_id),
         line_item=shared.setdefault(line_item, line_item),
         currency=shared.setdefault(currency, currency),
         value=value,
+        quantity=quantity,
+        quantity_unit=shared.setdefault(unit, unit),
+        api_key_id=shared.setdefault(key_id, key_id),
     )
 
 
@@ -282,6 +314,13 @@ class UsageKind:
     required: tuple[str, ...]
     dims: tuple[str, ...]
     group_by: tuple[str, ...]
+    result: str = ""
+    """The results' `object` where it is not `organization.usage.<kind>.result`."""
+
+
+def usage_result_object(kind: str) -> str:
+    """Return the `object` every result of usage endpoint `kind` carries."""
+    return USAGE_KINDS[kind].result or f"organization.usage.{kind}.result"
 
 
 _PEOPLE = ("project_id", "user_id", "api_key_id", "model")
@@ -312,8 +351,22 @@ USAGE_KINDS: dict[str, UsageKind] = {
     "code_interpreter_sessions": UsageKind(
         ("num_sessions",), ("project_id",), ("project_id",)
     ),
+    "web_search_calls": UsageKind(
+        ("num_model_requests", "num_requests"),
+        (*_PEOPLE, "context_level"),
+        ("project_id", "model", "context_level"),
+        "organization.usage.web_searches.result",
+    ),
+    "file_search_calls": UsageKind(
+        ("num_requests",),
+        ("project_id", "user_id", "api_key_id", "vector_store_id"),
+        ("project_id",),
+        "organization.usage.file_searches.result",
+    ),
 }
-"""The eight usage endpoints: required counters, dimensions, default grouping."""
+"""The ten usage endpoints: required counters, dimensions, default grouping, and the
+results' `object` where it does not follow the endpoint's name (the tool calls'
+results are `web_searches` and `file_searches`, not `..._calls`)."""
 
 USAGE_COUNTERS = frozenset(
     {
@@ -323,6 +376,7 @@ USAGE_COUNTERS = frozenset(
         "seconds",
         "usage_bytes",
         "num_sessions",
+        "num_requests",
     }
 )
 """Numeric fields other than `*_tokens` that are amounts (or, for bytes, a level)."""
@@ -344,7 +398,7 @@ def parse_usage_bucket(
     """
     shared: dict[Any, Any] = {} if tuples is None else tuples
     spec = USAGE_KINDS[kind]
-    expected = f"organization.usage.{kind}.result"
+    expected = usage_result_object(kind)
     start, results = _bucket(bucket, where, step, "a bucket start")
     lines = []
     for i, item in enumerate(results):
@@ -424,3 +478,26 @@ def parse_projects_page(body: Any, where: str) -> tuple[list[Project], bool]:
             Project(utf8(project_id), None if name is None else utf8(name), archived)
         )
     return projects, has_more
+
+
+def parse_api_keys_page(body: Any, where: str) -> tuple[list[ApiKey], bool]:
+    """Return the keys of one page of a project's API key list and `has_more`.
+
+    Only `id` and `name` are read (a null or missing name reads as `""`); the key's
+    value is never part of the answer (only its `redacted_value`, which is ignored).
+    """
+    page = _object(body, where)
+    data = _list(_field(page, "data", where), f"{where}.data")
+    has_more = _field(page, "has_more", where)
+    if not isinstance(has_more, bool):
+        raise BadField(f"{where}.has_more", "expected true or false")
+    keys = []
+    for i, item in enumerate(data):
+        at = f"{where}.data[{i}]"
+        obj = _object(item, at)
+        key_id = _field(obj, "id", at)
+        if not isinstance(key_id, str) or not key_id:
+            raise BadField(f"{at}.id", "expected a non-empty string")
+        name = _opt_str(obj.get("name"), f"{at}.name")
+        keys.append(ApiKey(utf8(key_id), name))
+    return keys, has_more

@@ -14,6 +14,11 @@ and carries it out; `cli` decides whether to act (`--yes`) and verifies again af
   `unknown`). Series that carry labels besides those (another pusher's) are left
   alone. Token totals and costs the API no longer reports for a whole project and day
   are not repaired: only shown.
+- **Per-key costs.** Where verify found a project's per-key sum of a day (`api_keys`
+  rows) `different` or `missing`, every `openai_daily_cost_by_api_key` series of that
+  project and currency is deleted, under every name, and pushed again from the API
+  (grouped by project and API key, from 2025-12-06 on), its keys named from the
+  project's key list, or from the deleted series for keys no longer listed.
 - **Which days.** As far back as VictoriaMetrics keeps data: its `-retentionPeriod`
   from `/flags` (a single node lists it when set), else its default of 31 days, or
   `--repair-days N` (the N complete UTC days before today), but no further back than
@@ -39,15 +44,21 @@ from openai_cost_pusher.errors import CostPusherError
 from openai_cost_pusher.exposition import render_chunks
 from openai_cost_pusher.metrics import (
     DAILY_COST,
+    DAILY_COST_BY_API_KEY,
+    NO_API_KEY,
+    UNKNOWN,
     CostKey,
     CostTable,
     add_cost_lines,
+    add_key_cost_lines,
     cost_samples,
+    key_cost_samples,
     project_label,
 )
-from openai_cost_pusher.model import CostLine, Labels
+from openai_cost_pusher.model import ApiKey, CostLine, Labels, Sample
+from openai_cost_pusher.openai_api import COSTS_BY_KEY_GROUP_BY, KEY_COSTS_FROM
 from openai_cost_pusher.push import PushStats
-from openai_cost_pusher.verify import Row, Verdict, newest_totals
+from openai_cost_pusher.verify import KEYS_WHAT, Row, Verdict, newest_totals
 from openai_cost_pusher.vmread import Series, VmReader
 from openai_cost_pusher.window import DAY, Window, day_of
 
@@ -83,8 +94,19 @@ class RepairIncomplete(CostPusherError):
 class Source(Protocol):
     """Where the costs are fetched again: the Admin API or the demo organization."""
 
-    def fetch_costs(self, start: int, end: int) -> Iterator[list[CostLine]]:
-        """Yield the cost lines of `[start, end)` page by page."""
+    def fetch_costs(
+        self,
+        start: int,
+        end: int,
+        rejected: None = None,
+        group_by: Sequence[str] = ...,
+    ) -> Iterator[list[CostLine]]:
+        """Yield the cost lines of `[start, end)` page by page, grouped by
+        `group_by` (default: project and line item)."""
+        ...
+
+    def fetch_api_keys(self, project_id: str) -> list[ApiKey]:
+        """Return every API key (id and name) of one project."""
         ...
 
 
@@ -195,10 +217,31 @@ class SeriesRepair:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyRepair:
+    """The per-key cost series of one project and currency, to delete and push again.
+
+    `names` maps each stored key id to the `api_key` name it is stored with (for keys
+    gone from the key list); `series` counts the stored series; `first_day` is the
+    oldest day they hold; `problems` the wrong days; `match` the `delete_series`
+    selector, whatever their `project` and `api_key` names.
+    """
+
+    project_id: str
+    currency: str
+    project: str
+    names: Mapping[str, str]
+    series: int
+    first_day: int | None
+    problems: tuple[Row, ...]
+    match: str
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """What `verify --repair` would do: the series, the days `[start, end)` pushed
     again, the retention that bounds them, the verify window the problems were found
-    in, and the rows found wrong that no repair covers (`left`)."""
+    in, and the rows found wrong that no repair covers (`left`); `keyed` the per-key
+    series to repair."""
 
     series: tuple[SeriesRepair, ...]
     start: int
@@ -206,6 +249,12 @@ class Plan:
     retention: Retention
     window: Window
     left: tuple[Row, ...]
+    keyed: tuple[KeyRepair, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """Return whether the plan repairs nothing."""
+        return not self.series and not self.keyed
 
     @property
     def days(self) -> int:
@@ -320,6 +369,8 @@ def plan_repair(
     of their history) and `/flags`; changes nothing."""
     found, left = line_problems(verdict, moving_from)
     now_ms = int(now * 1000)
+    keyed = _key_repairs(verdict, left, reader, labels, now_ms)
+    left = [row for row in left if not _key_problem(row)]
     repairs: list[SeriesRepair] = []
     for key in sorted(found):
         stored = reader.export(series_match(key, labels), 0, now_ms)
@@ -338,20 +389,81 @@ def plan_repair(
             )
         )
     retention = find_retention(
-        reader.flags() if repairs and repair_days is None else None,
+        reader.flags() if (repairs or keyed) and repair_days is None else None,
         reader.root,
         now,
         repair_days,
     )
     oldest = min(
         [r.first_day for r in repairs if r.first_day is not None]
-        + [row.day for r in repairs for row in r.problems],
+        + [row.day for r in repairs for row in r.problems]
+        + [k.first_day for k in keyed if k.first_day is not None]
+        + [row.day for k in keyed for row in k.problems],
         default=retention.start,
     )
     start = min(max(retention.start, oldest), day_of(now))
     return Plan(
-        tuple(repairs), start, day_of(now) + DAY, retention, window, tuple(left)
+        tuple(repairs),
+        start,
+        day_of(now) + DAY,
+        retention,
+        window,
+        tuple(left),
+        tuple(keyed),
     )
+
+
+def _key_problem(row: Row) -> bool:
+    """Return whether `row` is a per-key sum found wrong (repaired, not just shown)."""
+    return row.what.startswith(f"{KEYS_WHAT} ") and row.status in (
+        "different",
+        "missing",
+    )
+
+
+def _key_repairs(
+    verdict: Verdict,
+    rows: Sequence[Row],
+    reader: VmReader,
+    labels: Mapping[str, str],
+    now_ms: int,
+) -> list[KeyRepair]:
+    """Return the per-key series to repair: every one of each project and currency
+    whose per-key sum verify found wrong on some day (reads what they hold)."""
+    wrong: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        if _key_problem(row):
+            currency = row.what[len(KEYS_WHAT) + 1 :]
+            wrong.setdefault((row.project_id, currency), []).append(row)
+    out = []
+    for (project_id, currency), problems in sorted(wrong.items()):
+        pairs = {**labels, "project_id": project_id, "currency": currency}
+        matchers = [f"__name__={_quote(DAILY_COST_BY_API_KEY)}", 'project!=""']
+        matchers += [f"{k}={_quote(v)}" for k, v in sorted(pairs.items())]
+        match = "{" + ",".join(matchers) + "}"
+        stored = reader.export(match, 0, now_ms)
+        names = {
+            dict(lbl).get("api_key_id", ""): dict(lbl).get("api_key", "")
+            for lbl, _ in stored
+        }
+        first = min((ts for _, pts in stored for ts in pts), default=None)
+        out.append(
+            KeyRepair(
+                project_id,
+                currency,
+                project_label(project_id, verdict.names),
+                {
+                    k: v
+                    for k, v in names.items()
+                    if k and v not in (UNKNOWN, NO_API_KEY)
+                },
+                len(stored),
+                None if first is None else day_of(first / 1000),
+                tuple(problems),
+                match,
+            )
+        )
+    return out
 
 
 def _iso(day: int) -> str:
@@ -425,6 +537,14 @@ def render_plan(plan: Plan) -> str:
                 "VictoriaMetrics drops samples older than its retention; if it keeps "
                 "more, pass --repair-days N"
             )
+    for keyed in plan.keyed:
+        pid = keyed.project_id
+        who = f"{keyed.project} ({pid})" if pid else keyed.project
+        lines.append(
+            f"  {who}, {DAILY_COST_BY_API_KEY}, {keyed.currency}: {keyed.series} "
+            "series deleted and pushed again"
+        )
+        lines.extend(f"    {_problem(row)}" for row in keyed.problems[:SHOWN_DAYS])
     if plan.left:
         lines.append(
             f"not repaired: {len(plan.left)} other values (token totals, or costs "
@@ -475,7 +595,10 @@ def apply_repair(
         )
     extra: Labels = tuple(sorted((k, v) for k, v in labels.items() if v))
     samples = list(cost_samples(table, names, extra))
-    reader.delete_series([fix.match for fix in plan.series])
+    samples += _key_samples(plan, source, names, extra)
+    reader.delete_series(
+        [fix.match for fix in plan.series] + [fix.match for fix in plan.keyed]
+    )
     try:
         stats = sink.push(render_chunks(samples)) if samples else PushStats()
     except CostPusherError as exc:
@@ -487,7 +610,34 @@ def apply_repair(
         raise RepairIncomplete(msg) from exc
     visible = _wait_visible(plan, reader, table, stop, visible_within_s)
     deleted = sum(len(fix.stored) for fix in plan.series)
+    deleted += sum(fix.series for fix in plan.keyed)
     return Outcome(deleted, len(samples), stats, visible)
+
+
+def _key_samples(
+    plan: Plan,
+    source: Source,
+    names: Mapping[str, str | None],
+    extra: Labels,
+) -> list[Sample]:
+    """Return the per-key samples of the plan's projects and currencies, fetched from
+    the API for the plan's days (from 2025-12-06 on), named as the pusher names them:
+    from each project's key list, else the name the deleted series had."""
+    wanted = {(fix.project_id, fix.currency) for fix in plan.keyed}
+    start = max(plan.start, KEY_COSTS_FROM)
+    if not wanted or start >= plan.end:
+        return []
+    table: CostTable = {}
+    for page in source.fetch_costs(start, plan.end, None, COSTS_BY_KEY_GROUP_BY):
+        add_key_cost_lines(
+            table, (ln for ln in page if (ln.project_id, ln.currency) in wanted)
+        )
+    key_names: dict[str, str] = {}
+    for fix in plan.keyed:
+        key_names.update(fix.names)
+    for project_id in sorted({pid for pid, _ in wanted if pid}):
+        key_names.update((k.id, k.name) for k in source.fetch_api_keys(project_id))
+    return list(key_cost_samples(table, names, key_names, extra))
 
 
 def _wait_visible(

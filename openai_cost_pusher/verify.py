@@ -20,8 +20,19 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Seq
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from openai_cost_pusher.metrics import DAILY_COST, USAGE_TOKENS, project_label
+from openai_cost_pusher.errors import RequestRejected
+from openai_cost_pusher.metrics import (
+    DAILY_COST,
+    DAILY_COST_BY_API_KEY,
+    USAGE_TOKENS,
+    project_label,
+)
 from openai_cost_pusher.model import CostLine, Project, Rejected, UsageLine
+from openai_cost_pusher.openai_api import (
+    COSTS_BY_KEY_GROUP_BY,
+    COSTS_GROUP_BY,
+    KEY_COSTS_FROM,
+)
 from openai_cost_pusher.report import rows_from_series
 from openai_cost_pusher.vmread import Series, VmReader, selector
 from openai_cost_pusher.window import DAY, Window
@@ -34,16 +45,20 @@ _BUCKET = "__bucket__"
 
 
 class Source(Protocol):
-    """The Admin API client or the demo organization (see `app.CostSource`)."""
+    """The Admin API client or the demo organization (see `ports.CostSource`)."""
 
     def fetch_projects(self) -> list[Project]:
         """Return every project, archived included."""
         ...
 
     def fetch_costs(
-        self, start: int, end: int, rejected: list[Rejected] | None = None
+        self,
+        start: int,
+        end: int,
+        rejected: list[Rejected] | None = None,
+        group_by: Sequence[str] = COSTS_GROUP_BY,
     ) -> Iterator[list[CostLine]]:
-        """Yield the cost lines of `[start, end)` page by page.
+        """Yield the cost lines of `[start, end)` page by page, grouped by `group_by`.
 
         With `rejected` a list, a day with a malformed result is left out and listed
         there instead of failing the fetch.
@@ -187,6 +202,62 @@ def newest_totals(
     }
 
 
+KEYS_WHAT = "api_keys"
+"""The `what` of the per-key rows: `api_keys <currency>`."""
+
+
+def key_totals(series: Sequence[Series]) -> dict[Key, float]:
+    """Return the stored `openai_daily_cost_by_api_key` values summed per UTC day,
+    project id and currency (`what` is `api_keys <currency>`).
+
+    A day of one project, key and currency counts once, whatever its `project` and
+    `api_key` names: the newest name pair's value (`report.rows_from_series`' rule),
+    so a renamed project or key never counts a day twice.
+    """
+    shaped: list[Series] = []
+    for labels, points in series:
+        metric = dict(labels)
+        if metric.get("__name__") != DAILY_COST_BY_API_KEY:
+            continue
+        identity = {
+            "__name__": DAILY_COST,
+            "project_id": metric.get("project_id", ""),
+            "api_key_id": metric.get("api_key_id", ""),
+            "currency": metric.get("currency", ""),
+            "project": f"{metric.get('project', '')}\x1f{metric.get('api_key', '')}",
+        }
+        shaped.append((tuple(sorted(identity.items())), points))
+    return {
+        (row.day, row.project_id, f"{KEYS_WHAT} {row.currency}"): row.cost
+        for row in rows_from_series(shaped)
+    }
+
+
+def key_expected(costs: Iterable[CostLine], since: int) -> dict[Key, float]:
+    """Return what the per-key rows must sum to: each project's cost per UTC day
+    and currency from `since` on (the API's own `openai_daily_cost` total)."""
+    totals: dict[Key, list[float]] = {}
+    for line in costs:
+        if line.day >= since:
+            key = (line.day, line.project_id, f"{KEYS_WHAT} {line.currency}")
+            _add(totals, key, line.value)
+    return _sums(totals)
+
+
+def _key_data_from(source: Source, window: Window) -> int | None:
+    """Return the first day of `window` with per-key costs, or None where the API
+    has none for it (before 2025-12-06, or it refuses the grouping)."""
+    since = max(window.start, KEY_COSTS_FROM)
+    if since >= window.end:
+        return None
+    try:
+        for _ in source.fetch_costs(since, window.end, None, COSTS_BY_KEY_GROUP_BY):
+            pass
+    except RequestRejected:
+        return None
+    return since
+
+
 def _per_day(points: Mapping[int, float]) -> dict[int, float]:
     """Return finite bucket values (ms) summed per UTC day, stamped at 00:00."""
     days: dict[int, list[float]] = {}
@@ -297,8 +368,14 @@ def run_verify(
     *,
     usage: bool,
     moving_from: int | None = None,
+    by_api_key: bool = False,
 ) -> Verdict:
-    """Fetch both sides for `window` and compare them (see `compare`)."""
+    """Fetch both sides for `window` and compare them (see `compare`).
+
+    With `by_api_key`, each project's stored per-key costs of a day must also sum
+    to the project's cost that day (rows `api_keys <currency>`), on the days the API
+    has per-key data for: from 2025-12-06 on, unless it refuses the grouping.
+    """
     names = {p.id: p.name for p in source.fetch_projects()}
     costs = [
         line for page in source.fetch_costs(window.start, window.end) for line in page
@@ -314,5 +391,15 @@ def run_verify(
     series = reader.export(
         selector(names_regex, labels), window.start * 1000, window.end * 1000 - 1
     )
-    rows = compare(api_totals(costs, usage_lines), vm_totals(series), moving_from)
+    api, vm = api_totals(costs, usage_lines), vm_totals(series)
+    since = _key_data_from(source, window) if by_api_key else None
+    if since is not None:
+        api.update(key_expected(costs, since))
+        keyed = reader.export(
+            selector(DAILY_COST_BY_API_KEY, labels),
+            since * 1000,
+            window.end * 1000 - 1,
+        )
+        vm.update(key_totals(keyed))
+    rows = compare(api, vm, moving_from)
     return Verdict(rows, names, costs, series)

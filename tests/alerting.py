@@ -29,6 +29,7 @@ from tests.cost_histories import (
     render_cost_today,
     render_costs,
     render_self_monitoring,
+    render_spend_limits,
     tiny,
     week_then_spike,
 )
@@ -247,6 +248,9 @@ def seed_scenario(vm: VictoriaMetrics, scenario: Scenario, last_day: date) -> No
     push_text(
         vm.push_url, render_self_monitoring(start, end, scenario.outages(last_day))
     )
+    limits = scenario.limits(last_day)
+    if limits:
+        push_text(vm.push_url, render_spend_limits(limits, start, end))
 
 
 def backtest(workdir: Path) -> list[FiredRow]:
@@ -374,6 +378,7 @@ def deliver_to_slack(
     seed: Callable[[VictoriaMetrics], None] = seed_e2e_now,
     rule_files: Sequence[Path] = (RULES, OVERRIDES),
     wait: float = 60.0,
+    expect: int | Callable[[], int] = 1,
 ) -> SlackDelivery:
     """Run VictoriaMetrics, vmalert, Alertmanager and a fake Slack on seeded data.
 
@@ -381,8 +386,10 @@ def deliver_to_slack(
     history; a test may run the real pusher instead); vmalert loads `rule_files`.
     Every server is appended to `started` as soon as it runs; the caller stops them
     (a fixture finalizer in tests). Waits up to `wait` seconds for the first Slack
-    message, then `settle` seconds more so that any other alert would have had
-    several evaluations and group flushes to arrive.
+    message and for `expect` messages in all (a number, or a function called once
+    `seed` has run: alerts that read series recorded from recorded series arrive some
+    evaluations later), then `settle` seconds more so that any other alert would
+    have had several evaluations and group flushes to arrive.
     """
     slack = FakeSlackServer()
     started.append(slack)
@@ -397,6 +404,9 @@ def deliver_to_slack(
     ready = time.monotonic()
     slack.wait_for(1, timeout=wait)
     first_after = time.monotonic() - ready
+    count = expect() if callable(expect) else expect
+    if count > 1:
+        slack.wait_for(count, timeout=max(0.0, wait - first_after))
     time.sleep(settle)
     firing = [a for a in vmalert.alerts() if a["state"] == "firing"]
     return SlackDelivery(slack.payloads, firing, first_after)

@@ -143,6 +143,52 @@ def render_self_monitoring(
     return "\n".join(out) + "\n"
 
 
+@dataclass(frozen=True, slots=True)
+class SpendLimit:
+    """A hard monthly limit (openai_spend_limit) or, with `alert_id`, one of OpenAI's
+    spend alerts (openai_spend_alert_threshold), in currency units. An empty
+    `project_id` is the organization's."""
+
+    project_id: str
+    project: str
+    amount: float
+    enforcement: str = "enforcing"
+    alert_id: str = ""
+    currency: str = "usd"
+
+
+def render_spend_limits(
+    limits: Iterable[SpendLimit],
+    start: datetime,
+    end: datetime,
+    *,
+    every: timedelta = timedelta(hours=1),
+    job: str = "openai-cost-pusher",
+) -> str:
+    """Render limits and spend alerts as the pusher pushes them: every `every` from
+    `start` to `end`, stamped at push time."""
+    out = []
+    for limit in limits:
+        labels = {
+            "job": job,
+            "scope": "project" if limit.project_id else "organization",
+            "project_id": limit.project_id,
+            "project": limit.project,
+            "currency": limit.currency,
+        }
+        if limit.alert_id:
+            name = "openai_spend_alert_threshold"
+            labels["alert_id"] = limit.alert_id
+        else:
+            name = "openai_spend_limit"
+            labels["enforcement"] = limit.enforcement
+        at = start
+        while at <= end:
+            out.append(_line(name, labels, limit.amount, int(at.timestamp()) * 1000))
+            at += every
+    return "\n".join(out) + "\n"
+
+
 def push_text(push_url: str, text: str) -> None:
     """POST Prometheus text to a VictoriaMetrics import endpoint."""
     resp = requests.post(push_url, data=text.encode(), timeout=30)
@@ -286,13 +332,66 @@ def _pusher_trouble(last_day: date) -> list[CostLine]:
     return _flat("steady", [20.0] * 30, last_day)
 
 
+def _capped(last_day: date) -> list[CostLine]:
+    """Return 20 a day to Mar 15 (a pace of 600 for the month), then 28 a day (1.4x:
+    no spike) until 650 is spent on Mar 29, then nothing: the project's enforcing
+    hard limit of 650 stops it."""
+    values: list[float | None] = []
+    spent = 0.0
+    for day in days_ending(last_day, 30):
+        rate = 20.0 if day.day <= 15 else 28.0
+        value = min(rate, 650.0 - spent) if day.month == last_day.month else rate
+        if day.month == last_day.month:
+            spent += value
+        values.append(value if value > 0 else None)
+    return _flat("capped", values, last_day)
+
+
+def _capped_limits(_last_day: date) -> list[SpendLimit]:
+    """Return capped's enforcing hard limit of 650."""
+    return [SpendLimit("proj_capped", "capped", 650.0)]
+
+
+def _roomy(last_day: date) -> list[CostLine]:
+    """Return a steady 20 a day (620 in March)."""
+    return _flat("roomy", [20.0] * 30, last_day)
+
+
+def _roomy_limits(_last_day: date) -> list[SpendLimit]:
+    """Return roomy's enforcing hard limit of 1000, which it never reaches."""
+    return [SpendLimit("proj_roomy", "roomy", 1000.0)]
+
+
+def _uncapped(last_day: date) -> list[CostLine]:
+    """Return the capped project's month without the cap: 28 a day to the end."""
+    values = [20.0 if d.day <= 15 else 28.0 for d in days_ending(last_day, 30)]
+    return _flat("uncapped", values, last_day)
+
+
+def _uncapped_limits(_last_day: date) -> list[SpendLimit]:
+    """Return a hard limit of 650 that OpenAI does not enforce."""
+    return [SpendLimit("proj_uncapped", "uncapped", 650.0, enforcement="inactive")]
+
+
+def _alerted(last_day: date) -> list[CostLine]:
+    """Return a steady 20 a day from Mar 2: 300 so far on Mar 16."""
+    return _flat("alerted", [20.0] * 30, last_day)
+
+
+def _alerted_limits(_last_day: date) -> list[SpendLimit]:
+    """Return the project's spend alert at OpenAI at 300, crossed on Mar 16."""
+    return [SpendLimit("proj_alerted", "alerted", 300.0, alert_id="spend_alert_300")]
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """A named history for the back-test, with the pusher outages it includes."""
+    """A named history for the back-test, with the pusher outages it includes and
+    the hard limits and spend alerts set at OpenAI."""
 
     name: str
     costs: Callable[[date], list[CostLine]]
     outages: Callable[[date], list[Outage]] = lambda _day: []
+    limits: Callable[[date], list[SpendLimit]] = lambda _day: []
 
 
 def _outages(last_day: date) -> list[Outage]:
@@ -319,4 +418,12 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("weekday/weekend rhythm", _weekly_rhythm),
     Scenario("pace over the monthly budget", _over_monthly_budget),
     Scenario("pusher dead 8h, later failing 2h", _pusher_trouble, _outages),
+    Scenario(
+        "pace to an enforcing hard limit (reached Mar 29)",
+        _capped,
+        limits=_capped_limits,
+    ),
+    Scenario("a hard limit it does not reach", _roomy, limits=_roomy_limits),
+    Scenario("a hard limit not enforced", _uncapped, limits=_uncapped_limits),
+    Scenario("an OpenAI spend alert crossed once", _alerted, limits=_alerted_limits),
 )

@@ -10,12 +10,21 @@ the client without sharing its bugs.
 Behaviour beyond the spec, chosen to catch client bugs early:
 - buckets are consecutive windows of `bucket_width` from `start_time` while their start
   is before `end_time` (default: `now()`); empty buckets are served with `results: []`;
+- a usage bucket that holds `now()` ends at `now()`, not at its full width, as live
+  answers do (costs buckets always span their full width);
 - a page holds at most `min(limit, page_size)` buckets; a bucket is never split;
 - a cursor is valid only with the same path and the same multiset of decoded query
   pairs (everything but `page`), else 400 with `param: "page"`;
 - unknown query parameters, repeated scalar parameters and booleans other than
   `true`/`false` are rejected with 400 naming the parameter;
-- array parameters are accepted as `k[]=a&k[]=b`, `k=a&k=b` and `k=a,b`.
+- array parameters are accepted as `k[]=a&k[]=b`, `k=a&k=b` and `k=a,b`;
+- as live answers do, costs results carry `organization_id` (in no spec); on demand
+  (`omit_null_optionals`) every other result leaves its null `api_key_id`, `quantity`
+  and `quantity_unit` out, and amounts come as decimal strings (`decimal_amounts`:
+  `"12.50"`, `"0.1739150000000000000000000000"`); costs grouped by `api_key_id` from
+  a day before 2025-12-06 are refused with 400 `invalid_request_error`;
+- `GET /organization/projects/{id}/api_keys` lists a project's keys, paged with
+  `after` (`api_key_page_size` makes small pages).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import decimal
 import hashlib
 import json
 import math
@@ -51,6 +61,10 @@ _JSON = dict[str, Any]
 DAY: Final = 86_400
 _COSTS_GROUP_BY: Final = ("project_id", "line_item", "api_key_id")
 _COSTS_LIMIT: Final = (7, 180)  # default, max
+KEY_COSTS_FROM: Final = 1_764_979_200
+"""2025-12-06 00:00 UTC: costs grouped by `api_key_id` are refused before this day."""
+_COST_OPTIONALS: Final = ("api_key_id", "quantity", "quantity_unit")
+_API_KEYS_LIMIT: Final = (20, 100)
 _PROJECTS_LIMIT: Final = (20, 100)
 # bucket_width -> (seconds, default limit, max limit), from the spec's descriptions.
 _WIDTHS: Final[Mapping[str, tuple[int, int, int]]] = {
@@ -124,6 +138,23 @@ USAGE_KINDS: Final[Mapping[str, _Kind]] = {
         ("project_id",),
         ("num_sessions",),
         {"project_ids": "project_id"},
+    ),
+    "web_search_calls": _Kind(
+        "organization.usage.web_searches.result",
+        (*_PEOPLE_DIMS, "context_level"),
+        ("num_model_requests", "num_requests"),
+        {**_PEOPLE_FILTERS, "context_levels": "context_level"},
+    ),
+    "file_search_calls": _Kind(
+        "organization.usage.file_searches.result",
+        ("project_id", "user_id", "api_key_id", "vector_store_id"),
+        ("num_requests",),
+        {
+            "project_ids": "project_id",
+            "user_ids": "user_id",
+            "api_key_ids": "api_key_id",
+            "vector_store_ids": "vector_store_id",
+        },
     ),
 }
 
@@ -265,6 +296,26 @@ class _Record:
     start_time: int
     dims: Mapping[str, object]
     counters: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class _SpendLimit:
+    """Hold one stored spend limit (amount in cents)."""
+
+    threshold_cents: int
+    currency: str
+    interval: str
+    enforcement: str
+
+
+@dataclass(frozen=True)
+class _SpendAlert:
+    """Hold one stored spend alert (amount in cents)."""
+
+    id: str
+    threshold_cents: int
+    currency: str
+    recipients: tuple[str, ...]
 
 
 @dataclass
@@ -487,6 +538,22 @@ def _decode_cursor(cursor: str, query_hash: str) -> int:
     return cast(int, doc["o"])
 
 
+_CostGroup = tuple[str | None, str | None, str | None, str]
+"""A costs result's group: project id, line item, API key id (None where not grouped
+by it), currency."""
+_CostPart = tuple[float, tuple[float, str | None] | None]
+"""One share of a group's cost, with the (quantity, unit) it brings, if any."""
+
+
+def _decimal_text(value: float) -> str:
+    """Return `value` as the live API writes amounts: `"12.50"` where two decimal
+    places hold it exactly, else 28 places (`"0.1739150000000000000000000000"`)."""
+    exact = decimal.Decimal(repr(value))
+    if exact == exact.quantize(decimal.Decimal("0.01")):
+        return f"{exact:.2f}"
+    return f"{exact:.28f}"
+
+
 def _sort_key(key: tuple[object, ...]) -> tuple[tuple[bool, str], ...]:
     """Order group keys deterministically with None first."""
     return tuple((v is not None, str(v)) for v in key)
@@ -574,6 +641,13 @@ class FakeOpenAI:
         self.page_size = page_size
         self.project_page_size: int | None = None
         self.amount_as_string = False
+        # live forms: amounts as decimal strings ("12.50" where two places are exact,
+        # else 28 places), and the optional keys left out, not null, on every other
+        # result (`api_key_id`, `quantity`, `quantity_unit`)
+        self.decimal_amounts = False
+        self.omit_null_optionals = False
+        self.api_key_page_size: int | None = None
+        self.organization_id = "org-fake0000000000000000000"
         # (day, project, line item, currency) -> the raw `amount.value` to serve
         # instead of the stored cost: a malformed result, on purpose
         self.poisoned: dict[tuple[int, str | None, str | None, str], object] = {}
@@ -583,11 +657,27 @@ class FakeOpenAI:
         self._stopping = threading.Event()
         self._projects: dict[str, _Project] = {}
         self._costs: dict[tuple[int, str | None, str | None, str], float] = {}
+        # the same keys -> the cost split by API key (None: no key), when set so
+        self._cost_keys: dict[
+            tuple[int, str | None, str | None, str], dict[str | None, float]
+        ] = {}
+        # the same keys -> (quantity, quantity_unit), when set
+        self._quantities: dict[
+            tuple[int, str | None, str | None, str], tuple[float, str | None]
+        ] = {}
+        self._api_keys: dict[str, dict[str, tuple[str, int]]] = {}
         self._usage: dict[str, list[_Record]] = {kind: [] for kind in USAGE_KINDS}
         self._faults: list[_PendingFault] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._request_ids = 0
+        # spend limits and alerts by project id ("" = the organization); a read of
+        # an unset limit is answered 404; `spend_refused` answers every spend read
+        # 403, as for an admin key without the scope
+        self.spend_refused = False
+        self.spend_alert_page_size: int | None = None
+        self._spend_limits: dict[str, _SpendLimit] = {}
+        self._spend_alerts: dict[str, dict[str, _SpendAlert]] = {}
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -677,12 +767,50 @@ class FakeOpenAI:
         line_item: str | None,
         value: float,
         currency: str = "usd",
+        *,
+        quantity: float | None = None,
+        quantity_unit: str | None = None,
+        api_keys: Mapping[str | None, float] | None = None,
     ) -> None:
-        """Store (replacing) the cost of one line item of one project on one day."""
+        """Store (replacing) the cost of one line item of one project on one day.
+
+        `quantity` and `quantity_unit` are served with the line item (grouped by
+        `line_item`). `api_keys` splits `value` by API key id (None: usage without a
+        project key); the shares must sum to `value` exactly. Without it the whole
+        cost has no key.
+        """
         if not math.isfinite(value):
             raise ValueError(f"cost value must be finite, got {value!r}")
+        if api_keys is not None and math.fsum(api_keys.values()) != value:
+            raise ValueError(f"api_keys shares must sum to {value!r}")
+        if quantity is not None and not math.isfinite(quantity):
+            raise ValueError(f"quantity must be finite, got {quantity!r}")
+        key = (day_start, project_id, line_item, currency)
         with self._lock:
-            self._costs[(day_start, project_id, line_item, currency)] = float(value)
+            self._costs[key] = float(value)
+            self._cost_keys.pop(key, None)
+            self._quantities.pop(key, None)
+            if api_keys is not None:
+                self._cost_keys[key] = {k: float(v) for k, v in api_keys.items()}
+            if quantity is not None:
+                self._quantities[key] = (float(quantity), quantity_unit)
+
+    def add_api_key(
+        self,
+        project_id: str,
+        key_id: str,
+        name: str,
+        *,
+        created_at: int = 1_700_000_000,
+    ) -> None:
+        """Add or rename (keeping its place) an API key of a project."""
+        with self._lock:
+            self._api_keys.setdefault(project_id, {})[key_id] = (name, created_at)
+
+    def remove_api_key(self, project_id: str, key_id: str) -> None:
+        """Delete an API key from its project's list (its costs stay)."""
+        with self._lock:
+            del self._api_keys[project_id][key_id]
 
     def costs(self) -> dict[tuple[int, str | None, str | None, str], float]:
         """Return a copy of the stored costs keyed by (day, project, item, currency)."""
@@ -727,6 +855,46 @@ class FakeOpenAI:
         with self._lock:
             for records in self._usage.values():
                 records.clear()
+
+    def set_spend_limit(
+        self,
+        project_id: str | None,
+        threshold_cents: int | None,
+        *,
+        currency: str = "USD",
+        enforcement: str = "enforcing",
+        interval: str = "month",
+    ) -> None:
+        """Set (None: remove) the hard monthly limit of a project or, with
+        `project_id` None, of the organization."""
+        with self._lock:
+            key = project_id or ""
+            if threshold_cents is None:
+                self._spend_limits.pop(key, None)
+            else:
+                self._spend_limits[key] = _SpendLimit(
+                    threshold_cents, currency, interval, enforcement
+                )
+
+    def add_spend_alert(
+        self,
+        project_id: str | None,
+        alert_id: str,
+        threshold_cents: int,
+        *,
+        currency: str = "USD",
+        recipients: tuple[str, ...] = ("finance@example.com",),
+    ) -> None:
+        """Add or replace a spend alert of a project or, with `project_id` None,
+        of the organization; alerts are listed in the order they were added."""
+        alert = _SpendAlert(alert_id, threshold_cents, currency, recipients)
+        with self._lock:
+            self._spend_alerts.setdefault(project_id or "", {})[alert_id] = alert
+
+    def remove_spend_alert(self, project_id: str | None, alert_id: str) -> None:
+        """Delete a spend alert."""
+        with self._lock:
+            del self._spend_alerts[project_id or ""][alert_id]
 
     # -------------------------------------------------------------------- faults
 
@@ -869,12 +1037,113 @@ class FakeOpenAI:
                 return self._costs_page(path, query)
             if rest == ["projects"]:
                 return self._project_list(query)
+            if rest in (["spend_limit"], ["spend_alerts"]):
+                return self._spend(None, rest[0], query)
+            if (
+                len(rest) == 3
+                and rest[0] == "projects"
+                and rest[2] in ("spend_limit", "spend_alerts")
+            ):
+                return self._spend(rest[1], rest[2], query)
+            if len(rest) == 3 and rest[0] == "projects" and rest[2] == "api_keys":
+                return self._api_key_list(rest[1], query)
             if len(rest) == 2 and rest[0] == "projects" and rest[1]:
                 _Params(query, (), ())
                 return self._project(rest[1])
             if len(rest) == 2 and rest[0] == "usage" and rest[1] in USAGE_KINDS:
                 return self._usage_page(rest[1], path, query)
         raise _ApiError(404, f"Invalid URL (GET {path})")
+
+    # ---------------------------------------------------------------- spend limits
+
+    def _spend(
+        self, project_id: str | None, what: str, query: list[tuple[str, str]]
+    ) -> _JSON:
+        """Return a spend limit or one spend alert list page, or an error."""
+        scope = "project" if project_id is not None else "organization"
+        if what == "spend_limit":
+            _Params(query, (), ())  # takes no parameters
+        with self._lock:
+            known = project_id is None or project_id in self._projects
+            limit = self._spend_limits.get(project_id or "")
+            alerts = list(self._spend_alerts.get(project_id or "", {}).values())
+        if not known:
+            raise _ApiError(
+                404,
+                f"No such project: '{project_id}'.",
+                param="project_id",
+                code="not_found",
+            )
+        if self.spend_refused:
+            raise _ApiError(403, _status_error(403)["error"]["message"])
+        if what == "spend_alerts":
+            return self._spend_alert_page(scope, alerts, query)
+        if limit is None:
+            raise _ApiError(
+                404, f"No spend limit is configured for this {scope}.", code="not_found"
+            )
+        return {
+            "object": f"{scope}.spend_limit",
+            "threshold_amount": limit.threshold_cents,
+            "currency": limit.currency,
+            "interval": limit.interval,
+            "enforcement": {"status": limit.enforcement},
+        }
+
+    def _spend_alert_page(
+        self, scope: str, alerts: list[_SpendAlert], query: list[tuple[str, str]]
+    ) -> _JSON:
+        """Return one `*SpendAlertListResource` page (`after`/`before` are ids)."""
+        params = _Params(query, ("limit", "order", "after", "before"), ())
+        limit = params.integer("limit")
+        if limit is not None and limit > 100:
+            raise _ApiError(
+                400,
+                f"Invalid 'limit': must be between 0 and 100, got {limit}.",
+                param="limit",
+            )
+        order = params.scalar("order") or "asc"
+        if order not in ("asc", "desc"):
+            raise _ApiError(400, f"Invalid 'order': {order!r}.", param="order")
+        if order == "desc":
+            alerts = alerts[::-1]
+        ids = [a.id for a in alerts]
+        for name in ("after", "before"):
+            cursor = params.scalar(name)
+            if cursor is None:
+                continue
+            if cursor not in ids:
+                raise _ApiError(
+                    400, f"Invalid '{name}': no spend alert {cursor!r}.", param=name
+                )
+            at = ids.index(cursor)
+            alerts = alerts[at + 1 :] if name == "after" else alerts[:at]
+            ids = [a.id for a in alerts]
+        size = limit or 20
+        if self.spend_alert_page_size is not None:
+            size = min(size, self.spend_alert_page_size)
+        page = alerts[:size]
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": a.id,
+                    "object": f"{scope}.spend_alert",
+                    "threshold_amount": a.threshold_cents,
+                    "currency": a.currency,
+                    "interval": "month",
+                    "notification_channel": {
+                        "type": "email",
+                        "recipients": list(a.recipients),
+                        "subject_prefix": None,
+                    },
+                }
+                for a in page
+            ],
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None,
+            "has_more": len(alerts) > size,
+        }
 
     # -------------------------------------------------------------------- projects
 
@@ -934,6 +1203,71 @@ class FakeOpenAI:
             "first_id": page[0].id if page else None,
             "last_id": page[-1].id if page else None,
             "has_more": len(visible) > size,
+        }
+
+    def _api_key_list(self, project_id: str, query: list[tuple[str, str]]) -> _JSON:
+        """Return one `ProjectApiKeyListResponse` page of a project's API keys."""
+        params = _Params(query, ("limit", "after", "owner_project_access"), ())
+        limit = params.limit(*_API_KEYS_LIMIT)
+        access = params.scalar("owner_project_access")
+        if access is not None and access not in ("active", "inactive", "any"):
+            raise _ApiError(
+                400,
+                f"Invalid 'owner_project_access': {access!r}.",
+                param="owner_project_access",
+            )
+        after = params.scalar("after")
+        with self._lock:
+            known = project_id in self._projects
+            keys = list(self._api_keys.get(project_id, {}).items())
+        if not known:
+            raise _ApiError(
+                404,
+                f"No such project: '{project_id}'.",
+                param="project_id",
+                code="not_found",
+            )
+        if after is not None:
+            ids = [k for k, _ in keys]
+            if after not in ids:
+                raise _ApiError(
+                    400,
+                    f"Invalid 'after': no API key with id {after!r}.",
+                    param="after",
+                )
+            keys = keys[ids.index(after) + 1 :]
+        size = (
+            limit
+            if self.api_key_page_size is None
+            else min(limit, self.api_key_page_size)
+        )
+        page = keys[:size]
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "object": "organization.project.api_key",
+                    "redacted_value": f"sk-proj-****{key_id[-4:]}",
+                    "name": name,
+                    "created_at": created_at,
+                    "last_used_at": None,
+                    "id": key_id,
+                    "owner_project_access": "active",
+                    "owner": {
+                        "type": "service_account",
+                        "service_account": {
+                            "id": f"svc_acct_{key_id}",
+                            "name": name,
+                            "created_at": created_at,
+                            "role": "member",
+                        },
+                    },
+                }
+                for key_id, (name, created_at) in page
+            ],
+            "first_id": page[0][0] if page else None,
+            "last_id": page[-1][0] if page else None,
+            "has_more": len(keys) > size,
         }
 
     # -------------------------------------------------------------------- buckets
@@ -1002,43 +1336,83 @@ class FakeOpenAI:
         group_by = params.choices("group_by", _COSTS_GROUP_BY)
         project_ids = set(params.array("project_ids"))
         api_key_ids = set(params.array("api_key_ids"))
+        by_key = "api_key_id" in group_by
+        first_day = params.integer("start_time", required=True)
+        if by_key and first_day is not None and first_day < KEY_COSTS_FROM:
+            # what the live API answers, as a peer reading it reports
+            raise _ApiError(
+                400,
+                "Grouping costs by 'api_key_id' is not supported for dates before "
+                "2025-12-06.",
+                param="group_by",
+            )
         starts, next_page = self._window(params, path, query, DAY, limit)
         with self._lock:
-            stored = list(self._costs.items())
-        groups: dict[int, dict[tuple[str | None, str | None, str], list[float]]] = {}
+            stored = [
+                (k, v, self._cost_keys.get(k), self._quantities.get(k))
+                for k, v in self._costs.items()
+            ]
+        groups: dict[int, dict[_CostGroup, list[_CostPart]]] = {}
         first = starts[0] if starts else 0
-        for (day, project_id, line_item, currency), value in stored:
-            if (project_ids and project_id not in project_ids) or api_key_ids:
-                continue  # stored costs carry no api key, so a key filter matches none
+        for (day, project_id, line_item, currency), value, split, held in stored:
+            if project_ids and project_id not in project_ids:
+                continue
             index = (day - first) // DAY
             if not starts or not 0 <= index < len(starts):
                 continue
-            key = (
-                project_id if "project_id" in group_by else None,
-                line_item if "line_item" in group_by else None,
-                currency,
-            )
-            groups.setdefault(starts[index], {}).setdefault(key, []).append(value)
+            parts: dict[str | None, float] = {None: value} if split is None else split
+            if api_key_ids:
+                parts = {k: v for k, v in parts.items() if k in api_key_ids}
+                if not parts:
+                    continue
+            if not by_key and not api_key_ids:
+                parts = {None: value}  # the stored total, not a sum of its shares
+            for key_id, part in parts.items():
+                key = (
+                    project_id if "project_id" in group_by else None,
+                    line_item if "line_item" in group_by else None,
+                    key_id if by_key else None,
+                    currency,
+                )
+                quantity = None if by_key or "line_item" not in group_by else held
+                groups.setdefault(starts[index], {}).setdefault(key, []).append(
+                    (part, quantity)
+                )
         results = {
             s: [
-                self._cost_result(key, values, s)
-                for key, values in sorted(
-                    by_key.items(), key=lambda kv: _sort_key(kv[0])
+                self._cost_result(key, members, s, i)
+                for i, (key, members) in enumerate(
+                    sorted(in_day.items(), key=lambda kv: _sort_key(kv[0]))
                 )
             ]
-            for s, by_key in groups.items()
+            for s, in_day in groups.items()
         }
         return self._page(starts, DAY, results, next_page)
 
     def _cost_result(
-        self, key: tuple[str | None, str | None, str], values: list[float], start: int
+        self, key: _CostGroup, members: list[_CostPart], start: int, index: int
     ) -> _JSON:
-        """Return one `CostsResult` (of the bucket starting at `start`)."""
-        project_id, line_item, currency = key
-        total = math.fsum(values)
-        value: object = repr(total) if self.amount_as_string else total
-        value = self.poisoned.get((start, *key), value)
-        return {
+        """Return one `CostsResult`, the `index`-th of the bucket starting at `start`.
+
+        Like live answers (and beyond the spec) it carries `organization_id`; with
+        `omit_null_optionals`, every other result leaves out its null optional keys.
+        """
+        project_id, line_item, key_id, currency = key
+        total = math.fsum(part for part, _ in members)
+        value: object = total
+        if self.decimal_amounts:
+            value = _decimal_text(total)
+        elif self.amount_as_string:
+            value = repr(total)
+        value = self.poisoned.get((start, project_id, line_item, currency), value)
+        held = [q for _, q in members if q is not None]
+        units = {unit for _, unit in held}
+        quantity = None
+        unit = None
+        if held and len(units) == 1:
+            quantity = math.fsum(q for q, _ in held)
+            unit = units.pop()
+        result: _JSON = {
             "object": "organization.costs.result",
             "amount": {
                 "value": value,
@@ -1046,10 +1420,16 @@ class FakeOpenAI:
             },
             "line_item": line_item,
             "project_id": project_id,
-            "api_key_id": None,
-            "quantity": None,
-            "quantity_unit": None,
+            "organization_id": self.organization_id,
+            "api_key_id": key_id,
+            "quantity": quantity,
+            "quantity_unit": unit,
         }
+        if self.omit_null_optionals and index % 2:
+            for name in _COST_OPTIONALS:
+                if result[name] is None:
+                    del result[name]
+        return result
 
     # ---------------------------------------------------------------------- usage
 
@@ -1092,7 +1472,14 @@ class FakeOpenAI:
         results = {
             s: _usage_results(spec, recs, group_by) for s, recs in by_bucket.items()
         }
-        return self._page(starts, width, results, next_page)
+        page = self._page(starts, width, results, next_page)
+        # As the live API does: the bucket that holds "now" ends at "now", not at its
+        # full width (its start, and what it holds, stay those of the whole bucket).
+        now = int(self._now())
+        for bucket in page["data"]:
+            if bucket["start_time"] < now < bucket["end_time"]:
+                bucket["end_time"] = now
+        return page
 
 
 def _usage_results(

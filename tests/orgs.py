@@ -112,6 +112,7 @@ def make_pusher(
     sleeps: list[float] | None = None,
     stop: threading.Event | None = None,
     usage: UsagePlan | None = None,
+    costs_by_api_key: bool = False,
 ) -> Pusher:
     """Return a pusher wired to the fake over HTTP and to a push URL, with no waits."""
     stop = stop or threading.Event()
@@ -144,6 +145,7 @@ def make_pusher(
         stats=stats,
         chunk_bytes=64 * 1024,
         usage=usage,
+        costs_by_api_key=costs_by_api_key,
     )
 
 

@@ -9,12 +9,14 @@ real clock, so "today" is the current UTC day; a run that spans 00:00 UTC may fa
 
 from __future__ import annotations
 
+import calendar
 import random
 import statistics
 import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,8 @@ HISTORY_DAYS = 30  # today included, as the pusher's default BACKFILL_DAYS
 SPIKE_RATIO = 1.5  # openai_cost:spike_ratio:default
 SPIKE_FLOOR = 5.0  # openai_cost:spike_min_spend:default
 DAILY_BUDGET = 100.0  # openai_cost:daily_budget:default
+MONTHLY_BUDGET = 3000.0  # openai_cost:monthly_budget:default
+NEAR_RATIO = 0.8  # openai_cost:spend_limit_near_ratio:default
 LAST_SUCCESS = 'openai_cost_pusher_last_success_timestamp_seconds{dataset="costs"}'
 EVALUATION_INTERVAL = 2.0  # s: VmAlert's default in tests/alerting.py
 FIRST_MESSAGE_WITHIN = 20.0  # s: ten 2 s evaluations (9 to 11 s seen), 1 s group_wait
@@ -228,6 +232,67 @@ def test_real_pusher_spike_reaches_slack_for_that_project_only(
     assert delivery.first_after < FIRST_MESSAGE_WITHIN, delivery.first_after
 
 
+@pytest.mark.vm
+@pytest.mark.slow
+def test_real_pusher_spend_limits_reach_slack(
+    tmp_path: Path, started: list[Stoppable]
+) -> None:
+    """The real pusher's hard limits and spend alerts (cents and "USD" at the Admin
+    API) reach the rules: beta_search's enforcing limit, set just under its month to
+    date, makes the limit-forecast (reached today) and near messages, and the
+    organization's spend alert just under its month to date one message; beta's
+    budget alert fires but is inhibited; gamma_eval_test's limit is not enforced, so
+    it makes its budget alert only; alpha_chat's spike still arrives."""
+    today = int(time.time()) // DAY * DAY
+    fake = _start_fake(started, today)
+    costs = _history(today)
+    beta = _Scope("beta_search", _day_totals(costs, "proj_beta"))
+    org_days: dict[int, float] = defaultdict(float)
+    for (day, _pid, _item), value in costs.items():
+        org_days[day] += value
+    org = _Scope(None, org_days)
+    limit_cents = int(beta.month_to_date(today) * 100) - 100
+    fake.set_spend_limit("proj_beta", limit_cents, enforcement="enforcing")
+    fake.set_spend_limit("proj_gamma", 1, enforcement="inactive")
+    alert_cents = int(org.month_to_date(today) * 100) - 100
+    fake.add_spend_alert(None, "spend_alert_org", alert_cents)
+    fake.add_spend_alert(None, "spend_alert_later", alert_cents + 1_000_000)
+
+    def run_pusher(vm: VictoriaMetrics) -> None:
+        _run_pusher(
+            vm,
+            [],
+            tmp_path,
+            OPENAI_ADMIN_KEY=fake.admin_key,
+            OPENAI_BASE_URL=fake.base_url,
+            RETRY_BUDGET="10s",
+            HTTP_TIMEOUT="5s",
+        )
+
+    delivery = deliver_to_slack(tmp_path, started, seed=run_pusher, expect=5)
+    texts = _slack_texts(delivery)
+    titles = sorted(t.splitlines()[0] for t in texts)
+    assert titles == sorted(
+        [
+            ":rotating_light: OpenAICostSpendSpike: alpha_chat",
+            ":rotating_light: OpenAICostSpendLimitForecast: beta_search",
+            ":rotating_light: OpenAICostSpendLimitNear: beta_search",
+            ":rotating_light: OpenAICostSpendAlertThresholdCrossed: organization",
+            # gamma's limit (0.01) is not enforced: it is gamma's monthly budget.
+            ":rotating_light: OpenAICostMonthlyForecastOverBudget: gamma_eval_test",
+        ]
+    ), texts
+    (limit,) = [t for t in texts if "SpendLimitForecast" in t.splitlines()[0]]
+    assert f"*Hard limit at OpenAI:* {limit_cents / 100:.2f} usd" in limit, limit
+    reached = time.strftime("%Y-%m-%d", time.gmtime(today))
+    assert f"*Limit reached on (UTC):* {reached}" in limit, limit
+    (crossed,) = [t for t in texts if "ThresholdCrossed" in t.splitlines()[0]]
+    assert f"*OpenAI spend alert:* {alert_cents / 100:.2f} usd" in crossed, crossed
+    firing = _firing(delivery)
+    assert ("OpenAICostMonthlyForecastOverBudget", "beta_search") in firing
+    assert not any(p == "gamma_eval_test" for a, p in firing if "Limit" in a)
+
+
 def _demo_days(vm: VictoriaMetrics) -> dict[str, dict[int, float]]:
     """Return the demo's pushed spend per project and UTC day, checking its labels."""
     totals: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
@@ -243,6 +308,95 @@ def _demo_days(vm: VictoriaMetrics) -> dict[str, dict[int, float]]:
     return {project: dict(days) for project, days in totals.items()}
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """The organization (project None) or a project, with its spend per UTC day."""
+
+    project: str | None
+    days: Mapping[int, float]
+
+    def month_to_date(self, today: int) -> float:
+        """Return the spend of `today`'s UTC month up to `today`."""
+        month = time.gmtime(today).tm_mon
+        return sum(
+            v
+            for d, v in self.days.items()
+            if d <= today and time.gmtime(d).tm_mon == month
+        )
+
+    def forecasts(self, today: int) -> tuple[float, float]:
+        """Return the month-end forecasts of the budget alert (7-day average) and of
+        the hard-limit alert (7-day median, a missing day as zero after a cost in
+        the 8 days before it)."""
+        at = datetime.fromtimestamp(today, UTC)
+        left = calendar.monthrange(at.year, at.month)[1] - at.day
+        week = range(today - 7 * DAY, today, DAY)
+        average = sum(self.days.get(d, 0.0) for d in week) / 7
+        points = [
+            self.days.get(d, 0.0)
+            for d in week
+            if d in self.days or any(d - 8 * DAY < k <= d for k in self.days)
+        ]
+        mtd = self.month_to_date(today)
+        median = mtd + statistics.median(points) * left if points else mtd
+        return mtd + average * left, median
+
+
+def _limit_alerts(
+    vm: VictoriaMetrics, days: Mapping[str, Mapping[int, float]], today: int
+) -> tuple[set[tuple[str, str | None]], list[str]]:
+    """Return what the demo's hard limits, spend alerts and monthly budgets make
+    fire, as (alertname, project), and the Slack titles that follow (one per spend
+    alert threshold; a budget alert inhibited by the limit forecast of its scope)."""
+    org_days: dict[int, float] = defaultdict(float)
+    for project_days in days.values():
+        for day, value in project_days.items():
+            org_days[day] += value
+    org = _Scope(None, org_days)
+
+    def scope_of(metric: Mapping[str, str]) -> _Scope:
+        if metric["scope"] == "organization":
+            return org
+        return _Scope(metric["project"], days.get(metric["project"], {}))
+
+    firing: set[tuple[str, str | None]] = set()
+    titles: list[str] = []
+    budgets: dict[str | None, float] = {None: MONTHLY_BUDGET}
+    for series in vm.export("openai_spend_limit"):
+        scope, limit = scope_of(series.metric), series.values[-1]
+        budgets[scope.project] = limit
+        if series.metric["enforcement"] != "enforcing":
+            continue
+        if scope.month_to_date(today) >= NEAR_RATIO * limit:
+            firing.add(("OpenAICostSpendLimitNear", scope.project))
+        if scope.forecasts(today)[1] >= limit:
+            firing.add(("OpenAICostSpendLimitForecast", scope.project))
+    for series in vm.export("openai_spend_alert_threshold"):
+        scope = scope_of(series.metric)
+        if scope.month_to_date(today) >= series.values[-1]:
+            firing.add(("OpenAICostSpendAlertThresholdCrossed", scope.project))
+            titles.append(
+                ":rotating_light: OpenAICostSpendAlertThresholdCrossed: "
+                + (scope.project or "organization")
+            )
+    for project, budget in budgets.items():
+        scope = org if project is None else _Scope(project, days.get(project, {}))
+        if scope.month_to_date(today) and scope.forecasts(today)[0] > budget:
+            firing.add(("OpenAICostMonthlyForecastOverBudget", project))
+    for alert, project in sorted(firing, key=str):
+        if alert == "OpenAICostSpendAlertThresholdCrossed":
+            continue
+        if alert == "OpenAICostMonthlyForecastOverBudget":
+            if ("OpenAICostSpendLimitForecast", project) in firing:
+                continue  # inhibited in Alertmanager
+            titles.append(
+                f":rotating_light: {alert}" + (f": {project}" if project else "")
+            )
+            continue
+        titles.append(f":rotating_light: {alert}: {project or 'organization'}")
+    return firing, titles
+
+
 @pytest.mark.vm
 @pytest.mark.slow
 def test_demo_spike_reaches_slack_for_customer_chat_only(
@@ -250,15 +404,30 @@ def test_demo_spike_reaches_slack_for_customer_chat_only(
 ) -> None:
     """With the demo switch loaded, `--demo --once` makes customer_chat's spike reach
     Slack and no other project's, plus its daily-budget alert exactly when today's
-    spend (five usual days, 50 % to 100 % of it arrived by the hour) is over 100."""
+    spend (five usual days, 50 % to 100 % of it arrived by the hour) is over 100, and
+    the alerts of the demo's hard limits, spend alerts and monthly budgets exactly as
+    the day of the month makes them hold (computed here from what it pushed)."""
     days: dict[str, dict[int, float]] = {}
+    limit_alerts: list[tuple[set[tuple[str, str | None]], list[str]]] = []
 
     def run_demo(vm: VictoriaMetrics) -> None:
         _run_pusher(vm, ["--demo", "--push-url", vm.push_url], tmp_path)
         days.update(_demo_days(vm))
+        today = int(time.time()) // DAY * DAY
+        limit_alerts.append(_limit_alerts(vm, days, today))
+
+    def messages() -> int:
+        # The spike and the daily budget come first; the limit alerts follow.
+        today = int(time.time()) // DAY * DAY
+        over = sum(d.get(today, 0.0) > DAILY_BUDGET for d in days.values())
+        return 1 + over + len(limit_alerts[0][1])
 
     delivery = deliver_to_slack(
-        tmp_path, started, seed=run_demo, rule_files=(RULES, OVERRIDES, DEMO_SWITCH)
+        tmp_path,
+        started,
+        seed=run_demo,
+        rule_files=(RULES, OVERRIDES, DEMO_SWITCH),
+        expect=messages,
     )
     today = int(time.time()) // DAY * DAY
     spend = {p: d.get(today, 0.0) for p, d in days.items()}
@@ -268,11 +437,14 @@ def test_demo_spike_reaches_slack_for_customer_chat_only(
     expected: set[tuple[str, str | None]] = {("OpenAICostSpendSpike", "customer_chat")}
     over_budget = {p for p, s in spend.items() if s > DAILY_BUDGET}
     expected |= {("OpenAICostDailyBudgetExceeded", p) for p in over_budget}
-    assert _firing(delivery) == expected, why
+    # The demo's hard limits and spend alerts, by the day of the month.
+    ((limited, limit_titles),) = limit_alerts
+    assert _firing(delivery) == expected | limited, why
     assert all(a["labels"].get("demo") == "true" for a in delivery.firing)
     texts = _slack_texts(delivery)
     titles = sorted(t.splitlines()[0] for t in texts)
-    assert titles == sorted(f":rotating_light: {a}: {p}" for a, p in expected), texts
+    want = [f":rotating_light: {a}: {p}" for a, p in expected] + limit_titles
+    assert titles == sorted(want), texts
     spike = next(t for t in texts if "OpenAICostSpendSpike" in t.splitlines()[0])
     assert f"*Spend today (UTC):* {spend['customer_chat']:.2f} usd" in spike, spike
     assert delivery.first_after < FIRST_MESSAGE_WITHIN, delivery.first_after

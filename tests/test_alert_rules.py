@@ -7,11 +7,13 @@ binary fails the test with the command that installs it; nothing is skipped.
 
 from __future__ import annotations
 
+import calendar
 import os
 import re
 import socket
 import subprocess
 import sys
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,7 +30,16 @@ from tests.alerting import (
     deliver_to_slack,
     render_table,
 )
+from tests.cost_histories import (
+    CostLine,
+    SpendLimit,
+    push_text,
+    render_costs,
+    render_self_monitoring,
+    render_spend_limits,
+)
 from tests.procs import ROOT, binary
+from tests.vm import VictoriaMetrics
 
 RULE_TESTS = ROOT / "deploy" / "vmalert" / "tests"
 VMRULE = ROOT / "deploy" / "kubernetes" / "vm-k8s-stack" / "openai-cost-vmrule.yaml"
@@ -65,6 +76,8 @@ def _run_vmalert_tool(files: list[Path], tmp: Path) -> subprocess.CompletedProce
         "data-integrity.yml",
         "demo.yml",
         "demo-switch.yml",
+        "limits.yml",
+        "spend-alerts.yml",
     ],
     ids=lambda n: n[:-4],
 )
@@ -148,6 +161,9 @@ def test_every_alert_has_severity_and_slack_annotations() -> None:
         "OpenAICostSpendSpike",
         "OpenAICostDailyBudgetExceeded",
         "OpenAICostMonthlyForecastOverBudget",
+        "OpenAICostSpendLimitForecast",
+        "OpenAICostSpendLimitNear",
+        "OpenAICostSpendAlertThresholdCrossed",
         "OpenAICostPusherStale",
         "OpenAICostPusherFailing",
         "OpenAICostDataUnconfirmed",
@@ -166,6 +182,49 @@ def test_every_alert_has_severity_and_slack_annotations() -> None:
             "annotations"
         ]["description"]
     )
+    # The hard-limit forecast names the limit, the spend so far, the forecast and
+    # the UTC day on which the limit is reached.
+    limit = next(a for a in alerts if a["alert"] == "OpenAICostSpendLimitForecast")
+    for key in ("limit", "month_to_date", "forecast", "limit_reached_on"):
+        assert key in limit["annotations"], key
+    assert 'enforcement="enforcing"' in limit["expr"]
+
+
+def _duration_hours(text: str) -> float:
+    """Return a Prometheus duration such as `12h` or `1d` in hours."""
+    units = {"m": 1 / 60, "h": 1, "d": 24}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+)([mhd])", text))
+
+
+def test_spend_alert_thresholds_reach_slack_once_per_threshold_and_month() -> None:
+    """OpenAI's spend alerts get a route of their own: one group per threshold, an
+    alert that fires for a shorter time than the repeat interval (so no repeat),
+    and a repeat interval within Alertmanager's default 120h notification log."""
+    config = yaml.safe_load(AM_CONFIG.read_text())
+    (route,) = [
+        r
+        for r in config["route"]["routes"]
+        if 'alertname = "OpenAICostSpendAlertThresholdCrossed"' in r["matchers"]
+    ]
+    assert {"alertname", "alert_id", "project_id"} <= set(route["group_by"])
+    repeat = _duration_hours(route["repeat_interval"])
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    alert = next(
+        r
+        for g in groups
+        for r in g["rules"]
+        if r.get("alert") == "OpenAICostSpendAlertThresholdCrossed"
+    )
+    (window,) = set(re.findall(r"offset (\w+)\)", alert["expr"]))
+    assert 0 < _duration_hours(window) < repeat <= 120
+    assert f"month(time() - {int(_duration_hours(window) * 3600)})" in alert["expr"]
+    # The budget alert gives way to the hard-limit forecast of the same scope.
+    (inhibit,) = config["inhibit_rules"]
+    assert inhibit["source_matchers"] == ['alertname = "OpenAICostSpendLimitForecast"']
+    assert inhibit["target_matchers"] == [
+        'alertname = "OpenAICostMonthlyForecastOverBudget"'
+    ]
+    assert inhibit["equal"] == ["project_id", "currency", "demo"]
 
 
 @pytest.mark.vm
@@ -247,6 +306,90 @@ def test_spike_reaches_slack_for_that_project_only(
     assert len(delivery.payloads) == 1, "the group must not repeat within the day"
 
 
+class _LimitCase:
+    """A project at 20 a day for 8 days whose enforcing hard limit its pace reaches
+    on the month's last day, with three of OpenAI's spend alerts crossed (two of the
+    project's, one of the organization's) and one not crossed."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        today = now.date()
+        days = [today - timedelta(days=i) for i in range(8)]
+        self.costs = [
+            CostLine("proj_steady", "steady", "gpt-4o", d, 20.0) for d in days
+        ]
+        self.month_to_date = 20.0 * sum(d.month == today.month for d in days)
+        last = calendar.monthrange(today.year, today.month)[1]
+        # The median of the 7 days before today is 20.
+        self.forecast = self.month_to_date + 20.0 * (last - today.day)
+        self.limit = self.forecast - 10.0
+        self.reached = date(today.year, today.month, last)
+        mtd = self.month_to_date
+        self.limits = [
+            SpendLimit("proj_steady", "steady", self.limit),
+            SpendLimit("proj_steady", "steady", mtd - 5, alert_id="sa_low"),
+            SpendLimit("proj_steady", "steady", mtd - 1, alert_id="sa_high"),
+            SpendLimit("proj_steady", "steady", mtd + 100, alert_id="sa_later"),
+            SpendLimit("", "", mtd - 2, alert_id="sa_org"),
+        ]
+
+    def seed(self, vm: VictoriaMetrics) -> None:
+        """Push the costs, the limits (every 15 min for an hour), a healthy pusher."""
+        push_text(vm.push_url, render_costs(self.costs))
+        hour_ago = self.now - timedelta(hours=1)
+        every = timedelta(minutes=15)
+        push_text(
+            vm.push_url,
+            render_spend_limits(self.limits, hour_ago, self.now, every=every),
+        )
+        push_text(
+            vm.push_url, render_self_monitoring(self.now - timedelta(hours=2), self.now)
+        )
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_spend_limit_and_openai_spend_alerts_reach_slack(
+    tmp_path: Path, started: list[Stoppable]
+) -> None:
+    """VM -> vmalert -> Alertmanager -> fake Slack: one message per crossed spend
+    alert, one for the hard-limit forecast naming the limit, the spend so far, the
+    forecast and the day; the budget alert of the same project is inhibited."""
+    case = _LimitCase(datetime.now(UTC))
+    near = case.month_to_date >= 0.8 * case.limit
+    delivery = deliver_to_slack(
+        tmp_path, started, seed=case.seed, expect=5 if near else 4
+    )
+    texts = []
+    for payload in delivery.payloads:
+        attachment = payload["attachments"][0]
+        texts.append(attachment["title"] + "\n" + attachment["text"])
+    titles = sorted(t.splitlines()[0] for t in texts)
+    want = [
+        ":rotating_light: OpenAICostSpendAlertThresholdCrossed: organization",
+        ":rotating_light: OpenAICostSpendAlertThresholdCrossed: steady",
+        ":rotating_light: OpenAICostSpendAlertThresholdCrossed: steady",
+        ":rotating_light: OpenAICostSpendLimitForecast: steady",
+    ]
+    if near:
+        want.append(":rotating_light: OpenAICostSpendLimitNear: steady")
+    assert titles == sorted(want), texts
+    crossed = [t for t in texts if "ThresholdCrossed" in t.splitlines()[0]]
+    thresholds = sorted(
+        t.split("*OpenAI spend alert:* ")[1].split()[0] for t in crossed
+    )
+    mtd = case.month_to_date
+    assert thresholds == sorted(f"{v:.2f}" for v in (mtd - 5, mtd - 1, mtd - 2))
+    (limit,) = [t for t in texts if "SpendLimitForecast" in t.splitlines()[0]]
+    assert f"*Hard limit at OpenAI:* {case.limit:.2f} usd" in limit, limit
+    assert f"*Month to date:* {mtd:.2f} usd" in limit, limit
+    assert f"*Forecast for the month:* {case.forecast:.2f} usd" in limit, limit
+    assert f"*Limit reached on (UTC):* {case.reached.isoformat()}" in limit, limit
+    assert case.reached.strftime("%a %-d %b") in limit.splitlines()[1], limit
+    firing = {(a["name"], a["labels"].get("project")) for a in delivery.firing}
+    assert ("OpenAICostMonthlyForecastOverBudget", "steady") in firing
+
+
 @pytest.mark.vm
 @pytest.mark.slow
 def test_backtest_table_matches_the_docs(tmp_path: Path) -> None:
@@ -264,3 +407,24 @@ def test_backtest_table_matches_the_docs(tmp_path: Path) -> None:
         for r in rows
         if r.scenario.startswith(("gradual", "tiny", "new project"))
     )
+    # The hard limits: the forecast fires at least 3 days before the day the
+    # limit is reached (Mar 29); a limit out of reach or not enforcing never makes
+    # a limit alert; an OpenAI spend alert fires on one day only.
+    (capped,) = [
+        r
+        for r in rows
+        if r.scenario.startswith("pace to an enforcing hard limit")
+        and r.alertname == "OpenAICostSpendLimitForecast"
+    ]
+    assert capped.days[0] <= date(2025, 3, 26), capped
+    assert [r.alertname for r in rows if r.scenario.startswith("a hard limit it")] == [
+        "none"
+    ]
+    assert not any(
+        r.alertname.startswith("OpenAICostSpendLimit")
+        for r in rows
+        if r.scenario.startswith("a hard limit not enforced")
+    )
+    (crossed,) = [r for r in rows if r.scenario.startswith("an OpenAI spend alert")]
+    assert crossed.alertname == "OpenAICostSpendAlertThresholdCrossed"
+    assert len(crossed.days) == 1, crossed

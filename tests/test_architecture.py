@@ -28,14 +28,19 @@ LAYERS: dict[str, int] = {
     "parsers": 1,  # pure: decoded answers in, records out; openai_api does the I/O
     "transport": 2,
     "logs": 2,
+    "spend_limits": 2,  # pure: spend answers in, records and samples out (metrics)
     "openai_api": 3,
     "push": 3,
     "demo": 3,
     "health": 3,
     "vmread": 3,
-    "app": 4,
+    "ports": 4,  # the protocols of the cycle's source, sink and reader: types only
+    "cycle_report": 4,  # what one cycle did: pure records
     "report": 4,
+    "spend_step": 5,  # the cycle's spend-limit step and its state
+    "key_names": 5,  # the API key names of the per-key series, and their state
     "verify": 5,  # reads VictoriaMetrics' days as report does (rows_from_series)
+    "app": 6,  # the cycle and its loop
     "repair": 6,  # `verify --repair`: acts on what verify found
     "cli": 7,
     "__main__": 8,  # `python -m`: imports cli and nothing else

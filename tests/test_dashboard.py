@@ -32,10 +32,13 @@ import yaml
 from tests.cost_histories import (
     CostLine,
     Outage,
+    SpendLimit,
+    day_start_ms,
     demo_organization,
     push_text,
     render_costs,
     render_self_monitoring,
+    render_spend_limits,
 )
 from tests.procs import ROOT
 from tests.vm import VictoriaMetrics
@@ -52,6 +55,16 @@ REAL = 'demo!="true"'  # the Data variable's default
 DEMO = 'demo="true"'
 DEMO_FACTOR = 10  # the demo data: the same projects at ten times the spend ...
 DEMO_ONLY = "customer_chat"  # ... and a project of its own
+# Hard limits set at OpenAI: chat_prod's enforcing, search_embeddings' not, and the
+# organization's (not a project's: not in the per-project table); the demo's own.
+LIMITS = (
+    SpendLimit("proj_chat", "chat_prod", 2000.0),
+    SpendLimit("proj_search", "search_embeddings", 150.0, enforcement="inactive"),
+    SpendLimit("", "", 5000.0),
+)
+DEMO_LIMIT = SpendLimit("proj_demo_chat", DEMO_ONLY, 800.0)
+# chat_prod's spend per API key: (api_key_id, api_key, share of each day).
+KEYS = (("key_a", "prod-server", 0.75), ("key_b", "batch-worker", 0.25))
 # The pusher's series (costs, today's costs, usage, self-monitoring): every one the
 # dashboard selects must follow the Data variable.
 METRIC = r"\b(openai_\w+)\b"
@@ -96,6 +109,31 @@ def _demo_lines(lines: list[CostLine]) -> list[CostLine]:
         for day in sorted({x.day for x in lines})
     ]
     return scaled + extra
+
+
+def _key_lines(lines: list[CostLine]) -> dict[tuple[str, date], float]:
+    """Return chat_prod's seeded spend per API key name and day."""
+    out: dict[tuple[str, date], float] = defaultdict(float)
+    for line in lines:
+        if line.project == "chat_prod":
+            for _key_id, key, share in KEYS:
+                out[(key, line.day)] += line.value * share
+    return dict(out)
+
+
+def _render_key_costs(lines: list[CostLine]) -> str:
+    """Render chat_prod's openai_daily_cost_by_api_key samples (one per key and day)."""
+    out = []
+    for (key, day), value in sorted(_key_lines(lines).items()):
+        key_id = next(k for k, name, _share in KEYS if name == key)
+        labels = (
+            f'job="openai-cost-pusher",project_id="proj_chat",project="chat_prod",'
+            f'api_key_id="{key_id}",api_key="{key}",currency="usd"'
+        )
+        out.append(
+            f"openai_daily_cost_by_api_key{{{labels}}} {value!r} {day_start_ms(day)}"
+        )
+    return "\n".join(out) + "\n"
 
 
 def _ts(at: datetime | date) -> float:
@@ -187,6 +225,13 @@ def _vm(
                 render_self_monitoring(start, end, [demo_failing], job="demo-failing")
             ),
         )
+        # Hard limits, pushed hourly as the pusher does, and costs per API key;
+        # the demo has both too (its keys: the same at ten times the spend).
+        hourly = (datetime(2025, 3, 19, tzinfo=UTC), NOW)
+        push_text(server.push_url, render_spend_limits(LIMITS, *hourly))
+        push_text(server.push_url, _as_demo(render_spend_limits([DEMO_LIMIT], *hourly)))
+        push_text(server.push_url, _render_key_costs(lines))
+        push_text(server.push_url, _as_demo(_render_key_costs(_demo_lines(lines))))
         server.flush()
         yield server
     finally:
@@ -421,6 +466,80 @@ def test_demo_data_shows_only_when_selected(
 
     assert project_values(REAL) == {p for p, _day in totals}
     assert project_values(DEMO) == {p for p, _day in totals} | {DEMO_ONLY}
+
+
+def _month_to_date(lines: list[CostLine], project: str, today: date) -> float:
+    """Return a project's seeded spend from the 1st of `today`'s month to `today`."""
+    return math.fsum(
+        x.value
+        for x in lines
+        if x.project == project and x.day.month == today.month and x.day <= today
+    )
+
+
+@pytest.mark.vm
+def test_spend_against_hard_limit_table(
+    vm: VictoriaMetrics, lines: list[CostLine]
+) -> None:
+    """The table lists each project with a hard limit: the limit, the month to
+    date, the share used and whether OpenAI enforces it; no organization row, and
+    the demo's limit only with the Data variable on the demo."""
+    panel = _panel("Spend against the hard limit")
+    at = _ts(MID_MONTH)
+    limit = _by(vm.query(_expr(panel, "A"), at), "project")
+    spent = _by(vm.query(_expr(panel, "B"), at), "project")
+    used = _by(vm.query(_expr(panel, "C"), at), "project")
+    enforcing = _by(vm.query(_expr(panel, "D"), at), "project")
+    assert limit == {"chat_prod": 2000.0, "search_embeddings": 150.0}
+    assert spent.keys() == used.keys() == enforcing.keys() == limit.keys()
+    for project in limit:
+        want = _month_to_date(lines, project, MID_MONTH.date())
+        assert spent[project] == pytest.approx(want, rel=1e-9), project
+        assert used[project] == pytest.approx(want / limit[project], rel=1e-9)
+    assert enforcing == {"chat_prod": 1.0, "search_embeddings": 0.0}
+    overrides = {o["matcher"]["options"]: o for o in panel["fieldConfig"]["overrides"]}
+    (mapping,) = next(
+        p["value"]
+        for p in overrides["enforcement"]["properties"]
+        if p["id"] == "mappings"
+    )
+    texts = {k: v["text"] for k, v in mapping["options"].items()}
+    assert texts == {"0": "not enforcing", "1": "enforcing"}
+    demo = _by(vm.query(_expr(panel, "A", demo=DEMO), at), "project")
+    assert demo == {DEMO_ONLY: 800.0}
+    # A project selection narrows the table.
+    chat = _by(vm.query(_expr(panel, "C", project="chat_prod"), at), "project")
+    assert chat.keys() == {"chat_prod"}
+
+
+@pytest.mark.vm
+def test_api_key_panels(vm: VictoriaMetrics, lines: list[CostLine]) -> None:
+    """The per-key bars hold each key's spend of day D on day D; the month table
+    sums each key's days of the month so far; the demo's keys stay out."""
+    bars = _panel("Daily spend per API key")
+    assert bars["interval"] == "1d"
+    assert bars["fieldConfig"]["defaults"]["custom"]["drawStyle"] == "bars"
+    matrix = _query_range(vm, _expr(bars), _ts(date(2025, 3, 2)), _ts(NOW), 86400)
+    got = _day_points(matrix, "api_key")
+    want = _key_lines(lines)
+    assert got.keys() == want.keys()
+    for point, value in want.items():
+        assert got[point] == pytest.approx(value, rel=1e-9), point
+    assert {s["metric"]["project"] for s in matrix} == {"chat_prod"}
+    month = _panel("Spend per API key")
+    today = MID_MONTH.date()
+    result = vm.query(_expr(month), _ts(MID_MONTH))
+    got_month = _by(result, "api_key")
+    for _key_id, key, _share in KEYS:
+        want_month = math.fsum(
+            v for (k, d), v in want.items() if k == key and d.month == 3 and d <= today
+        )
+        assert got_month[key] == pytest.approx(want_month, rel=1e-9), key
+    assert got_month.keys() == {key for _id, key, _share in KEYS}
+    demo = _by(vm.query(_expr(month, demo=DEMO), _ts(MID_MONTH)), "api_key")
+    assert demo["prod-server"] == pytest.approx(
+        got_month["prod-server"] * DEMO_FACTOR, rel=1e-9
+    )
 
 
 def _node_tools() -> Path:

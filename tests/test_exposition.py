@@ -7,6 +7,7 @@ proven here against golden bytes and a real exposition parser
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator
@@ -420,6 +421,31 @@ def test_render_chunks_match_reference(
         mp.setattr(exposition, "_BATCH", batch)
         mp.setattr(exposition, "_STAMPS_MAX", 2)  # the cache is emptied often
         _assert_same_as_reference(samples, max_bytes, timestamps=timestamps)
+
+
+@settings(max_examples=200)
+@given(
+    _sample_lists(),
+    st.lists(st.integers(min_value=0, max_value=40), max_size=4),
+    st.sampled_from([1, 3, 2048]),
+    st.booleans(),
+)
+def test_a_cache_shared_by_several_renders_changes_nothing(
+    samples: list[Sample], cuts: list[int], batch: int, timestamps: bool
+) -> None:
+    """Samples rendered in parts with one shared `RenderCache` (the days of a
+    cycle) give, part by part, what each part gives with a cache of its own."""
+    bounds = sorted({0, len(samples), *(min(c, len(samples)) for c in cuts)})
+    parts = [samples[a:b] for a, b in itertools.pairwise(bounds)]
+    cache = exposition.RenderCache()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(exposition, "_BATCH", batch)
+        for part in parts:
+            shared = b"".join(
+                exposition.render_chunks(part, 64, timestamps=timestamps, cache=cache)
+            )
+            plain = b"".join(_reference_chunks(part, 64, timestamps=timestamps))
+            assert shared == plain
 
 
 def _bench_like(n: int) -> list[Sample]:

@@ -369,6 +369,110 @@ def test_usage_filters(fake: FakeOpenAI, http: requests.Session) -> None:
     assert tokens({"batch": "false"}) == 10
 
 
+def test_fake_serves_every_usage_path_of_the_description() -> None:
+    """The fake has exactly the description's usage endpoints, each with the result
+    object its schema names (`web_searches`, not `web_search_calls`)."""
+    doc = json.loads(SPEC.read_text(encoding="utf-8"))
+    prefix = "/organization/usage/"
+    kinds = {p.removeprefix(prefix) for p in doc["paths"] if p.startswith(prefix)}
+    assert set(USAGE_KINDS) == kinds
+    schemas = doc["components"]["schemas"]
+    for kind, spec in USAGE_KINDS.items():
+        name = "Usage" + "".join(w.title() for w in kind.split("_")) + "Result"
+        assert schemas[name]["properties"]["object"]["enum"] == [spec.object]
+        assert set(spec.dims) <= set(schemas[name]["properties"])
+
+
+def test_tool_call_usage_groups_and_filters(
+    fake: FakeOpenAI, http: requests.Session
+) -> None:
+    """Web search calls group by model and context level; file search calls filter
+    by vector store; every other dimension is null."""
+    for level, calls in (("low", 2), ("high", 5), ("high", 1)):
+        fake.add_usage(
+            "web_search_calls",
+            T0,
+            project_id="p",
+            model="gpt-4o",
+            context_level=level,
+            num_model_requests=calls,
+            num_requests=calls * 3,
+        )
+    fake.add_usage("file_search_calls", T0, project_id="p", vector_store_id="vs_1")
+    fake.add_usage(
+        "file_search_calls", T0, project_id="p", vector_store_id="vs_2", num_requests=4
+    )
+    params: dict[str, Any] = {"start_time": T0, "limit": 1}
+    web = _get(
+        http,
+        fake,
+        "/organization/usage/web_search_calls",
+        {**params, "group_by[]": ["project_id", "model", "context_level"]},
+    ).json()
+    assert [
+        (r["context_level"], r["num_model_requests"], r["num_requests"], r["user_id"])
+        for r in web["data"][0]["results"]
+    ] == [("high", 6, 18, None), ("low", 2, 6, None)]
+    files = _get(
+        http,
+        fake,
+        "/organization/usage/file_search_calls",
+        {**params, "group_by": "project_id", "vector_store_ids": "vs_2"},
+    ).json()
+    assert files["data"][0]["results"] == [
+        {
+            "object": "organization.usage.file_searches.result",
+            "num_requests": 4,
+            "project_id": "p",
+            "user_id": None,
+            "api_key_id": None,
+            "vector_store_id": None,
+        }
+    ]
+
+
+@pytest.mark.parametrize(("width", "step"), [("1d", DAY), ("1h", 3600)])
+def test_usage_bucket_holding_now_ends_at_now(
+    fake: FakeOpenAI,
+    http: requests.Session,
+    schemas: dict[str, Draft202012Validator],
+    width: str,
+    step: int,
+) -> None:
+    """As live answers do: with a midnight-aligned start, the last usage bucket of a
+    window that reaches now ends at now, and still holds its whole bucket's records;
+    costs and buckets wholly in the past keep their full width."""
+    now = NOW + 1800  # 01:30 on the 11th day
+    with FakeOpenAI(fake.admin_key, page_size=10_000, now=lambda: now) as live:
+        live.add_usage("embeddings", now // step * step, input_tokens=7)
+        live.add_usage("embeddings", now // 60 * 60, input_tokens=1)  # this minute
+        start = NOW // DAY * DAY - 2 * step
+        page = _get(
+            http,
+            live,
+            "/organization/usage/embeddings",
+            {"start_time": start, "bucket_width": width, "limit": 31},
+        ).json()
+        _assert_valid(schemas["UsageResponse"], page)
+        spans = [(b["start_time"], b["end_time"]) for b in page["data"]]
+        last = now // step * step
+        assert spans[-1] == (last, now)
+        assert all(e - s == step for s, e in spans[:-1])
+        assert page["data"][-1]["results"][0]["input_tokens"] == 8
+        whole = _get(
+            http,
+            live,
+            "/organization/usage/embeddings",
+            {"start_time": start, "end_time": last, "bucket_width": width},
+        ).json()
+        assert all(b["end_time"] - b["start_time"] == step for b in whole["data"])
+        costs = _get(
+            http, live, "/organization/costs", {"start_time": NOW // DAY * DAY - DAY}
+        ).json()
+        assert len(costs["data"]) == 2
+        assert all(b["end_time"] - b["start_time"] == DAY for b in costs["data"])
+
+
 def test_unknown_token_fields_are_served(
     fake: FakeOpenAI, http: requests.Session
 ) -> None:
@@ -909,3 +1013,253 @@ def test_requests_are_recorded_decoded_and_in_order(
     ]
     fake.clear_requests()
     assert fake.requests == []
+
+
+# -------------------------------------------------------------------- spend limits
+
+
+@pytest.mark.parametrize("project_id", [None, "proj_a"])
+def test_spend_limit_documents_validate(
+    fake: FakeOpenAI,
+    http: requests.Session,
+    schemas: dict[str, Draft202012Validator],
+    project_id: str | None,
+) -> None:
+    """A spend limit validates as its spec resource; an unset one answers 404."""
+    fake.add_project("proj_a", "Alpha")
+    scope = "project" if project_id else "organization"
+    path = (
+        f"/organization/projects/{project_id}/spend_limit"
+        if project_id
+        else "/organization/spend_limit"
+    )
+    _assert_error(schemas, _get(http, fake, path), 404)
+    fake.set_spend_limit(project_id, 150_000, enforcement="inactive")
+    resp = _get(http, fake, path)
+    assert resp.status_code == 200, resp.text
+    doc = resp.json()
+    resource = f"{'Project' if project_id else 'Organization'}SpendLimitResource"
+    _assert_valid(schemas[resource], doc)
+    assert doc == {
+        "object": f"{scope}.spend_limit",
+        "threshold_amount": 150_000,
+        "currency": "USD",
+        "interval": "month",
+        "enforcement": {"status": "inactive"},
+    }
+    fake.set_spend_limit(project_id, None)
+    _assert_error(schemas, _get(http, fake, path), 404)
+    _assert_error(schemas, _get(http, fake, path, {"limit": 1}), 400, "limit")
+
+
+@pytest.mark.parametrize("project_id", [None, "proj_a"])
+def test_spend_alert_pages_validate_and_page_with_after(
+    fake: FakeOpenAI,
+    http: requests.Session,
+    schemas: dict[str, Draft202012Validator],
+    project_id: str | None,
+) -> None:
+    """Spend alert lists validate, page by `after=<last_id>`, and end."""
+    fake.add_project("proj_a", "Alpha")
+    fake.spend_alert_page_size = 2
+    for n in range(5):
+        fake.add_spend_alert(project_id, f"alert_{n}", 10_000 * (n + 1))
+    path = (
+        f"/organization/projects/{project_id}/spend_alerts"
+        if project_id
+        else "/organization/spend_alerts"
+    )
+    schema = (
+        "ProjectSpendAlertListResource"
+        if project_id
+        else "OrganizationSpendAlertListResource"
+    )
+    ids: list[str] = []
+    params: dict[str, Any] = {"limit": 100}
+    for _ in range(10):
+        resp = _get(http, fake, path, params)
+        assert resp.status_code == 200, resp.text
+        page = resp.json()
+        _assert_valid(schemas[schema], page)
+        ids += [a["id"] for a in page["data"]]
+        if not page["has_more"]:
+            break
+        params = {"limit": 100, "after": page["last_id"]}
+    assert ids == [f"alert_{n}" for n in range(5)]
+    assert page["data"][0]["object"] == (
+        "project.spend_alert" if project_id else "organization.spend_alert"
+    )
+    assert page["data"][0]["threshold_amount"] == 50_000
+    empty = _get(http, fake, "/organization/projects/proj_a/spend_alerts").json()
+    if project_id is None:
+        assert empty == {
+            "object": "list",
+            "data": [],
+            "first_id": None,
+            "last_id": None,
+            "has_more": False,
+        }
+    desc = _get(http, fake, path, {"order": "desc", "limit": 1}).json()
+    assert [a["id"] for a in desc["data"]] == ["alert_4"]
+    _assert_error(schemas, _get(http, fake, path, {"limit": 101}), 400, "limit")
+    _assert_error(schemas, _get(http, fake, path, {"after": "nope"}), 400, "after")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/organization/spend_limit",
+        "/organization/spend_alerts",
+        "/organization/projects/proj_a/spend_limit",
+        "/organization/projects/proj_a/spend_alerts",
+    ],
+)
+def test_spend_reads_are_refused_on_demand(
+    fake: FakeOpenAI,
+    http: requests.Session,
+    schemas: dict[str, Draft202012Validator],
+    path: str,
+) -> None:
+    """With `spend_refused` every spend read answers 403; an unknown project 404."""
+    fake.add_project("proj_a", "Alpha")
+    fake.set_spend_limit(None, 100)
+    fake.set_spend_limit("proj_a", 100)
+    assert _get(http, fake, path).status_code == 200
+    fake.spend_refused = True
+    error = _assert_error(schemas, _get(http, fake, path), 403)
+    assert "permission" in error["message"]
+    fake.spend_refused = False
+    missing = path.replace("proj_a", "proj_missing")
+    if missing != path:
+        _assert_error(schemas, _get(http, fake, missing), 404, "project_id")
+
+
+# ------------------------------------------------ live forms, quantities, API keys
+
+KEYED_DAY = 1_764_979_200  # 2025-12-06: costs may be grouped by API key from here
+
+
+def test_costs_carry_quantities_keys_and_the_live_extras(
+    http: requests.Session, schemas: dict[str, Draft202012Validator]
+) -> None:
+    """Grouped by line item, results carry the quantity and unit; grouped by API key,
+    the cost per key (null for none); every result has `organization_id` (no spec
+    has it) and, with `omit_null_optionals`, every other result leaves its null
+    optional keys out. All of it still validates."""
+    now = KEYED_DAY + 2 * DAY
+    with FakeOpenAI(now=lambda: now) as fake:
+        fake.set_cost(
+            KEYED_DAY, "proj_a", "in", 3.0, quantity=300, quantity_unit="tokens"
+        )
+        fake.set_cost(
+            KEYED_DAY, "proj_b", "in", 2.5, api_keys={"key_1": 2.0, None: 0.5}
+        )
+        fake.set_cost(KEYED_DAY, "proj_b", "out", 1.0, quantity=4.5)
+        fake.omit_null_optionals = True
+
+        def first_bucket(group_by: list[str]) -> list[dict[str, Any]]:
+            params = [("start_time", KEYED_DAY), *(("group_by[]", g) for g in group_by)]
+            page = _get(http, fake, "/organization/costs", params)
+            assert page.status_code == 200, page.text
+            results: list[dict[str, Any]] = page.json()["data"][0]["results"]
+            for result in results:
+                _assert_valid(schemas["CostsResult"], result)
+                assert result["organization_id"] == fake.organization_id
+            return results
+
+        by_item = first_bucket(["project_id", "line_item"])
+        assert [
+            (r["project_id"], r.get("quantity"), r.get("quantity_unit"))
+            for r in by_item
+        ] == [
+            ("proj_a", 300.0, "tokens"),
+            ("proj_b", None, None),
+            ("proj_b", 4.5, None),
+        ]
+        assert [
+            sorted(set(r) & {"api_key_id", "quantity", "quantity_unit"})
+            for r in by_item
+        ] == [
+            ["api_key_id", "quantity", "quantity_unit"],
+            [],  # every other result leaves its null optional keys out
+            ["api_key_id", "quantity", "quantity_unit"],
+        ]
+        by_key = first_bucket(["project_id", "api_key_id"])
+        assert [
+            (r["project_id"], r.get("api_key_id"), r["amount"]["value"]) for r in by_key
+        ] == [("proj_a", None, 3.0), ("proj_b", None, 1.5), ("proj_b", "key_1", 2.0)]
+        assert all(r.get("quantity") is None for r in by_key)
+        filtered = _get(
+            http,
+            fake,
+            "/organization/costs",
+            {"start_time": KEYED_DAY, "api_key_ids[]": "key_1"},
+        ).json()["data"][0]["results"]
+        assert [r["amount"]["value"] for r in filtered] == [2.0]
+
+
+def test_costs_by_api_key_before_2025_12_06_are_refused(
+    fake: FakeOpenAI,
+    http: requests.Session,
+    schemas: dict[str, Draft202012Validator],
+) -> None:
+    """Grouping by API key from a day before 2025-12-06 is answered 400
+    `invalid_request_error`, as the live API answers it; other groupings are not."""
+    params = {"start_time": T0, "group_by": "api_key_id"}
+    error = _assert_error(
+        schemas, _get(http, fake, "/organization/costs", params), 400, "group_by"
+    )
+    assert error["type"] == "invalid_request_error"
+    assert "2025-12-06" in error["message"]
+    ok = _get(
+        http, fake, "/organization/costs", {"start_time": T0, "group_by": "project_id"}
+    )
+    assert ok.status_code == 200
+
+
+def test_decimal_amounts_take_the_live_forms(
+    fake: FakeOpenAI, http: requests.Session
+) -> None:
+    """With decimal_amounts, two places where they are exact, else 28."""
+    fake.set_cost(T0, "proj_a", "in", 12.5)
+    fake.set_cost(T0, "proj_b", "in", 0.173915)
+    fake.decimal_amounts = True
+    page = _get(
+        http, fake, "/organization/costs", {"start_time": T0, "group_by": "project_id"}
+    ).json()
+    values = [r["amount"]["value"] for r in page["data"][0]["results"]]
+    assert values == ["12.50", "0.1739150000000000000000000000"]
+    assert [float(v) for v in values] == [12.5, 0.173915]
+
+
+def test_api_key_lists_validate_and_page_with_after(
+    fake: FakeOpenAI,
+    http: requests.Session,
+    schemas: dict[str, Draft202012Validator],
+) -> None:
+    """A project's key list is a valid ProjectApiKeyListResponse, paged with `after`;
+    an unknown project is 404, an unknown `after` 400."""
+    fake.add_project("proj_a", "Alpha")
+    for n in range(5):
+        fake.add_api_key("proj_a", f"key_{n}", f"Key {n}")
+    fake.api_key_page_size = 2
+    path = "/organization/projects/proj_a/api_keys"
+    ids: list[str] = []
+    after: str | None = None
+    for _ in range(5):
+        body = _get(
+            http, fake, path, {"limit": 100, **({"after": after} if after else {})}
+        ).json()
+        _assert_valid(schemas["ProjectApiKeyListResponse"], body)
+        ids += [k["id"] for k in body["data"]]
+        if not body["has_more"]:
+            break
+        after = body["last_id"]
+    assert ids == [f"key_{n}" for n in range(5)]
+    fake.remove_api_key("proj_a", "key_2")
+    names = [k["name"] for k in _get(http, fake, path, {"limit": 100}).json()["data"]]
+    assert names == ["Key 0", "Key 1"]
+    _assert_error(
+        schemas, _get(http, fake, "/organization/projects/proj_x/api_keys"), 404
+    )
+    _assert_error(schemas, _get(http, fake, path, {"after": "key_x"}), 400, "after")

@@ -87,7 +87,7 @@ def test_reconcile_forgets_what_the_store_lacks() -> None:
     a higher stored value (a downward revision) is not pushed forever."""
     ledger = Ledger()
     pushed = [_sample("a", 1.0), _sample("b", 2.0), _sample("c", 3.0), _sample("", 4.0)]
-    assert list(ledger.changed(pushed, [])) == pushed
+    assert ledger.diff(pushed, [])[0] == pushed
     ledger.commit(pushed, D0 * 1000, (D0 + DAY) * 1000)
     exported: list[Series] = [
         # the store leaves out empty labels: project_id="" is no label
@@ -116,7 +116,7 @@ def test_reconcile_forgets_what_the_store_lacks() -> None:
     ]
     lost = ledger.reconcile(held_by(exported), D0 * 1000, (D0 + DAY) * 1000)
     assert lost == [D0 * 1000]
-    assert [s.labels[-1][1] for s in ledger.changed(pushed, [])] == ["c"]
+    assert [s.labels[-1][1] for s in ledger.diff(pushed, [])[0]] == ["c"]
 
 
 # ---------------------------------------------------------- against real servers

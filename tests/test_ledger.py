@@ -6,6 +6,9 @@ replace a pushed one: the ledger reports it. Equal values are never pushed twice
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from openai_cost_pusher.ledger import Ledger, Revision
 from openai_cost_pusher.model import Labels, Sample
 
@@ -29,9 +32,9 @@ def _window(first_day: int, days: int) -> tuple[int, int]:
 def _changed(
     ledger: Ledger, samples: list[Sample]
 ) -> tuple[list[Sample], list[Revision]]:
-    """Return what `changed` yields and the revisions it reports."""
+    """Return the samples `diff` finds new or changed, and the revisions it reports."""
     revisions: list[Revision] = []
-    return list(ledger.changed(samples, revisions)), revisions
+    return ledger.diff(samples, revisions)[0], revisions
 
 
 def test_empty_ledger_yields_everything() -> None:
@@ -42,8 +45,8 @@ def test_empty_ledger_yields_everything() -> None:
     assert revisions == []
 
 
-def test_changed_does_not_record() -> None:
-    """`changed` alone records nothing: a push that failed is retried in full."""
+def test_diff_does_not_record() -> None:
+    """`diff` alone records nothing: a push that failed is retried in full."""
     ledger = Ledger()
     samples = [_s(A, 0, 1.0)]
     assert _changed(ledger, samples)[0] == samples
@@ -151,3 +154,65 @@ def test_series_are_told_apart_by_name_and_labels() -> None:
     other_name = Sample("openai_cost_today", A, 1.0, D0)
     changed, _ = _changed(ledger, [other_name, _s(A, 0, 1.0)])
     assert changed == [other_name]
+
+
+def test_diff_counts_the_values_held() -> None:
+    """`diff` counts the samples whose series and day the ledger holds, changed or
+    not: what `commit` compares with what the range held."""
+    ledger = Ledger()
+    ledger.commit([_s(A, 0, 1.0), _s(B, 0, 2.0)], *_window(0, 1))
+    fresh, seen = ledger.diff([_s(A, 0, 1.5), _s(B, 0, 2.0), _s(A, 1, 1.0)], [])
+    assert (fresh, seen) == ([_s(A, 0, 1.5), _s(A, 1, 1.0)], 2)
+
+
+def test_commit_of_fresh_samples_still_finds_vanished_values() -> None:
+    """Given `diff`'s result, a commit records only the fresh samples, yet a series
+    missing from the answer is still reported gone."""
+    ledger = Ledger()
+    ledger.commit([_s(A, 0, 1.0), _s(B, 0, 2.0)], *_window(0, 1))
+    answer = [_s(A, 0, 1.0)]
+    fresh = ledger.diff(answer, [])
+    assert fresh == ([], 1)
+    assert ledger.commit(answer, *_window(0, 1), fresh) == [
+        Revision(NAME, B, D0, 2.0, None)
+    ]
+    assert ledger.held_between(*_window(0, 1)) == 1
+
+
+_ANSWERS = st.lists(
+    st.lists(
+        st.tuples(
+            st.sampled_from([A, B, (("project_id", "proj_c"),)]),
+            st.integers(0, 3),
+            st.sampled_from([0.0, 1.0, 2.5, 7.0]),
+        ),
+        max_size=8,
+        unique_by=lambda t: (t[0], t[1]),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(_ANSWERS, st.lists(st.tuples(st.integers(0, 3), st.integers(1, 3))))
+def test_commit_of_fresh_samples_equals_commit_of_all(
+    answers: list[list[tuple[Labels, int, float]]],
+    windows: list[tuple[int, int]],
+) -> None:
+    """Committing `diff`'s fresh samples leaves the ledger, and reports the values
+    gone, exactly as committing every sample does, over any run of answers."""
+    whole, quick = Ledger(), Ledger()
+    for i, answer in enumerate(answers):
+        first, days = windows[i] if i < len(windows) else (0, 4)
+        start, end = _window(first, days)
+        samples = [
+            _s(lab, d, v) for lab, d, v in answer if start <= D0 + d * DAY_MS < end
+        ]
+        gone_whole = whole.commit(samples, start, end)
+        gone_quick = quick.commit(samples, start, end, quick.diff(samples, []))
+        key = lambda r: (r.labels, r.ts_ms)  # noqa: E731
+        assert sorted(gone_quick, key=key) == sorted(gone_whole, key=key)
+        probe = [_s(lab, d, v) for lab in (A, B) for d in range(4) for v in (1.0,)]
+        assert quick.diff(probe, []) == whole.diff(probe, [])
+        assert len(quick) == len(whole)
+        assert quick.held_between(*_window(0, 4)) == len(whole)

@@ -66,3 +66,31 @@ def test_points_behave_like_a_dict(values: dict[int, float]) -> None:
     assert points == expected
     assert dict(points.items()) == expected
     assert list(points.items()) == sorted(expected.items())
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(-20, 20),
+            st.floats(allow_nan=False, allow_infinity=False, width=32),
+        ),
+        max_size=40,
+    ),
+    st.lists(st.integers(-20, 20), max_size=5),
+)
+def test_add_sums_each_point_in_order(
+    adds: list[tuple[int, float]], gone: list[int]
+) -> None:
+    """Any run of adds (inside, before, after or far past the points) and deletes
+    leaves each point at the sum, in order, of what was added since."""
+    points, sums = Points(STEP), dict[int, float]()
+    for i, (day, value) in enumerate(adds):
+        if i < len(gone):
+            del points[gone[i] * STEP]
+            sums.pop(gone[i], None)
+        points.add(day * STEP, value)
+        sums[day] = sums[day] + value if day in sums else value
+    assert dict(points.items()) == {d * STEP: v for d, v in sorted(sums.items())}
+    if adds:  # the grid is set by the first point
+        with pytest.raises(ValueError, match="not on the"):
+            points.add(STEP // 2, 1.0)

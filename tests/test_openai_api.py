@@ -32,6 +32,7 @@ from openai_cost_pusher.openai_api import COSTS_MAX_LIMIT, AdminApi
 from openai_cost_pusher.parsers import (
     BadField,
     BadResult,
+    _cost_line,
     parse_amount_value,
     parse_cost_bucket,
     parse_page,
@@ -258,8 +259,10 @@ def test_costs_group_by_uses_brackets(
         assert grouped == [("group_by[]", "project_id"), ("group_by[]", "line_item")]
 
 
-def test_costs_long_window_in_bounded_queries(session: requests.Session) -> None:
-    """A 400-day window goes out as 180 + 180 + 40 days, each query paginated."""
+def test_costs_long_window_in_one_paginated_query(session: requests.Session) -> None:
+    """A 400-day window goes out as one query (`limit` counts buckets per page, not
+    in all) whose pages all carry its exact parameters: ceil(400 / 31) pages where
+    the API serves 31 buckets a page, no more."""
     days = 400
     end = T0 + days * DAY
     with FakeOpenAI(KEY, page_size=31, now=lambda: end - DAY + 60) as org:
@@ -269,20 +272,11 @@ def test_costs_long_window_in_bounded_queries(session: requests.Session) -> None
         lines = _costs(client, T0, end)
         assert _same(lines, _expected(org))
         sent = org.requests_to(COSTS)
-    queries: dict[str, list[RecordedRequest]] = {}
-    for request in sent:
-        queries.setdefault(str(request.param("start_time")), []).append(request)
-    starts = [T0, T0 + 180 * DAY, T0 + 360 * DAY]
-    assert list(queries) == [str(s) for s in starts]
-    assert [q[0].param("limit") for q in queries.values()] == ["180", "180", "180"]
-    assert [q[0].param("end_time") for q in queries.values()] == [
-        str(T0 + 180 * DAY),
-        str(T0 + 360 * DAY),
-        None,
-    ]
-    assert [len(q) for q in queries.values()] == [6, 6, 2]  # ceil(days / 31)
-    for pages in queries.values():
-        assert all(_without_page(p) == _without_page(pages[0]) for p in pages)
+    assert len(sent) == 13
+    assert {p.param("start_time") for p in sent} == {str(T0)}
+    assert {p.param("limit") for p in sent} == {"180"}
+    assert {p.param("end_time") for p in sent} == {None}
+    assert all(_without_page(p) == _without_page(sent[0]) for p in sent)
 
 
 def test_costs_amount_as_decimal_string(
@@ -829,8 +823,17 @@ def test_days_handed_on_before_a_broken_envelope_still_fail_the_fetch(
 
 def test_costs_fast_and_strict_parsing_agree() -> None:
     """The inline check of the usual result gives the same lines as the full one:
-    integers, decimal strings, null ids, non-ASCII and lone surrogates included."""
+    integers, decimal strings, null ids, non-ASCII and lone surrogates included, and
+    quantities, units and API key ids present, null or left out (as live answers
+    do), beside fields in no spec (`organization_id`)."""
+    live = {"organization_id": "org-abc", "quantity": 1200, "quantity_unit": "tokens"}
     results = [
+        {**_result(), **live, "api_key_id": "key_a"},
+        {**_result(), "quantity": 2.5, "quantity_unit": None, "api_key_id": None},
+        _result(quantity="0.1739150000000000000000000000", quantity_unit="1000_tokens"),
+        _result(amount={"value": "0.1739150000000000000000000000", "currency": "usd"}),
+        _result(amount={"value": "12.50", "currency": "usd"}, quantity=2**60),
+        _result(quantity=7, quantity_unit="gibibyte_hours", api_key_id="kéy_\ud800"),
         _result(),
         _result(amount={"value": 2, "currency": "usd"}),
         _result(amount={"value": "3.25", "currency": "eur"}),
@@ -842,9 +845,16 @@ def test_costs_fast_and_strict_parsing_agree() -> None:
         _result(amount=None),
     ]
     day, lines = parse_cost_bucket(_bucket(results=results), "w")
+    item = "gpt-4o, input"
     assert (day, lines) == (
         T0,
         [
+            CostLine(T0, "proj_a", item, "usd", 1.5, 1200.0, "tokens", "key_a"),
+            CostLine(T0, "proj_a", item, "usd", 1.5, 2.5, "", ""),
+            CostLine(T0, "proj_a", item, "usd", 1.5, 0.173915, "1000_tokens"),
+            CostLine(T0, "proj_a", item, "usd", 0.173915),
+            CostLine(T0, "proj_a", item, "usd", 12.5, float(2**60)),
+            CostLine(T0, "proj_a", item, "usd", 1.5, 7.0, "gibibyte_hours", "kéy_?"),
             CostLine(T0, "proj_a", "gpt-4o, input", "usd", 1.5),
             CostLine(T0, "proj_a", "gpt-4o, input", "usd", 2.0),
             CostLine(T0, "proj_a", "gpt-4o, input", "eur", 3.25),
@@ -856,6 +866,10 @@ def test_costs_fast_and_strict_parsing_agree() -> None:
         ],
     )
     assert all(type(line.value) is float for line in lines)
+    assert all(type(line.quantity) in (float, type(None)) for line in lines)
+    # each result alone, through every rule, gives the same line as the bucket did
+    strict = [_cost_line(r, T0, "r", {}) for r in results]
+    assert [line for line in strict if line is not None] == lines
 
 
 @pytest.mark.parametrize(
@@ -868,6 +882,11 @@ def test_costs_fast_and_strict_parsing_agree() -> None:
         (_result(project_id=5), "project_id"),
         (_result(line_item=["x"]), "line_item"),
         (_result(object="organization.costs.results"), "object"),
+        (_result(quantity="12 tokens"), "quantity"),
+        (_result(quantity=True), "quantity"),
+        (_result(quantity=1e400), "quantity"),
+        (_result(quantity_unit=5), "quantity_unit"),
+        (_result(api_key_id=["key_a"]), "api_key_id"),
         ([_result()], ""),
     ],
 )
@@ -976,6 +995,91 @@ def test_bad_usage_result_without_a_list_fails_the_fetch(
         "GET /organization/usage/completions: data[0].results[0].output_tokens: "
         "expected a number, got True"
     )
+
+
+# ------------------------------------------------------------ tool call usage
+
+
+@pytest.mark.parametrize(
+    ("by_user", "by_api_key", "web", "files"),
+    [
+        (
+            False,
+            False,
+            ["project_id", "model", "context_level"],
+            ["project_id"],
+        ),
+        (
+            True,
+            True,
+            ["project_id", "model", "context_level", "user_id", "api_key_id"],
+            ["project_id", "user_id", "api_key_id"],
+        ),
+    ],
+)
+def test_tool_call_usage_group_by(
+    by_user: bool, by_api_key: bool, web: list[str], files: list[str]
+) -> None:
+    """Web search calls group by project, model and context level, file search
+    calls by project; user and key grouping are added where asked."""
+    group = openai_api.usage_group_by
+    assert group("web_search_calls", by_user=by_user, by_api_key=by_api_key) == web
+    assert group("file_search_calls", by_user=by_user, by_api_key=by_api_key) == files
+
+
+def test_tool_call_usage_fetched_from_the_fake(
+    org: FakeOpenAI, session: requests.Session
+) -> None:
+    """Both tool call endpoints are read with their own result objects; the web
+    search's context levels stay apart, the bucket that holds now (ending at now in
+    the answer) is the bucket of its start, with its whole amount."""
+    for day in (T0, NOW - 3600):  # the window's first day and its last, today
+        for level, calls in (("low", 4), ("high", 9)):
+            org.add_usage(
+                "web_search_calls",
+                day,
+                project_id="proj_a",
+                model="gpt-4o",
+                context_level=level,
+                num_model_requests=calls,
+                num_requests=2 * calls,
+            )
+        org.add_usage("file_search_calls", day, project_id="proj_b", num_requests=7)
+    org.add_usage("file_search_calls", NOW - 60, project_id="proj_b", num_requests=1)
+    api = _client(org, session).api
+    web_group = openai_api.usage_group_by(
+        "web_search_calls", by_user=False, by_api_key=False
+    )
+    web = [
+        line
+        for page in api.fetch_usage("web_search_calls", T0, END, "1d", web_group)
+        for line in page
+    ]
+    assert [(w.start, dict(w.dims)["context_level"], w.values) for w in web] == [
+        (T0, "high", (9.0, 18.0)),
+        (T0, "low", (4.0, 8.0)),
+        (END - DAY, "high", (9.0, 18.0)),
+        (END - DAY, "low", (4.0, 8.0)),
+    ]
+    assert web[0].fields == ("num_model_requests", "num_requests")
+    sent = org.requests_to("/organization/usage/web_search_calls")
+    assert sent[0].values("group_by") == ["project_id", "model", "context_level"]
+    assert (sent[0].param("bucket_width"), sent[0].param("limit")) == ("1d", "31")
+    assert sent[0].param("end_time") is None  # up to the API's now: 01:00 today
+    files_group = ["project_id"]
+    files = [
+        line
+        for page in api.fetch_usage("file_search_calls", T0, END, "1h", files_group)
+        for line in page
+    ]
+    assert [(f.start, dict(f.dims)["project_id"], f.values) for f in files] == [
+        (T0, "proj_b", (7.0,)),
+        (END - DAY, "proj_b", (8.0,)),  # the hour before now: both records
+    ]
+    sent = org.requests_to("/organization/usage/file_search_calls")
+    assert {r.param("limit") for r in sent} == {"168"}
+    assert {r.param("bucket_width") for r in sent} == {"1h"}
+    assert all(r.values("group_by") == ["project_id"] for r in sent)
 
 
 _BAD_PROJECTS: list[tuple[str, Fault, str]] = [

@@ -309,6 +309,7 @@ def test_repair_restores_the_whole_history_of_the_wrong_series(
         "VM_PUSH_URL": vm.push_url,
         "RETRY_BUDGET": "5s",
         "USAGE_BUCKET_WIDTH": "off",
+        "COSTS_BY_API_KEY": "false",  # the older pusher stored no per-key costs
     }
     checked = run_cli(["verify", "--days", "50"], tmp_path, env)
     assert checked.returncode == 1, checked.stdout + checked.stderr

@@ -6,19 +6,24 @@ API's total for that day exactly, through restarts and revisions.
 
 from __future__ import annotations
 
+import json
 import math
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from openai_cost_pusher.app import UsagePlan
+from openai_cost_pusher.demo import DemoOrganization
+from openai_cost_pusher.metrics import UsageTable, add_usage_lines
 from tests.conftest import Clock
 from tests.fake_openai import FakeOpenAI, Fault
 from tests.orgs import DAY, make_pusher
 from tests.vm import VictoriaMetrics
 
+SPEC = Path(__file__).resolve().parent / "data" / "openai-admin-api.structure.json"
 MODELS = ("gpt-4o", "gpt-4o-mini")
 PROJECTS = {"proj_a": "Alpha Team", "proj_b": "Бета"}
 FAMILY = {
@@ -28,6 +33,7 @@ FAMILY = {
     "seconds": "openai_usage_audio_seconds",
     "num_sessions": "openai_usage_code_interpreter_sessions",
     "usage_bytes": "openai_usage_vector_store_bytes",
+    "num_requests": "openai_usage_tool_calls",
 }
 GROUP_BY = {
     "completions": ["project_id", "model", "batch"],
@@ -38,7 +44,10 @@ GROUP_BY = {
     "audio_transcriptions": ["project_id", "model"],
     "vector_stores": ["project_id"],
     "code_interpreter_sessions": ["project_id"],
+    "web_search_calls": ["project_id", "model", "context_level"],
+    "file_search_calls": ["project_id"],
 }
+LEVELS = ("low", "high")
 
 
 def seed_usage(fake: FakeOpenAI, today: int, days: int = 10, seed: int = 3) -> None:
@@ -121,6 +130,27 @@ def seed_usage(fake: FakeOpenAI, today: int, days: int = 10, seed: int = 3) -> N
                     project_id=pid,
                     num_sessions=rng.randint(0, 4),
                 )
+                for level in LEVELS:
+                    calls = rng.randint(0, 40)
+                    fake.add_usage(
+                        "web_search_calls",
+                        t,
+                        project_id=pid,
+                        model="gpt-4o",
+                        context_level=level,
+                        user_id="user_1",
+                        num_model_requests=calls,
+                        num_requests=calls + rng.randint(0, 9),
+                    )
+                for store in ("vs_1", "vs_2"):
+                    fake.add_usage(
+                        "file_search_calls",
+                        t,
+                        project_id=pid,
+                        vector_store_id=store,
+                        user_id="user_2",
+                        num_requests=rng.randint(0, 30),
+                    )
 
 
 def _api_answer(fake: FakeOpenAI, kind: str, start: int, width: str) -> list[Any]:
@@ -200,6 +230,12 @@ def _family_labels(field: str, kind: str, result: dict[str, Any]) -> dict[str, s
         }
     if field in ("characters", "seconds"):
         return {"model": result["model"]}
+    if field == "num_requests":
+        return {
+            "tool": kind.removesuffix("_calls"),
+            "model": result.get("model") or "",
+            "context_level": result.get("context_level") or "",
+        }
     return {}
 
 
@@ -425,3 +461,198 @@ def test_unknown_fields_are_ignored(
         for s in vm.export('{__name__="openai_usage_tokens"}')
     }
     assert types == {"input": [5.0], "output": [6.0], "input_hologram": [9.0]}
+
+
+def _tool_calls(vm: VictoriaMetrics) -> dict[frozenset[tuple[str, str]], list[int]]:
+    """Return each `openai_usage_tool_calls` series' labels and sample times (s)."""
+    return {
+        frozenset(s.metric.items()): [ts // 1000 for ts in s.timestamps]
+        for s in vm.export('{__name__="openai_usage_tool_calls"}')
+    }
+
+
+def test_tool_calls_land_as_their_own_series(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
+) -> None:
+    """Web and file search calls are fetched like every usage kind (same window and
+    width, grouped by what each allows, plus the user when asked) and land as
+    `openai_usage_tool_calls{tool=...}`, one sample per day at 00:00 UTC, today's
+    included although the API ends today's bucket at now."""
+    today = _today(clock)
+    seed_usage(fake, today, days=3)
+    plan = UsagePlan.build(
+        "1d",
+        lookback_days=3,
+        backfill_days=30,
+        lookback_hours=6,
+        backfill_hours=72,
+        by_user=True,
+    )
+    pusher = make_pusher(fake, vm.push_url, clock, usage=plan)
+    report = pusher.run_cycle()
+    assert report.ok, report.error
+    # the cycle asked for every usage path of the API description, and nothing else
+    spec = json.loads(SPEC.read_text(encoding="utf-8"))
+    described = {p for p in spec["paths"] if p.startswith("/organization/usage/")}
+    asked = {r.path.removeprefix("/v1") for r in fake.requests if "/usage/" in r.path}
+    assert asked == described
+    for kind, group_by in (
+        ("web_search_calls", ["project_id", "model", "context_level", "user_id"]),
+        ("file_search_calls", ["project_id", "user_id"]),
+    ):
+        sent = fake.requests_to(f"/organization/usage/{kind}")  # pages of 4 days
+        assert len(sent) == 8
+        for request in sent:
+            assert request.values("group_by") == group_by
+            assert request.param("start_time") == str(today - 30 * DAY)
+            assert (request.param("bucket_width"), request.param("limit")) == (
+                "1d",
+                "31",
+            )
+            assert request.param("end_time") is None
+    days = [today - 2 * DAY, today - DAY, today]
+    job = ("job", "test")
+    expected: dict[frozenset[tuple[str, str]], list[int]] = {}
+    for pid, name in PROJECTS.items():
+        project = (("project_id", pid), ("project", name.lower().replace(" ", "_")))
+        for level in LEVELS:
+            labels = {job, *project, ("tool", "web_search"), ("model", "gpt-4o")}
+            labels |= {("context_level", level), ("user_id", "user_1")}
+            expected[frozenset({("__name__", "openai_usage_tool_calls"), *labels})] = (
+                days
+            )
+        labels = {job, *project, ("tool", "file_search"), ("user_id", "user_2")}
+        expected[frozenset({("__name__", "openai_usage_tool_calls"), *labels})] = days
+    assert _tool_calls(vm) == expected
+    # each day's value is the API's, web search calls summed over both projects
+    answer = _api_answer(fake, "web_search_calls", today - 30 * DAY, "1d")
+    assert answer[-1]["end_time"] == int(clock.now)  # the live API's short bucket
+    api_today = sum(r["num_requests"] for r in answer[-1]["results"])
+    rows = vm.query(
+        'sum(sum_over_time(openai_usage_tool_calls{tool="web_search"}[1d]))',
+        at=today + DAY - 1,
+    )
+    assert float(rows[0]["value"][1]) == api_today > 0
+    requests_rows = vm.query(
+        'sum(sum_over_time(openai_usage_requests{operation="web_search_calls"}[1d]))',
+        at=today + DAY - 1,
+    )
+    model_requests = sum(r["num_model_requests"] for r in answer[-1]["results"])
+    assert float(requests_rows[0]["value"][1]) == model_requests > 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "result", "field"),
+    [
+        (
+            "web_search_calls",
+            {
+                "object": "organization.usage.web_searches.result",
+                "num_model_requests": 3,
+                "num_requests": "4",
+            },
+            "num_requests",
+        ),
+        (
+            "file_search_calls",
+            {"object": "organization.usage.file_searches.result"},
+            "num_requests",
+        ),
+        (
+            "web_search_calls",
+            {
+                "object": "organization.usage.web_search_calls.result",
+                "num_model_requests": 3,
+                "num_requests": 4,
+            },
+            "object",
+        ),
+    ],
+)
+def test_a_bad_tool_call_result_withholds_its_day_only(
+    fake: FakeOpenAI,
+    vm: VictoriaMetrics,
+    clock: Clock,
+    kind: str,
+    result: dict[str, Any],
+    field: str,
+) -> None:
+    """A malformed tool call result withholds its day, named with endpoint and path;
+    the day before lands, and so do the costs."""
+    today = _today(clock)
+    fake.add_project("proj_a", "A")
+    fake.set_cost(today, "proj_a", "x", 2.0)
+    good = {
+        "web_search_calls": {
+            "object": "organization.usage.web_searches.result",
+            "num_model_requests": 1,
+            "num_requests": 2,
+            "model": "gpt-4o",
+            "context_level": "low",
+        },
+        "file_search_calls": {
+            "object": "organization.usage.file_searches.result",
+            "num_requests": 5,
+        },
+    }[kind]
+    doc = {
+        "object": "page",
+        "has_more": False,
+        "next_page": None,
+        "data": [
+            {
+                "object": "bucket",
+                "start_time": start,
+                "end_time": start + DAY,
+                "results": [{"project_id": "proj_a", **item}],
+            }
+            for start, item in ((today - DAY, good), (today, result))
+        ],
+    }
+    fake.inject(
+        Fault.wrong_shape(doc), path_prefix=f"/v1/organization/usage/{kind}", times=10
+    )
+    pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
+    report = pusher.run_cycle()
+    assert report.get("costs").ok
+    usage = report.get("usage")
+    assert usage.ok
+    [bad] = usage.rejected
+    assert (bad.start, bad.endpoint) == (today, f"/organization/usage/{kind}")
+    assert bad.path == f"data[1].results[0].{field}"
+    assert pusher.stats.rejected_buckets == {"costs": 0, "usage": 1}
+    assert vm.export('{__name__="openai_daily_cost"}')
+    assert list(_tool_calls(vm).values()) == [[today - DAY]]
+
+
+def test_the_demo_shows_tool_calls() -> None:
+    """The demo organization answers both tool call endpoints, grouped as asked: web
+    search calls in three projects, file search calls where it spends on them."""
+    now = 1_730_419_200 + 10 * 3600  # 10:00 UTC
+    org = DemoOrganization(lambda: now)
+    plan = _plan()
+    table: UsageTable = {}
+    for kind in ("web_search_calls", "file_search_calls"):
+        today = now // DAY * DAY
+        group_by = plan.group_by[kind]
+        pages = org.fetch_usage(kind, today - DAY, today + DAY, "1d", group_by)
+        add_usage_lines(table, (x for page in pages for x in page), {}, (), DAY)
+    series = {
+        (name, dict(labels)["tool"], dict(labels)["project_id"]): dict(points.items())
+        for (name, labels), points in table.items()
+        if name == "openai_usage_tool_calls"
+    }
+    assert sorted(series) == [
+        ("openai_usage_tool_calls", "file_search", "proj_demo_search"),
+        ("openai_usage_tool_calls", "web_search", "proj_demo_chat"),
+        ("openai_usage_tool_calls", "web_search", "proj_demo_intl"),
+        ("openai_usage_tool_calls", "web_search", "proj_demo_search"),
+    ]
+    for days in series.values():
+        assert len(days) == 2 and min(days.values()) > 0
+    web = {
+        dict(labels)["context_level"]
+        for (name, labels) in table
+        if name == "openai_usage_tool_calls" and ("tool", "web_search") in labels
+    }
+    assert web == {"medium"}

@@ -254,7 +254,8 @@ def test_verify_reports_todays_growth_as_still_arriving(
     live_fake.set_cost(day, pid, item, value + 5.0, currency)
     grown = run_cli(["verify", "--include-today", "--days", "2"], tmp_path, env)
     assert grown.returncode == 0, grown.stdout + grown.stderr
-    assert "1 still arriving (today)" in grown.stdout
+    # the project's cost, and its per-key sum (`api_keys usd`), both grew
+    assert "2 still arriving (today)" in grown.stdout
     assert "arriving" in grown.stdout.splitlines()[-2]  # the row is shown
     without_today = run_cli(["verify", "--days", "2"], tmp_path, env)
     assert without_today.returncode == 0, without_today.stdout
@@ -262,7 +263,7 @@ def test_verify_reports_todays_growth_as_still_arriving(
     live_fake.set_cost(day, pid, item, value / 2, currency)
     shrunk = run_cli(["verify", "--include-today", "--days", "2"], tmp_path, env)
     assert shrunk.returncode == 1, shrunk.stdout
-    assert "1 different" in shrunk.stdout
+    assert "2 different" in shrunk.stdout  # the cost, and its per-key sum
 
 
 @pytest.mark.parametrize("days", ["1", "30"])
@@ -362,7 +363,8 @@ def test_verify_counts_a_renamed_projects_days_once(
     }
     result = run_cli(["verify", "--days", "5", "--all"], tmp_path, env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "10 values: 10 equal, 0 different" in result.stdout
+    # each day's cost and per-key sum (`api_keys usd`) of both projects, once each
+    assert "20 values: 20 equal, 0 different" in result.stdout
     rows = [ln for ln in result.stdout.splitlines() if "(proj_renamed)" in ln]
-    assert len(rows) == 5
+    assert len(rows) == 10
     assert all(" 9.750000 " in row and row.endswith("ok") for row in rows)
