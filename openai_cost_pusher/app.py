@@ -104,6 +104,9 @@ from openai_cost_pusher.window import (
 
 log = logging.getLogger(__name__)
 
+LabelsCache = dict[tuple[str, str, str], Labels]
+"""A series' table key to its labels (see `metrics.cost_samples`)."""
+
 REPAIR_HINT = (
     "; to correct it run `openai-cost-pusher verify --repair --days N` (N reaching "
     "back to this day) to see the plan, then the same command with --yes"
@@ -253,6 +256,10 @@ class Pusher:
         self.chunk_bytes = chunk_bytes
         self.stats = stats or SelfStats(version=__version__)
         self.names: dict[str, str | None] = {}
+        # each series' labels, kept from cycle to cycle while the names they are
+        # built from stay the same: a steady cycle builds none, and the ledger finds
+        # its series by the very same tuples
+        self._label_caches: dict[str, tuple[tuple[object, ...], LabelsCache]] = {}
         self.last_report: CycleReport | None = None
         # for the health listener: the start-up grace of /healthz counts from here,
         # and /livez watches the heartbeat (loop ticks and every Admin API request)
@@ -544,6 +551,15 @@ class Pusher:
                     },
                 )
 
+    def _labels_cache(self, metric: str, *built_from: object) -> LabelsCache:
+        """Return the labels cache of `metric`'s series: the one of earlier cycles
+        while `built_from` (names) is equal to theirs, else a new one."""
+        held = self._label_caches.get(metric)
+        if held is None or held[0] != built_from:
+            copied = tuple(dict(b) if isinstance(b, Mapping) else b for b in built_from)
+            held = self._label_caches[metric] = (copied, {})
+        return held[1]
+
     def _fetch_costs(
         self, window: Window, names: Names, now: float, bad: list[Rejected]
     ) -> Fetched:
@@ -553,8 +569,8 @@ class Pusher:
             add_cost_lines(table, lines, quantities)
         today = int(now // DAY) * DAY
         live = today_samples(table, names, self.extra, today, int(now * 1000))
-        labels_cache: dict[tuple[str, str, str], Labels] = {}
-        units_cache: dict[tuple[str, str, str], Labels] = {}
+        labels_cache = self._labels_cache(DAILY_COST, names)
+        units_cache = self._labels_cache(DAILY_COST_QUANTITY, names)
 
         def samples(start: int, end: int) -> Iterable[Sample]:
             yield from cost_samples(table, names, self.extra, start, end, labels_cache)
@@ -645,7 +661,7 @@ class Pusher:
             return None
         self._keys.refresh({(pid, kid) for pid, kid, _ in table}, now)
         key_names = dict(self._keys.names)  # as of this fetch
-        labels_cache: dict[tuple[str, str, str], Labels] = {}
+        labels_cache = self._labels_cache(DAILY_COST_BY_API_KEY, names, key_names)
 
         def samples(start: int, end: int) -> Iterable[Sample]:
             return key_cost_samples(

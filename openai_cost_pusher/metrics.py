@@ -227,6 +227,28 @@ def _series_labels(
     return _fitted(labels)
 
 
+def _daily_samples(
+    name: str,
+    table: Mapping[tuple[str, str, str], Points],
+    labels_of: Callable[[tuple[str, str, str]], Labels],
+    start: int | None,
+    end: int | None,
+    labels_cache: dict[tuple[str, str, str], Labels] | None,
+) -> Iterator[Sample]:
+    """Yield one `name` sample per series of `table` and day, stamped at 00:00 UTC;
+    only the days in `[start, end)` (Unix seconds) where given. A series' labels are
+    `labels_of(key)`, built once and kept in `labels_cache` across calls."""
+    cache: dict[tuple[str, str, str], Labels] = (
+        {} if labels_cache is None else labels_cache
+    )
+    for key, days in table.items():
+        labels = cache.get(key)
+        for day, value in days.items(start, end):
+            if labels is None:
+                labels = cache[key] = labels_of(key)
+            yield Sample(name, labels, value, day * 1000)
+
+
 def cost_samples(
     table: CostTable,
     names: Mapping[str, str | None],
@@ -235,21 +257,15 @@ def cost_samples(
     end: int | None = None,
     labels_cache: dict[tuple[str, str, str], Labels] | None = None,
 ) -> Iterator[Sample]:
-    """Yield one `openai_daily_cost` sample per series and day, stamped at 00:00 UTC;
-    only the days in `[start, end)` (Unix seconds) where given. `labels_cache` keeps
-    each series' labels across calls (one tuple per series, built once)."""
-    cache: dict[tuple[str, str, str], Labels] = (
-        {} if labels_cache is None else labels_cache
-    )
-    for key, days in table.items():
-        labels = cache.get(key)
-        for day, value in days.items(start, end):
-            if labels is None:
-                project_id, line_item, currency = key
-                labels = cache[key] = _series_labels(
-                    extra, names, project_id, line_item=line_item, currency=currency
-                )
-            yield Sample(DAILY_COST, labels, value, day * 1000)
+    """Yield one `openai_daily_cost` sample per series and day (`_daily_samples`)."""
+
+    def labels_of(key: tuple[str, str, str]) -> Labels:
+        project_id, line_item, currency = key
+        return _series_labels(
+            extra, names, project_id, line_item=line_item, currency=currency
+        )
+
+    return _daily_samples(DAILY_COST, table, labels_of, start, end, labels_cache)
 
 
 def quantity_samples(
@@ -260,20 +276,16 @@ def quantity_samples(
     end: int | None = None,
     labels_cache: dict[tuple[str, str, str], Labels] | None = None,
 ) -> Iterator[Sample]:
-    """Yield one `openai_daily_cost_quantity` sample per series and day, stamped at
-    00:00 UTC, as `cost_samples` does (`unit` is `""` where the API gave none)."""
-    cache: dict[tuple[str, str, str], Labels] = (
-        {} if labels_cache is None else labels_cache
+    """Yield one `openai_daily_cost_quantity` sample per series and day, as
+    `cost_samples` does (`unit` is `""` where the API gave none)."""
+
+    def labels_of(key: tuple[str, str, str]) -> Labels:
+        project_id, line_item, unit = key
+        return _series_labels(extra, names, project_id, line_item=line_item, unit=unit)
+
+    return _daily_samples(
+        DAILY_COST_QUANTITY, quantities, labels_of, start, end, labels_cache
     )
-    for key, days in quantities.items():
-        labels = cache.get(key)
-        for day, value in days.items(start, end):
-            if labels is None:
-                project_id, line_item, unit = key
-                labels = cache[key] = _series_labels(
-                    extra, names, project_id, line_item=line_item, unit=unit
-                )
-            yield Sample(DAILY_COST_QUANTITY, labels, value, day * 1000)
 
 
 def key_cost_samples(
@@ -286,24 +298,22 @@ def key_cost_samples(
     labels_cache: dict[tuple[str, str, str], Labels] | None = None,
 ) -> Iterator[Sample]:
     """Yield one `openai_daily_cost_by_api_key` sample per project, API key, currency
-    and day of `table` (see `add_key_cost_lines`), stamped at 00:00 UTC."""
-    cache: dict[tuple[str, str, str], Labels] = (
-        {} if labels_cache is None else labels_cache
+    and day of `table` (see `add_key_cost_lines`), as `cost_samples` does."""
+
+    def labels_of(key: tuple[str, str, str]) -> Labels:
+        project_id, key_id, currency = key
+        return _series_labels(
+            extra,
+            names,
+            project_id,
+            api_key_id=key_id,
+            api_key=api_key_label(key_id, key_names),
+            currency=currency,
+        )
+
+    return _daily_samples(
+        DAILY_COST_BY_API_KEY, table, labels_of, start, end, labels_cache
     )
-    for key, days in table.items():
-        labels = cache.get(key)
-        for day, value in days.items(start, end):
-            if labels is None:
-                project_id, key_id, currency = key
-                labels = cache[key] = _series_labels(
-                    extra,
-                    names,
-                    project_id,
-                    api_key_id=key_id,
-                    api_key=api_key_label(key_id, key_names),
-                    currency=currency,
-                )
-            yield Sample(DAILY_COST_BY_API_KEY, labels, value, day * 1000)
 
 
 def name_usage_keys(table: UsageTable, key_names: Mapping[str, str]) -> UsageTable:

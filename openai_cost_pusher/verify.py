@@ -27,12 +27,13 @@ from openai_cost_pusher.metrics import (
     USAGE_TOKENS,
     project_label,
 )
-from openai_cost_pusher.model import CostLine, Project, Rejected, UsageLine
+from openai_cost_pusher.model import CostLine, Rejected, UsageLine
 from openai_cost_pusher.openai_api import (
     COSTS_BY_KEY_GROUP_BY,
     COSTS_GROUP_BY,
     KEY_COSTS_FROM,
 )
+from openai_cost_pusher.ports import CostSource
 from openai_cost_pusher.report import rows_from_series
 from openai_cost_pusher.vmread import Series, VmReader, selector
 from openai_cost_pusher.window import DAY, Window
@@ -44,12 +45,9 @@ _BUCKET = "__bucket__"
 """A label that keeps each bucket of a usage series apart in `newest_totals`."""
 
 
-class Source(Protocol):
-    """The Admin API client or the demo organization (see `ports.CostSource`)."""
-
-    def fetch_projects(self) -> list[Project]:
-        """Return every project, archived included."""
-        ...
+class Source(CostSource, Protocol):
+    """The Admin API client or the demo organization: a `ports.CostSource` whose
+    costs can also be grouped by API key."""
 
     def fetch_costs(
         self,
@@ -63,19 +61,6 @@ class Source(Protocol):
         With `rejected` a list, a day with a malformed result is left out and listed
         there instead of failing the fetch.
         """
-        ...
-
-    def fetch_usage(
-        self,
-        kind: str,
-        start: int,
-        end: int,
-        width: str,
-        group_by: Sequence[str],
-        rejected: list[Rejected] | None = None,
-    ) -> Iterator[list[UsageLine]]:
-        """Yield one usage endpoint's lines of `[start, end)` page by page; with
-        `rejected` a list, a bucket with a malformed result is left out and listed."""
         ...
 
 

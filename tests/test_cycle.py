@@ -234,3 +234,34 @@ def test_vanished_project_keeps_its_name(
         for s in vm.export('{__name__="openai_daily_cost"}')
     }
     assert labels == {"proj_gone": "gone_soon", "proj_never": "unknown"}
+
+
+def test_a_project_renamed_between_cycles_lands_under_its_new_name(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
+) -> None:
+    """Series labels are kept from cycle to cycle only while the names stay: after a
+    rename, the next cycle pushes the lookback's days under the new name, and a
+    steady cycle after it pushes nothing more."""
+    today = _today(clock)
+    fake.add_project("proj_r", "Old Name")
+    for day in range(today - 3 * DAY, today + DAY, DAY):
+        fake.set_cost(day, "proj_r", "gpt-4o, input", 1.25)
+    pusher = make_pusher(fake, vm.push_url, clock)
+    assert pusher.run_cycle().ok
+    fake.add_project("proj_r", "New Name")
+    clock.now += 900
+    renamed = pusher.run_cycle()
+    assert renamed.ok, renamed.error
+    held = {
+        (s.metric["project"], ts)
+        for s in vm.export('{__name__="openai_daily_cost"}')
+        for ts in s.timestamps
+    }
+    lookback = range(today - 2 * DAY, today + DAY, DAY)
+    assert {(p, ts) for p, ts in held if p == "new_name"} == {
+        ("new_name", d * 1000) for d in lookback
+    }
+    clock.now += 900
+    steady = pusher.run_cycle()
+    assert steady.ok
+    assert steady.get("costs").samples == 1  # openai_cost_today alone
