@@ -25,7 +25,9 @@ took 8.2 s to decode, now 3.3 to 4.3 s, as long as one `json.loads` of the whole
 
 Limits, so that no body can exhaust memory or the stack:
 - one JSON value (an element of the array, or an envelope value) is at most
-  `MAX_VALUE_CHARS` characters (16 Mi, 4 times a day of 20,000 cost results): the
+  `MAX_VALUE_CHARS` characters (64 Mi: a day of about 11,000 projects x 20 line items
+  in the live form, about 290 characters a cost result with its quantity and
+  `organization_id`): the
   decoder holds a value whole as bytes, text and objects, so this bounds its memory;
   the scan stops as soon as a value passes it, however the body is cut;
 - nesting is at most `MAX_DEPTH` (64) levels, counted from the document's top, here
@@ -42,7 +44,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-MAX_VALUE_CHARS = 16 * 1024 * 1024
+MAX_VALUE_CHARS = 64 * 1024 * 1024
 MAX_DEPTH = 64
 FIRST_WINDOW = 1024
 """The first window scanned of an object or array; each next one is twice as large."""

@@ -559,16 +559,48 @@ def test_deep_costs_page_is_a_bad_answer(
 def test_a_huge_single_value_is_a_bad_answer(
     serve: Callable[[Answer], Hostile],
 ) -> None:
-    """One 20 MiB string in a costs page is refused once it passes 16 Mi chars."""
-    body = b'{"object": "page", "x": "' + b"a" * (20 << 20) + b'", "data": []}'
+    """One 70 MiB string in a costs page is refused once it passes 64 Mi chars."""
+    body = b'{"object": "page", "x": "' + b"a" * (70 << 20) + b'", "data": []}'
     server = serve(_raw(body))
     api, _ = _api(server.url, timeouts=Timeouts(5.0, 5.0))
     with pytest.raises(BadResponse) as info:
         _costs(api)
     assert str(info.value) == (
         "GET /organization/costs: the answer is refused: a single JSON value is "
-        "longer than 16,777,216 characters"
+        "longer than 67,108,864 characters"
     )
+
+
+def test_a_day_of_3300_projects_in_the_live_form_is_read(
+    serve: Callable[[Answer], Hostile],
+) -> None:
+    """A day of 3,300 projects x 20 line items, each result with its quantity and
+    `organization_id` as live answers carry them (over 16 Mi characters), is one JSON
+    value the client reads whole: no size limit fails a large organization."""
+    results = [
+        {
+            "object": "organization.costs.result",
+            "amount": {"value": 0.1739150000000000 + p, "currency": "usd"},
+            "line_item": f"model-{i}, input",
+            "project_id": f"proj_{p:05d}",
+            "organization_id": "org-0123456789abcdefghijklm",
+            "api_key_id": None,
+            "quantity": 12345678.0,
+            "quantity_unit": "tokens",
+        }
+        for p in range(3300)
+        for i in range(20)
+    ]
+    bucket = {"object": "bucket", "start_time": T0, "end_time": T0 + DAY}
+    body, _ = _page_body([{**bucket, "results": results}])
+    assert len(body) > 16 << 20
+    del results
+    server = serve(_raw(body))
+    api, _ = _api(server.url, timeouts=Timeouts(5.0, 30.0))
+    days = list(api.fetch_costs(T0, T0 + DAY))
+    assert len(days) == 1 and len(days[0]) == 66_000
+    assert days[0][-1].project_id == "proj_03299"
+    assert days[0][-1].quantity == 12345678.0
 
 
 def test_unknown_envelope_keys_are_not_kept(
