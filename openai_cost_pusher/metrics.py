@@ -116,9 +116,25 @@ def fit_label_value(value: str, limit: int = MAX_LABEL_VALUE_BYTES) -> str:
     return f"{prefix}_{digest}"
 
 
+_SHARED_PAIRS: dict[tuple[str, str], tuple[str, str]] = {}
+_SHARED_PAIRS_MAX = 1 << 20
+"""Label pairs are shared by every series that has them (`currency="usd"` by all, a
+project's id and name by its line items, keys and quantities): a pair tuple and its
+strings are about 100 bytes, and 3,000 projects hold some 700,000 pairs in their
+series' labels. Emptied when it holds this many, so it stays bounded."""
+
+
 def _fitted(pairs: Mapping[str, str]) -> Labels:
-    """Return label pairs, sorted, with every value fit for VictoriaMetrics."""
-    return tuple(sorted((k, fit_label_value(v)) for k, v in pairs.items()))
+    """Return label pairs, sorted, with every value fit for VictoriaMetrics; equal
+    pairs are the same shared tuple (see `_SHARED_PAIRS`)."""
+    shared = _SHARED_PAIRS
+    if len(shared) >= _SHARED_PAIRS_MAX:
+        shared.clear()
+    out = []
+    for key, value in sorted(pairs.items()):
+        pair = (key, fit_label_value(value))
+        out.append(shared.setdefault(pair, pair))
+    return tuple(out)
 
 
 def normalize_name(name: str) -> str:

@@ -555,3 +555,35 @@ def test_two_pushers_keep_two_counter_series(vm: VictoriaMetrics) -> None:
     assert len(shared) == 1
     # the bug the label prevents: 27 cycles read as 47 (every switch is a reset)
     assert float(shared[0]["value"][1]) > 27
+
+
+def test_series_share_their_equal_label_pairs() -> None:
+    """Equal label pairs of different series are one shared tuple (memory: a large
+    organization's series hold hundreds of thousands of pairs), and the labels are
+    still each series' own, sorted."""
+    table: CostTable = {}
+    lines = [
+        CostLine(0, pid, item, "usd", 1.0)
+        for pid in ("proj_a", "proj_b")
+        for item in ("gpt-4o, input", "gpt-4o, output")
+    ]
+    add_cost_lines(table, lines)
+    names = {"proj_a": "Alpha", "proj_b": "Beta"}
+    samples = list(cost_samples(table, names, (("job", "x"),)))
+    by_series = {
+        (dict(s.labels)["project_id"], dict(s.labels)["line_item"]): s.labels
+        for s in samples
+    }
+    a_in, a_out = (
+        by_series["proj_a", "gpt-4o, input"],
+        by_series["proj_a", "gpt-4o, output"],
+    )
+    b_in = by_series["proj_b", "gpt-4o, input"]
+    assert a_in == tuple(sorted(a_in))
+    pair = {p[0]: p for p in a_in}
+    other = {p[0]: p for p in a_out}
+    assert pair["project_id"] is other["project_id"]
+    assert pair["currency"] is other["currency"]
+    assert pair["line_item"] is not other["line_item"]
+    assert dict(b_in)["line_item"] == "gpt-4o, input"
+    assert {p[0]: p for p in b_in}["line_item"] is pair["line_item"]
