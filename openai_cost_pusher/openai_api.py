@@ -137,6 +137,8 @@ MAX_SPEND_ALERT_PAGES = 100
 """The most spend alert pages followed for one list (10,000 alerts)."""
 
 T = TypeVar("T")
+L = TypeVar("L", Project, ApiKey)
+"""An item of a list endpoint read with `after` (projects, a project's API keys)."""
 BucketParser = Callable[[Any, str], tuple[int, list[T]]]
 Json = dict[str, Any]
 RequestCounter = Callable[[str, str], None]
@@ -266,64 +268,56 @@ class AdminApi:
 
     def fetch_projects(self) -> list[Project]:
         """Return every project, archived ones included."""
-        where = f"GET {PROJECTS_PATH}"
-        projects: list[Project] = []
-        after: str | None = None
-        seen: set[str] = set()
-        total = 0
-        for _ in range(MAX_PAGES):
-            params = [("include_archived", "true"), ("limit", str(PROJECTS_LIMIT))]
-            if after is not None:
-                params.append(("after", after))
-            body, size = self._get(PROJECTS_PATH, params)
-            total += size
-            if total > MAX_PROJECT_LIST_BYTES:
-                raise BadResponse(
-                    f"{where}: the project list is larger than "
-                    f"{MAX_PROJECT_LIST_BYTES >> 20} MiB; stopped"
-                )
-            try:
-                page, has_more = parse_projects_page(body, where)
-            except CostPusherError:
-                raise
-            except Exception as exc:  # the decoding boundary: see the module
-                raise _unexpected(where, exc) from None
-            projects.extend(page)
-            if not has_more:
-                return projects
-            after = _next_after(body, page, after, seen, where)
-        raise BadResponse(
-            f"{where}: more than {MAX_PAGES} pages; the API keeps paginating, stopped"
+        return self._list_all(
+            PROJECTS_PATH,
+            f"GET {PROJECTS_PATH}",
+            [("include_archived", "true"), ("limit", str(PROJECTS_LIMIT))],
+            parse_projects_page,
+            "project list",
         )
 
     def fetch_api_keys(self, project_id: str) -> list[ApiKey]:
         """Return every API key of one project (ids and names), following `after`."""
-        path = f"{PROJECTS_PATH}/{quote(project_id, safe='')}/api_keys"
-        where = f"GET {PROJECTS_PATH}/{{project_id}}/api_keys"
-        keys: list[ApiKey] = []
+        return self._list_all(
+            f"{PROJECTS_PATH}/{quote(project_id, safe='')}/api_keys",
+            f"GET {PROJECTS_PATH}/{{project_id}}/api_keys",
+            [("limit", str(API_KEYS_LIMIT))],
+            parse_api_keys_page,
+            "key list",
+        )
+
+    def _list_all(
+        self,
+        path: str,
+        where: str,
+        base: list[tuple[str, str]],
+        parse: Callable[[Any, str], tuple[list[L], bool]],
+        what: str,
+    ) -> list[L]:
+        """Return every item of a list endpoint, following `after` page by page,
+        bounded in pages and in bytes."""
+        items: list[L] = []
         after: str | None = None
         seen: set[str] = set()
         total = 0
         for _ in range(MAX_PAGES):
-            params = [("limit", str(API_KEYS_LIMIT))]
-            if after is not None:
-                params.append(("after", after))
+            params = base if after is None else [*base, ("after", after)]
             body, size = self._get(path, params)
             total += size
             if total > MAX_PROJECT_LIST_BYTES:
                 raise BadResponse(
-                    f"{where}: the key list is larger than "
+                    f"{where}: the {what} is larger than "
                     f"{MAX_PROJECT_LIST_BYTES >> 20} MiB; stopped"
                 )
             try:
-                page, has_more = parse_api_keys_page(body, where)
+                page, has_more = parse(body, where)
             except CostPusherError:
                 raise
             except Exception as exc:  # the decoding boundary: see the module
                 raise _unexpected(where, exc) from None
-            keys.extend(page)
+            items.extend(page)
             if not has_more:
-                return keys
+                return items
             after = _next_after(body, page, after, seen, where)
         raise BadResponse(
             f"{where}: more than {MAX_PAGES} pages; the API keeps paginating, stopped"

@@ -456,13 +456,19 @@ def _usage_line(
     )
 
 
-def parse_projects_page(body: Any, where: str) -> tuple[list[Project], bool]:
-    """Return the projects of one list page and `has_more`."""
+def _list_page(body: Any, where: str) -> tuple[list[Any], bool]:
+    """Return the `data` items of one `list` page and its `has_more`."""
     page = _object(body, where)
     data = _list(_field(page, "data", where), f"{where}.data")
     has_more = _field(page, "has_more", where)
     if not isinstance(has_more, bool):
         raise BadField(f"{where}.has_more", "expected true or false")
+    return data, has_more
+
+
+def parse_projects_page(body: Any, where: str) -> tuple[list[Project], bool]:
+    """Return the projects of one list page and `has_more`."""
+    data, has_more = _list_page(body, where)
     projects = []
     for i, item in enumerate(data):
         at = f"{where}.data[{i}]"
@@ -486,11 +492,7 @@ def parse_api_keys_page(body: Any, where: str) -> tuple[list[ApiKey], bool]:
     Only `id` and `name` are read (a null or missing name reads as `""`); the key's
     value is never part of the answer (only its `redacted_value`, which is ignored).
     """
-    page = _object(body, where)
-    data = _list(_field(page, "data", where), f"{where}.data")
-    has_more = _field(page, "has_more", where)
-    if not isinstance(has_more, bool):
-        raise BadField(f"{where}.has_more", "expected true or false")
+    data, has_more = _list_page(body, where)
     keys = []
     for i, item in enumerate(data):
         at = f"{where}.data[{i}]"
