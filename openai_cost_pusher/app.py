@@ -59,8 +59,7 @@ from openai_cost_pusher.metrics import (
     DAILY_COST_QUANTITY,
     UNKNOWN,
     USAGE_METRICS,
-    CostTable,
-    QuantityTable,
+    CostColumns,
     SelfStats,
     UsageTable,
     add_cost_lines,
@@ -74,7 +73,7 @@ from openai_cost_pusher.metrics import (
     today_samples,
     usage_samples,
 )
-from openai_cost_pusher.model import Labels, Project, Rejected, Sample
+from openai_cost_pusher.model import Columns, Labels, Project, Rejected, Sample
 from openai_cost_pusher.openai_api import (
     COSTS_BY_KEY_GROUP_BY,
     KEY_COSTS_FROM,
@@ -104,8 +103,31 @@ from openai_cost_pusher.window import (
 
 log = logging.getLogger(__name__)
 
-LabelsCache = dict[tuple[str, str, str], Labels]
+CostKey = tuple[str, str, str]
+LabelsCache = dict[CostKey, Labels]
 """A series' table key to its labels (see `metrics.cost_samples`)."""
+
+SERIES_SLACK = 10_000
+"""Series numbers an index may hold beyond twice the ledger's series."""
+
+
+@dataclass(slots=True)
+class _SeriesState:
+    """What a daily metric's series keep from cycle to cycle.
+
+    `index` numbers the series of its table (`Columns`), so that a day's values sit
+    at the same numbers cycle after cycle and a day's digest can be compared with
+    that of its last landing. `labels` holds each series' labels, built once while
+    the names they come from (`built_from`) stay the same: a steady cycle builds
+    none, and the ledger finds its series by the very same tuples. `generation`
+    changes whenever either is renewed.
+    """
+
+    generation: int
+    index: dict[CostKey, int] = field(default_factory=dict)
+    labels: LabelsCache = field(default_factory=dict)
+    built_from: tuple[object, ...] | None = None
+
 
 REPAIR_HINT = (
     "; to correct it run `openai-cost-pusher verify --repair --days N` (N reaching "
@@ -168,6 +190,9 @@ class _Dataset:
     metrics: str
     """A regular expression of the data set's metric names, for the read-back."""
     pending: Pending = field(default_factory=Pending)
+    landed: dict[int, tuple[bytes, int]] = field(default_factory=dict)
+    """Per UTC day: the digest of its last landing (`Fetched.digest`) and the
+    ledger's `removals` right after it."""
     unpushed_from: int | None = None
     started: bool = False
 
@@ -213,8 +238,31 @@ def _stamp(ts: int, unit: int) -> str:
 SampleSource = Callable[[int, int], Iterable[Sample]]
 """The samples of a fetched data set with timestamps in `[start, end)` (seconds)."""
 
-Fetched = tuple[SampleSource, list[Sample]]
-"""A fetched data set: a way to (re)generate its samples, and its live samples."""
+
+def _keep(day: int) -> None:
+    """Hold a day until the cycle ends (usage: its tables are not packed by day)."""
+
+
+def _no_digest(day: int) -> bytes | None:
+    """A data set whose days are always compared sample by sample."""
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A fetched data set, for `_land`."""
+
+    samples: SampleSource
+    """The samples of a UTC day (or any range), built anew on each call."""
+    live: list[Sample]
+    """Samples stamped now (`openai_cost_today`), pushed after the days."""
+    release: Callable[[int], None] = _keep
+    """Let go of a day's values (Unix seconds) once it has landed: the cycle's tables
+    shrink as the ledger grows."""
+    digest: Callable[[int], bytes | None] = _no_digest
+    """A digest of a day's series, values and labels: equal to the one of the day's
+    last landing (and the ledger unchanged since) means the same samples landed
+    already, and none need be built; None: no digest."""
 
 
 class Pusher:
@@ -259,7 +307,8 @@ class Pusher:
         # each series' labels, kept from cycle to cycle while the names they are
         # built from stay the same: a steady cycle builds none, and the ledger finds
         # its series by the very same tuples
-        self._label_caches: dict[str, tuple[tuple[object, ...], LabelsCache]] = {}
+        self._series: dict[str, _SeriesState] = {}
+        self._generations = 0
         self.last_report: CycleReport | None = None
         # for the health listener: the start-up grace of /healthz counts from here,
         # and /livez watches the heartbeat (loop ticks and every Admin API request)
@@ -283,7 +332,7 @@ class Pusher:
                     usage.step,
                     usage.lookback,
                     usage.backfill,
-                    Ledger(usage.step * 1000),
+                    Ledger(),
                     USAGE_METRICS,
                 )
             )
@@ -378,26 +427,36 @@ class Pusher:
         day by day, recording each day as it lands."""
         bad: list[Rejected] = []
         if ds.name == "costs":
-            samples, live = self._fetch_costs(window, names, now, bad)
+            fetched: Fetched | None = self._fetch_costs(window, names, now, bad)
         elif ds.name == KEY_COSTS:
-            fetched = self._fetch_key_costs(window, names, now, bad)
+            fetched = self._fetch_key_costs(ds, window, names, now, bad)
             if fetched is None:  # the API keeps no per-key data for the window
                 return DatasetReport(ds.name, True, window)
-            samples, live = fetched
         else:
-            samples, live = self._fetch_usage(window, names, bad)
+            fetched = self._fetch_usage(window, names, bad)
+        assert fetched is not None
         withheld = {day_of(r.start) for r in bad}
         self._report_rejected(ds, bad)
         revisions: list[Revision] = []
         render_cache = RenderCache()  # each series' text built once per cycle
         total, pushed, days = PushStats(), 0, 0
         try:
-            for start in range(day_of(window.start), window.end, DAY):
-                if start in withheld:
+            for first in range(day_of(window.start), window.end, DAY):
+                if first in withheld:
                     continue  # a day is pushed whole or not at all
-                start, end = max(start, window.start), min(start + DAY, window.end)
-                day = list(samples(start, end))  # each sample built once
-                fresh = ds.ledger.diff(day, revisions)
+                start, end = max(first, window.start), min(first + DAY, window.end)
+                digest = fetched.digest(first)
+                if digest is not None and ds.landed.get(first) == (
+                    digest,
+                    ds.ledger.removals,
+                ):
+                    # the very samples of the day's last landing, which the ledger
+                    # holds as they were: none is new, and none need be built
+                    day: list[Sample] = []
+                    fresh = (day, ds.ledger.held_between(start * 1000, end * 1000))
+                else:
+                    day = list(fetched.samples(start, end))  # each built once
+                    fresh = ds.ledger.diff(day, revisions)
                 try:
                     stats = self.sink.push(
                         render_chunks(fresh[0], self.chunk_bytes, cache=render_cache)
@@ -423,13 +482,17 @@ class Pusher:
                     )
                     return DatasetReport(ds.name, True, window, pushed, total)
                 revisions += ds.ledger.commit(day, start * 1000, end * 1000, fresh)
+                if digest is not None:
+                    ds.landed[first] = (digest, ds.ledger.removals)
                 if stats.where == STORED:
-                    ds.pending.pushed(day_of(start), self.monotonic(), len(fresh[0]))
+                    ds.pending.pushed(first, self.monotonic(), len(fresh[0]))
+                del day, fresh
+                fetched.release(first)
                 days += 1
             total = _add_stats(
-                total, self.sink.push(render_chunks(live, self.chunk_bytes))
+                total, self.sink.push(render_chunks(fetched.live, self.chunk_bytes))
             )
-            pushed += len(live)
+            pushed += len(fetched.live)
         except CostPusherError as exc:
             self._report_revisions(ds, revisions)
             return DatasetReport(
@@ -437,6 +500,8 @@ class Pusher:
             )
         ds.ledger.forget_before(ds.horizon_ms(now))
         ds.pending.forget_before(day_of(ds.horizon_ms(now) // 1000))
+        for old in [d for d in ds.landed if d * 1000 < ds.horizon_ms(now)]:
+            del ds.landed[old]
         # a withheld day is fetched again by every cycle until it is whole
         ds.unpushed_from = min(withheld) if withheld else None
         self.stats.last_success[ds.name] = now
@@ -551,26 +616,46 @@ class Pusher:
                     },
                 )
 
-    def _labels_cache(self, metric: str, *built_from: object) -> LabelsCache:
-        """Return the labels cache of `metric`'s series: the one of earlier cycles
-        while `built_from` (names) is equal to theirs, else a new one."""
-        held = self._label_caches.get(metric)
-        if held is None or held[0] != built_from:
-            copied = tuple(dict(b) if isinstance(b, Mapping) else b for b in built_from)
-            held = self._label_caches[metric] = (copied, {})
-        return held[1]
+    def _series_index(self, metric: str, ds: _Dataset) -> dict[CostKey, int]:
+        """Return the numbers of `metric`'s series for this cycle's table: those of
+        earlier cycles, so that a day's values sit where they sat, unless the index
+        holds more than twice the series the ledger holds (series that came and
+        went): then a new one, with new labels."""
+        held = self._series.get(metric)
+        if held is None or len(held.index) > 2 * ds.ledger.series + SERIES_SLACK:
+            self._generations += 1
+            held = self._series[metric] = _SeriesState(generation=self._generations)
+        return held.index
+
+    def _series_labels(
+        self, metric: str, *built_from: object
+    ) -> tuple[LabelsCache, int]:
+        """Return the labels cache of `metric`'s series and the generation of its
+        state: the cache of earlier cycles while `built_from` (names) is equal to
+        theirs, else a new one, of a new generation."""
+        held = self._series[metric]
+        if held.built_from != built_from:
+            self._generations += 1
+            held.built_from = tuple(
+                dict(b) if isinstance(b, Mapping) else b for b in built_from
+            )
+            held.labels = {}
+            held.generation = self._generations
+        return held.labels, held.generation
 
     def _fetch_costs(
         self, window: Window, names: Names, now: float, bad: list[Rejected]
     ) -> Fetched:
-        table: CostTable = {}
-        quantities: QuantityTable = {}
+        table: CostColumns = Columns(self._series_index(DAILY_COST, self.costs))
+        quantities: CostColumns = Columns(
+            self._series_index(DAILY_COST_QUANTITY, self.costs)
+        )
         for lines in self.source.fetch_costs(window.start, window.end, bad):
             add_cost_lines(table, lines, quantities)
         today = int(now // DAY) * DAY
         live = today_samples(table, names, self.extra, today, int(now * 1000))
-        labels_cache = self._labels_cache(DAILY_COST, names)
-        units_cache = self._labels_cache(DAILY_COST_QUANTITY, names)
+        labels_cache, labels_gen = self._series_labels(DAILY_COST, names)
+        units_cache, units_gen = self._series_labels(DAILY_COST_QUANTITY, names)
 
         def samples(start: int, end: int) -> Iterable[Sample]:
             yield from cost_samples(table, names, self.extra, start, end, labels_cache)
@@ -578,7 +663,18 @@ class Pusher:
                 quantities, names, self.extra, start, end, units_cache
             )
 
-        return samples, live
+        def release(day: int) -> None:
+            table.drop(day)
+            quantities.drop(day)
+
+        def digest(day: int) -> bytes:
+            return (
+                b"%d,%d," % (labels_gen, units_gen)
+                + table.digest(day)
+                + quantities.digest(day)
+            )
+
+        return Fetched(samples, live, release, digest)
 
     def _fetch_usage(
         self, window: Window, names: Names, bad: list[Rejected]
@@ -608,7 +704,7 @@ class Pusher:
         def samples(start: int, end: int) -> Iterable[Sample]:
             return usage_samples(table, start, end)
 
-        return samples, []
+        return Fetched(samples, [])
 
     def _key_state(self, on: bool, lookback_days: int, backfill_days: int) -> KeyNames:
         """Add the per-key costs data set when `on`; return the key names' state."""
@@ -629,7 +725,12 @@ class Pusher:
         return KeyNames(lister if callable(lister) else None, LEARN_NAMES_DAYS)
 
     def _fetch_key_costs(
-        self, window: Window, names: Names, now: float, bad: list[Rejected]
+        self,
+        ds: _Dataset,
+        window: Window,
+        names: Names,
+        now: float,
+        bad: list[Rejected],
     ) -> Fetched | None:
         """Fetch the costs per project and API key of the window; None where the API
         keeps no per-key data for it (days before `KEY_COSTS_FROM` are never asked
@@ -645,7 +746,7 @@ class Pusher:
             )
         if start >= window.end:
             return None
-        table: CostTable = {}
+        table: CostColumns = Columns(self._series_index(DAILY_COST_BY_API_KEY, ds))
         try:
             for lines in source.fetch_costs(
                 start, window.end, bad, COSTS_BY_KEY_GROUP_BY
@@ -661,14 +762,19 @@ class Pusher:
             return None
         self._keys.refresh({(pid, kid) for pid, kid, _ in table}, now)
         key_names = dict(self._keys.names)  # as of this fetch
-        labels_cache = self._labels_cache(DAILY_COST_BY_API_KEY, names, key_names)
+        labels_cache, labels_gen = self._series_labels(
+            DAILY_COST_BY_API_KEY, names, key_names
+        )
 
         def samples(start: int, end: int) -> Iterable[Sample]:
             return key_cost_samples(
                 table, names, key_names, self.extra, start, end, labels_cache
             )
 
-        return samples, []
+        def digest(day: int) -> bytes:
+            return b"%d," % labels_gen + table.digest(day)
+
+        return Fetched(samples, [], table.drop, digest)
 
     def health(self, interval_s: float, call_s: float = 0.0) -> HealthSnapshot:
         """Return what the health listener reports, as of now; `call_s` is the

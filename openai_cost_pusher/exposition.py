@@ -58,6 +58,11 @@ _BATCH = 2048
 measured alike), few enough to keep a batch's text small (about 300 KB)."""
 _STAMPS_MAX = 4096
 """Distinct timestamps kept as text; a bucketed backfill has a few hundred at most."""
+PREFIXES_MAX = 1 << 16
+"""Series whose text a cache keeps whole (about 250 bytes each with its entry): a
+backfill of 3,000 projects renders 135,000 series, whose texts would hold some 35 MB
+for the whole cycle. Past this many, a series' text is joined from the texts of its
+label pairs each time, which are kept whatever the number of series."""
 _stamp = " {}\n".format  # the same text as f" {ts_ms}\n"
 
 
@@ -79,7 +84,8 @@ class RenderCache:
     then by the identity of the labels tuple, which every sample of a series shares:
     hashing a tuple of label pairs for each sample would cost more than the rest of
     the line. `_alive` keeps every tuple seen, so that no id is reused by another
-    tuple while the cache lives.
+    tuple while the cache lives. At most `PREFIXES_MAX` prefixes are kept; the
+    texts of other series are joined from their pairs' texts each time.
     """
 
     __slots__ = ("_alive", "_names", "_pairs", "_prefixes", "_stamps")
@@ -98,8 +104,10 @@ class RenderCache:
             by_id = self._prefixes[name] = {}
         prefix = by_id.get(id(labels))
         if prefix is None:
-            prefix = by_id[id(labels)] = self._build(name, labels)
-            self._alive.append(labels)
+            prefix = self._build(name, labels)
+            if len(self._alive) < PREFIXES_MAX:
+                by_id[id(labels)] = prefix
+                self._alive.append(labels)
         return prefix
 
     def _build(self, name: str, labels: Labels) -> str:
@@ -149,7 +157,7 @@ class RenderCache:
             by_name = self._prefixes
             try:
                 prefixes = [by_name[s.name][id(s.labels)] for s in batch]
-            except KeyError:  # a series not seen before
+            except KeyError:  # a series not seen before (or not kept)
                 prefix = self.prefix
                 prefixes = [prefix(s.name, s.labels) for s in batch]
             pieces = ["\n"] * (3 * len(batch))  # the newlines stay without timestamps

@@ -4,17 +4,27 @@ Pure state owned by one pusher instance (no module-level state). The ledger maps
 series to the values that last landed, by timestamp. It also spots downward revisions:
 VictoriaMetrics' deduplication keeps the largest value at a timestamp, so a value
 revised downwards cannot replace the stored one and must be reported instead.
+
+Values are kept by column: one `array('d')` per timestamp, indexed by a number each
+series gets when it is first recorded (NaN: no value). A large organization's ledger
+holds hundreds of thousands of series over a month of days; per series that is one
+index entry and 8 bytes a day, where an array object per series cost some 200 bytes
+more. A timestamp's values go in one step (`forget_before`, `forget_between`), and a
+series that holds nothing any more gives its number to the next new series.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from openai_cost_pusher.model import Labels, Points, Sample
+from openai_cost_pusher.model import Labels, Sample
 
 Series = tuple[str, Labels]
+
+_ABSENT = math.nan
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,33 +39,46 @@ class Revision:
 
 
 class Ledger:
-    """The last value pushed for each series and timestamp, since start.
+    """The last value pushed for each series and timestamp, since start."""
 
-    Timestamps of one ledger lie on a grid of `step_ms` (a day for costs, the bucket
-    width for usage), which lets each series be packed in a `Points` array.
-    """
-
-    def __init__(self, step_ms: int = 86_400_000) -> None:
-        self._step = step_ms
-        self._pushed: dict[Series, Points] = {}
+    def __init__(self) -> None:
+        self._index: dict[Series, int] = {}  # series -> its number
+        self._series: list[Series | None] = []  # number -> series (None: free)
+        self._free: list[int] = []  # numbers of series that hold nothing
+        self._held = array("q")  # number -> how many values the series holds
+        self._columns: dict[int, array[float]] = {}  # ts_ms -> values by number
         # how many values each timestamp holds: a commit that saw every value its
         # range held (or a range holding none, as in a backfill) has no value that
         # could have gone, and need not scan every series for one
         self._counts: dict[int, int] = {}
+        self._removals = 0
+
+    @property
+    def removals(self) -> int:
+        """How many times values were forgotten since start (by any means): a day
+        recorded when this was `n` still holds what was recorded while it is `n`,
+        since values are added by `commit` only, a day's by its own commit."""
+        return self._removals
 
     def __len__(self) -> int:
-        return sum(len(points) for points in self._pushed.values())
+        return sum(self._counts.values())
+
+    @property
+    def series(self) -> int:
+        """How many series hold at least one value."""
+        return len(self._index)
 
     def held_between(self, start_ms: int, end_ms: int) -> int:
         """Return how many values of `[start_ms, end_ms)` the ledger holds."""
         return sum(n for ts, n in self._counts.items() if start_ms <= ts < end_ms)
 
-    def _count(self, ts_ms: int, delta: int) -> None:
-        left = self._counts.get(ts_ms, 0) + delta
-        if left:
-            self._counts[ts_ms] = left
-        else:
-            self._counts.pop(ts_ms, None)
+    def _between(self, start_ms: int, end_ms: int) -> list[tuple[int, array[float]]]:
+        """Return the columns of `[start_ms, end_ms)`, oldest first."""
+        return sorted(
+            (ts, column)
+            for ts, column in self._columns.items()
+            if start_ms <= ts < end_ms
+        )
 
     def diff(
         self, samples: Iterable[Sample], revisions: list[Revision]
@@ -67,11 +90,15 @@ class Ledger:
         """
         fresh: list[Sample] = []
         seen = 0
-        pushed = self._pushed
+        index, columns = self._index, self._columns
         for sample in samples:
-            points = pushed.get((sample.name, sample.labels))
-            old = None if points is None else points.get(sample.ts_ms)
-            if old is None:
+            number = index.get((sample.name, sample.labels))
+            if number is None:
+                fresh.append(sample)
+                continue
+            column = columns.get(sample.ts_ms)
+            old = _ABSENT if column is None or number >= len(column) else column[number]
+            if old != old:  # NaN: no value
                 fresh.append(sample)
                 continue
             seen += 1
@@ -107,44 +134,103 @@ class Ledger:
         if not held:
             self._record(samples)
             return []
-        pushed = self._pushed
         landed: set[tuple[int, int]] = set()
         self._record(samples, landed)
         gone: list[Revision] = []
-        for series, points in pushed.items():
-            for ts_ms, old in list(points.items(start_ms, end_ms)):
-                if (id(points), ts_ms) not in landed:
-                    gone.append(Revision(*series, ts_ms, old, None))
-                    del points[ts_ms]
-                    self._count(ts_ms, -1)
-        if gone:
-            self._drop_empty()
+        for number, ts_ms, old in self._values(self._between(start_ms, end_ms)):
+            if (number, ts_ms) not in landed:
+                series = self._series[number]
+                assert series is not None
+                gone.append(Revision(*series, ts_ms, old, None))
+                self._drop(number, ts_ms)
         return gone
 
     def _record(
         self, samples: Iterable[Sample], landed: set[tuple[int, int]] | None = None
     ) -> None:
-        """Set each sample's value; add `(id(points), ts_ms)` to `landed` if given."""
-        pushed, counts = self._pushed, self._counts
+        """Set each sample's value; add `(number, ts_ms)` to `landed` if given."""
+        index, columns, counts, held = (
+            self._index,
+            self._columns,
+            self._counts,
+            self._held,
+        )
         for sample in samples:
             key = (sample.name, sample.labels)
-            points = pushed.get(key)
-            if points is None:
-                points = pushed[key] = Points(self._step)
+            number = index.get(key)
+            if number is None:
+                number = index[key] = self._number(key)
             ts_ms = sample.ts_ms
-            if ts_ms not in points:
+            column = columns.get(ts_ms)
+            if column is None:
+                column = columns[ts_ms] = array("d")
+            size = len(column)
+            if number >= size:
+                if number == size:
+                    column.append(_ABSENT)
+                else:
+                    column.extend(array("d", [_ABSENT]) * (number + 1 - size))
+            old = column[number]
+            if old != old:  # NaN: a new value
                 counts[ts_ms] = counts.get(ts_ms, 0) + 1
-            points[ts_ms] = sample.value
+                held[number] += 1
+            column[number] = sample.value
             if landed is not None:
-                landed.add((id(points), ts_ms))
+                landed.add((number, ts_ms))
+
+    def _number(self, series: Series) -> int:
+        """Return a number for a new series: a free one, else the next."""
+        if self._free:
+            number = self._free.pop()
+            self._series[number] = series
+            return number
+        self._series.append(series)
+        self._held.append(0)
+        return len(self._series) - 1
+
+    def _drop(self, number: int, ts_ms: int) -> None:
+        """Forget one value; a series left with none frees its number."""
+        self._removals += 1
+        self._columns[ts_ms][number] = _ABSENT
+        left = self._counts[ts_ms] - 1
+        if left:
+            self._counts[ts_ms] = left
+        else:
+            del self._counts[ts_ms]
+            del self._columns[ts_ms]
+        self._held[number] -= 1
+        if not self._held[number]:
+            self._release(number)
+
+    def _release(self, number: int) -> None:
+        series = self._series[number]
+        assert series is not None
+        del self._index[series]
+        self._series[number] = None
+        self._free.append(number)
+
+    @staticmethod
+    def _values(
+        columns: list[tuple[int, array[float]]],
+    ) -> Iterator[tuple[int, int, float]]:
+        """Yield `(number, ts_ms, value)` of every value of `columns`, series by
+        series in the order of their numbers, each series' oldest first."""
+        width = max((len(column) for _, column in columns), default=0)
+        for number in range(width):
+            for ts_ms, column in columns:
+                if number < len(column):
+                    value = column[number]
+                    if value == value:
+                        yield number, ts_ms, value
 
     def totals_between(self, start_ms: int, end_ms: int) -> tuple[int, float]:
         """Return how many values of `[start_ms, end_ms)` the ledger holds, and their
         exactly rounded sum."""
         values = [
             value
-            for points in self._pushed.values()
-            for _, value in points.items(start_ms, end_ms)
+            for _, column in self._between(start_ms, end_ms)
+            for value in column
+            if value == value
         ]
         return len(values), math.fsum(values)
 
@@ -160,42 +246,46 @@ class Ledger:
         `held(name, labels)` returns what the store holds for a series (timestamp to
         value), or None. A value is held when the store has it, or a larger one (a
         downward revision: deduplication keeps the larger, and pushing again cannot
-        change that). Forgotten values count as new, so the next `changed` yields
-        them and they are pushed again. Returns their timestamps (one per value).
+        change that). Forgotten values count as new, so the next `diff` finds them
+        and they are pushed again. Returns their timestamps (one per value).
         """
         lost: list[int] = []
-        for (name, labels), points in self._pushed.items():
-            stored: Mapping[int, float] | None = None
-            looked = False
-            for ts_ms, value in list(points.items(start_ms, end_ms)):
-                if not looked:
-                    stored, looked = held(name, labels), True
-                have = None if stored is None else stored.get(ts_ms)
-                if have is None or have < value - rel_tolerance * abs(value):
-                    del points[ts_ms]
-                    self._count(ts_ms, -1)
-                    lost.append(ts_ms)
-        self._drop_empty()
+        looked_up: dict[int, Mapping[int, float] | None] = {}
+        for number, ts_ms, value in list(self._values(self._between(start_ms, end_ms))):
+            if number not in looked_up:
+                series = self._series[number]
+                assert series is not None
+                looked_up[number] = held(*series)
+            stored = looked_up[number]
+            have = None if stored is None else stored.get(ts_ms)
+            if have is None or have < value - rel_tolerance * abs(value):
+                self._drop(number, ts_ms)
+                lost.append(ts_ms)
         return lost
 
     def forget_between(self, start_ms: int, end_ms: int) -> int:
         """Forget every value of `[start_ms, end_ms)`; return how many."""
         gone = 0
-        for points in self._pushed.values():
-            for ts_ms, _ in list(points.items(start_ms, end_ms)):
-                del points[ts_ms]
-                self._count(ts_ms, -1)
-                gone += 1
-        self._drop_empty()
+        for ts_ms, _ in self._between(start_ms, end_ms):
+            gone += self._forget_column(ts_ms)
         return gone
 
     def forget_before(self, ts_ms: int) -> None:
-        """Drop points older than `ts_ms`: they will never be fetched again."""
-        for points in self._pushed.values():
-            points.drop_before(ts_ms)
-        self._counts = {ts: n for ts, n in self._counts.items() if ts >= ts_ms}
-        self._drop_empty()
+        """Drop the values older than `ts_ms`: they will never be fetched again."""
+        for old in [ts for ts in self._columns if ts < ts_ms]:
+            self._forget_column(old)
 
-    def _drop_empty(self) -> None:
-        for series in [s for s, points in self._pushed.items() if not points]:
-            del self._pushed[series]
+    def _forget_column(self, ts_ms: int) -> int:
+        """Forget every value at `ts_ms`; return how many."""
+        self._removals += 1
+        column = self._columns.pop(ts_ms)
+        self._counts.pop(ts_ms, None)
+        held = self._held
+        gone = 0
+        for number, value in enumerate(column):
+            if value == value:
+                gone += 1
+                held[number] -= 1
+                if not held[number]:
+                    self._release(number)
+        return gone

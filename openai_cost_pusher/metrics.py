@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from openai_cost_pusher.model import (
+    Columns,
     CostLine,
     Labels,
     Points,
@@ -198,37 +199,49 @@ QuantityTable = dict[CostKey, Points]
 """Daily quantities per project id, line item and unit (`quantity_unit`, `""` when
 null): day (00:00 UTC, Unix seconds) to the day's quantity."""
 
+CostColumns = Columns[CostKey]
+"""A `CostTable` or `QuantityTable` packed by day (see `Columns`): what a cycle
+holds, letting go of each day once it has landed."""
+
+AnyTable = CostTable | CostColumns
+
+
+def _adder(table: AnyTable) -> Callable[[CostKey, int, float], None]:
+    """Return how to add a value to a series' day of `table`."""
+    if isinstance(table, Columns):
+        return table.add
+
+    def add(key: CostKey, day: int, value: float) -> None:
+        points = table.get(key)
+        if points is None:
+            points = table[key] = Points(DAY_SECONDS)
+        points.add(day, value)
+
+    return add
+
 
 def add_cost_lines(
-    table: CostTable,
+    table: AnyTable,
     lines: Iterable[CostLine],
-    quantities: QuantityTable | None = None,
+    quantities: AnyTable | None = None,
 ) -> None:
     """Add parsed cost lines to `table`, summing lines that share series and day;
     with `quantities`, add each line's quantity too (lines without one add none)."""
+    add = _adder(table)
+    add_quantity = None if quantities is None else _adder(quantities)
     for line in lines:
-        key = (line.project_id, line.line_item, line.currency)
-        points = table.get(key)
-        if points is None:
-            points = table[key] = Points(DAY_SECONDS)
-        points.add(line.day, line.value)
-        if line.quantity is not None and quantities is not None:
+        add((line.project_id, line.line_item, line.currency), line.day, line.value)
+        if line.quantity is not None and add_quantity is not None:
             qkey = (line.project_id, line.line_item, line.quantity_unit)
-            held = quantities.get(qkey)
-            if held is None:
-                held = quantities[qkey] = Points(DAY_SECONDS)
-            held.add(line.day, line.quantity)
+            add_quantity(qkey, line.day, line.quantity)
 
 
-def add_key_cost_lines(table: CostTable, lines: Iterable[CostLine]) -> None:
+def add_key_cost_lines(table: AnyTable, lines: Iterable[CostLine]) -> None:
     """Add cost lines grouped by project and API key to `table`, keyed by project id,
     API key id (`""`: no key) and currency, summing lines that share series and day."""
+    add = _adder(table)
     for line in lines:
-        key = (line.project_id, line.api_key_id, line.currency)
-        points = table.get(key)
-        if points is None:
-            points = table[key] = Points(DAY_SECONDS)
-        points.add(line.day, line.value)
+        add((line.project_id, line.api_key_id, line.currency), line.day, line.value)
 
 
 def _series_labels(
@@ -245,7 +258,7 @@ def _series_labels(
 
 def _daily_samples(
     name: str,
-    table: Mapping[tuple[str, str, str], Points],
+    table: Mapping[tuple[str, str, str], Points] | CostColumns,
     labels_of: Callable[[tuple[str, str, str]], Labels],
     start: int | None,
     end: int | None,
@@ -257,6 +270,31 @@ def _daily_samples(
     cache: dict[tuple[str, str, str], Labels] = (
         {} if labels_cache is None else labels_cache
     )
+    if isinstance(table, Columns):
+        for day in table.timestamps():
+            if (start is None or start <= day) and (end is None or day < end):
+                for key, value in table.at(day):
+                    labels = cache.get(key)
+                    if labels is None:
+                        labels = cache[key] = labels_of(key)
+                    yield Sample(name, labels, value, day * 1000)
+        return
+    if (
+        start is not None
+        and end is not None
+        and 0 < end - start <= DAY_SECONDS
+        and start % DAY_SECONDS == 0
+    ):
+        # one day (how the cycle asks): one look-up per series, no range walk
+        ts_ms = start * 1000
+        for key, days in table.items():
+            found = days.at(start)
+            if found is not None:
+                labels = cache.get(key)
+                if labels is None:
+                    labels = cache[key] = labels_of(key)
+                yield Sample(name, labels, found, ts_ms)
+        return
     for key, days in table.items():
         labels = cache.get(key)
         for day, value in days.items(start, end):
@@ -266,7 +304,7 @@ def _daily_samples(
 
 
 def cost_samples(
-    table: CostTable,
+    table: AnyTable,
     names: Mapping[str, str | None],
     extra: Labels,
     start: int | None = None,
@@ -285,7 +323,7 @@ def cost_samples(
 
 
 def quantity_samples(
-    quantities: QuantityTable,
+    quantities: AnyTable,
     names: Mapping[str, str | None],
     extra: Labels,
     start: int | None = None,
@@ -305,7 +343,7 @@ def quantity_samples(
 
 
 def key_cost_samples(
-    table: CostTable,
+    table: AnyTable,
     names: Mapping[str, str | None],
     key_names: Mapping[str, str],
     extra: Labels,
@@ -347,7 +385,7 @@ def name_usage_keys(table: UsageTable, key_names: Mapping[str, str]) -> UsageTab
 
 
 def today_samples(
-    table: CostTable,
+    table: AnyTable,
     names: Mapping[str, str | None],
     extra: Labels,
     today: int,
@@ -355,8 +393,12 @@ def today_samples(
 ) -> list[Sample]:
     """Return `openai_cost_today` per project and currency, stamped at `now_ms`."""
     parts: dict[tuple[str, str], list[float]] = {}
-    for (project_id, _line_item, currency), days in table.items():
-        value = days.get(today)
+    values: Iterable[tuple[CostKey, float | None]] = (
+        table.at(today)
+        if isinstance(table, Columns)
+        else ((key, days.get(today)) for key, days in table.items())
+    )
+    for (project_id, _line_item, currency), value in values:
         if value is not None:
             parts.setdefault((project_id, currency), []).append(value)
     return [

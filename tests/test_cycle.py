@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import pytest
 
+from openai_cost_pusher import app
 from openai_cost_pusher.push import VmClient
 from openai_cost_pusher.transport import Timeouts, make_session, retry_policy
 from tests.conftest import Clock
@@ -265,3 +267,51 @@ def test_a_project_renamed_between_cycles_lands_under_its_new_name(
     steady = pusher.run_cycle()
     assert steady.ok
     assert steady.get("costs").samples == 1  # openai_cost_today alone
+
+
+def test_a_day_that_landed_unchanged_is_not_built_again(
+    fake: FakeOpenAI,
+    vm: VictoriaMetrics,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A day whose answer equals that of its last landing builds no samples (the
+    ledger holds them); a changed day, a day the store lost and a renamed project's
+    days are built and pushed again, and the store ends equal to the API."""
+    today = _today(clock)
+    seed_odd_org(fake, today)
+    fake.add_project("proj_x", "X")
+    fake.set_cost(today - DAY, "proj_x", "gpt-4o, input", 10.0)
+    pusher = make_pusher(fake, vm.push_url, clock, costs_by_api_key=True)
+    assert pusher.run_cycle().ok
+    built: list[int] = []
+    for name in ("cost_samples", "quantity_samples", "key_cost_samples"):
+        real = getattr(app, name)
+
+        def spy(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            built.append(args[-3] if len(args) > 5 else kwargs.get("start", -1))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(app, name, spy)
+
+    clock.now += 900
+    assert pusher.run_cycle().ok
+    assert built == []  # nothing changed: no day of either data set was built
+
+    fake.set_cost(today - DAY, "proj_x", "gpt-4o, input", 12.5)
+    clock.now += 900
+    assert pusher.run_cycle().ok
+    assert set(built) == {today - DAY}  # costs and quantities of that day only
+    stored = vm_costs(vm, labels=None)
+    assert_equal_costs(fake_costs(fake, *_window(clock, 30)), stored)
+
+    built.clear()
+    fake.add_project("proj_x", "X renamed")
+    clock.now += 900
+    assert pusher.run_cycle().ok
+    assert set(built) == {today - 2 * DAY, today - DAY, today}  # the lookback
+    names = {
+        s.metric["project"]
+        for s in vm.export('{__name__="openai_daily_cost",project_id="proj_x"}')
+    }
+    assert "x_renamed" in names

@@ -429,17 +429,20 @@ def test_render_chunks_match_reference(
     st.lists(st.integers(min_value=0, max_value=40), max_size=4),
     st.sampled_from([1, 3, 2048]),
     st.booleans(),
+    st.sampled_from([0, 2, exposition.PREFIXES_MAX]),
 )
 def test_a_cache_shared_by_several_renders_changes_nothing(
-    samples: list[Sample], cuts: list[int], batch: int, timestamps: bool
+    samples: list[Sample], cuts: list[int], batch: int, timestamps: bool, kept: int
 ) -> None:
     """Samples rendered in parts with one shared `RenderCache` (the days of a
-    cycle) give, part by part, what each part gives with a cache of its own."""
+    cycle) give, part by part, what each part gives with a cache of its own, also
+    when the cache keeps the texts of only a few series (or none)."""
     bounds = sorted({0, len(samples), *(min(c, len(samples)) for c in cuts)})
     parts = [samples[a:b] for a, b in itertools.pairwise(bounds)]
     cache = exposition.RenderCache()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(exposition, "_BATCH", batch)
+        mp.setattr(exposition, "PREFIXES_MAX", kept)
         for part in parts:
             shared = b"".join(
                 exposition.render_chunks(part, 64, timestamps=timestamps, cache=cache)

@@ -6,6 +6,10 @@ replace a pushed one: the ledger reports it. Equal values are never pushed twice
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -216,3 +220,98 @@ def test_commit_of_fresh_samples_equals_commit_of_all(
         assert quick.diff(probe, []) == whole.diff(probe, [])
         assert len(quick) == len(whole)
         assert quick.held_between(*_window(0, 4)) == len(whole)
+
+
+class _Reference:
+    """The ledger's contract as a plain dict of (series, ts_ms) to value."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, Labels, int], float] = {}
+
+    def commit(
+        self, samples: list[Sample], start: int, end: int
+    ) -> set[tuple[str, Labels, int, float]]:
+        landed = {(s.name, s.labels, s.ts_ms) for s in samples}
+        gone = {
+            (k[0], k[1], k[2], v)
+            for k, v in self.values.items()
+            if start <= k[2] < end and k not in landed
+        }
+        for name, labels, ts, _ in gone:
+            del self.values[name, labels, ts]
+        for s in samples:
+            self.values[s.name, s.labels, s.ts_ms] = s.value
+        return gone
+
+    def drop(self, keep: Callable[..., bool]) -> int:
+        before = len(self.values)
+        self.values = {k: v for k, v in self.values.items() if keep(k, v)}
+        return before - len(self.values)
+
+
+_LABELS = [(("project_id", f"proj_{c}"),) for c in "abcdef"]
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("commit"), _ANSWERS.map(lambda a: a[0]), st.integers(0, 5)),
+        st.tuples(st.just("before"), st.integers(0, 6), st.just(0)),
+        st.tuples(st.just("between"), st.integers(0, 5), st.integers(1, 3)),
+        st.tuples(st.just("reconcile"), st.integers(0, 5), st.integers(1, 3)),
+    ),
+    max_size=25,
+)
+
+
+@given(_OPS)
+def test_the_ledger_holds_what_a_plain_dict_would(
+    ops: list[tuple[str, Any, int]],
+) -> None:
+    """Any run of commits, forgets and read-backs leaves the ledger holding exactly
+    what a dict of (series, timestamp) to value holds: numbers freed by vanished
+    series and reused by new ones never carry a value over."""
+    ledger, ref = Ledger(), _Reference()
+    fresh_labels = iter((("project_id", f"new_{i}"),) for i in range(10_000))
+    for op, arg, n in ops:
+        if op == "commit":
+            start, end = _window(n, 2)
+            samples = [
+                _s(lab if lab in (A, B) else next(fresh_labels), d, v)
+                for lab, d, v in arg
+                if start <= D0 + d * DAY_MS < end
+            ]
+            gone = ledger.commit(samples, start, end, ledger.diff(samples, []))
+            assert {(r.name, r.labels, r.ts_ms, r.old) for r in gone} == ref.commit(
+                samples, start, end
+            )
+            assert all(r.new is None for r in gone)
+        elif op == "before":
+            ledger.forget_before(D0 + arg * DAY_MS)
+            ref.drop(lambda k, v, cut=D0 + arg * DAY_MS: k[2] >= cut)
+        elif op == "between":
+            start, end = _window(arg, n)
+            assert ledger.forget_between(start, end) == ref.drop(
+                lambda k, v, s=start, e=end: not s <= k[2] < e
+            )
+        else:  # the store kept only values of at least 2.0
+            start, end = _window(arg, n)
+            lost = ledger.reconcile(
+                lambda name, labels: {
+                    k[2]: v
+                    for k, v in ref.values.items()
+                    if (k[0], k[1]) == (name, labels) and v >= 2.0
+                },
+                start,
+                end,
+            )
+            kept = ref.drop(lambda k, v, s=start, e=end: v >= 2.0 or not s <= k[2] < e)
+            assert len(lost) == kept
+        window = _window(0, 8)
+        assert len(ledger) == len(ref.values)
+        assert ledger.held_between(*window) == len(ref.values)
+        assert ledger.totals_between(*window) == (
+            len(ref.values),
+            math.fsum(ref.values.values()),
+        )
+        probe = [Sample(k[0], k[1], v, k[2]) for k, v in ref.values.items()]
+        assert ledger.diff(probe, []) == ([], len(probe))
+        # a series left with no value is forgotten: the ledger stays bounded
+        assert ledger.series == len({(k[0], k[1]) for k in ref.values})

@@ -587,3 +587,40 @@ def test_series_share_their_equal_label_pairs() -> None:
     assert pair["line_item"] is not other["line_item"]
     assert dict(b_in)["line_item"] == "gpt-4o, input"
     assert {p[0]: p for p in b_in}["line_item"] is pair["line_item"]
+
+
+@given(
+    st.dictionaries(
+        st.tuples(st.sampled_from(["proj_a", "proj_b"]), st.sampled_from("xyz")),
+        st.dictionaries(st.integers(0, 5), st.floats(0, 100), min_size=1),
+        max_size=6,
+    ),
+    st.integers(-2 * 86_400, 7 * 86_400),
+    st.integers(1, 3 * 86_400),
+)
+def test_daily_samples_of_any_window_are_the_points_inside_it(
+    points: dict[tuple[str, str], dict[int, float]], start: int, width: int
+) -> None:
+    """A window of one aligned day (how the cycle asks) and any other window give
+    the samples of exactly the points in `[start, end)`, series by series."""
+    day0 = 1_730_419_200
+    table: CostTable = {}
+    for (project_id, item), days in points.items():
+        held = table[project_id, item, "usd"] = Points(86_400)
+        for day, value in days.items():
+            held[day0 + day * 86_400] = value
+    for lo, hi in (
+        (day0 + start, day0 + start + width),
+        (day0 + start - start % 86_400, day0 + start - start % 86_400 + 86_400),
+    ):
+        got = [
+            (dict(s.labels)["line_item"], s.ts_ms, s.value)
+            for s in cost_samples(table, {}, (), lo, hi)
+        ]
+        want = [
+            (item, ts * 1000, value)
+            for (_, item, _), held in table.items()
+            for ts, value in held.items()
+            if lo <= ts < hi
+        ]
+        assert got == want

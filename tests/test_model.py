@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from openai_cost_pusher.model import Points
+from openai_cost_pusher.model import Columns, Points
 
 STEP = 86_400
 
@@ -94,3 +94,42 @@ def test_add_sums_each_point_in_order(
     if adds:  # the grid is set by the first point
         with pytest.raises(ValueError, match="not on the"):
             points.add(STEP // 2, 1.0)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from("abcde"),
+            st.integers(0, 4),
+            st.floats(-1e6, 1e6, allow_nan=False),
+        ),
+        max_size=40,
+    ),
+    st.sets(st.integers(0, 4)),
+)
+def test_columns_hold_what_a_dict_of_sums_holds(
+    adds: list[tuple[str, int, float]], dropped: set[int]
+) -> None:
+    """Values added to `Columns` sum per series and timestamp as a dict would; `at`
+    yields a timestamp's values in the order series were first added, and a dropped
+    timestamp holds nothing."""
+    columns: Columns[str] = Columns()
+    sums: dict[tuple[str, int], float] = {}
+    order: list[str] = []
+    for key, ts, value in adds:
+        columns.add(key, ts, value)
+        sums[key, ts] = sums[key, ts] + value if (key, ts) in sums else value
+        if key not in order:
+            order.append(key)
+    for ts in dropped:
+        columns.drop(ts)
+    assert list(columns) == order
+    assert len(columns) == len(order)
+    for ts in range(5):
+        want = [
+            (k, sums[k, ts]) for k in order if (k, ts) in sums and ts not in dropped
+        ]
+        assert list(columns.at(ts)) == want
+        for key in "abcdef":
+            assert columns.get(key, ts) == dict(want).get(key)
+    assert columns.timestamps() == sorted({ts for _, ts in sums} - dropped)
