@@ -61,6 +61,7 @@ from openai_cost_pusher.metrics import (
     USAGE_METRICS,
     CostColumns,
     SelfStats,
+    UsageColumns,
     UsageTable,
     add_cost_lines,
     add_key_cost_lines,
@@ -308,6 +309,7 @@ class Pusher:
         # built from stay the same: a steady cycle builds none, and the ledger finds
         # its series by the very same tuples
         self._series: dict[str, _SeriesState] = {}
+        self._usage_numbers: tuple[int, dict[tuple[str, Labels], int]] | None = None
         self._generations = 0
         self.last_report: CycleReport | None = None
         # for the health listener: the start-up grace of /healthz counts from here,
@@ -433,7 +435,7 @@ class Pusher:
             if fetched is None:  # the API keeps no per-key data for the window
                 return DatasetReport(ds.name, True, window)
         else:
-            fetched = self._fetch_usage(window, names, bad)
+            fetched = self._fetch_usage(ds, window, names, bad)
         assert fetched is not None
         withheld = {day_of(r.start) for r in bad}
         self._report_rejected(ds, bad)
@@ -677,11 +679,15 @@ class Pusher:
         return Fetched(samples, live, release, digest)
 
     def _fetch_usage(
-        self, window: Window, names: Names, bad: list[Rejected]
+        self, ds: _Dataset, window: Window, names: Names, bad: list[Rejected]
     ) -> Fetched:
         plan = self.usage
         assert plan is not None
-        table: UsageTable = {}
+        named_keys = "api_key_id" in plan.optional_dims
+        # packed by bucket, over numbers kept from cycle to cycle, unless the series
+        # are renamed after the fetch (the `api_key` label: see `name_usage_keys`)
+        generation, index = self._usage_index(ds)
+        table: UsageTable | UsageColumns = {} if named_keys else Columns(index)
         for kind, group_by in plan.group_by.items():
             buckets = self.source.fetch_usage(
                 kind, window.start, window.end, plan.width, group_by, bad
@@ -696,15 +702,39 @@ class Pusher:
                 plan.step,
                 plan.optional_dims,
             )
-        if "api_key_id" in plan.optional_dims:
-            table = self._keys.name_usage_keys(
+        if not isinstance(table, Columns):
+            named = self._keys.name_usage_keys(
                 table, self.clock, self.reader, self.extra
             )
+            return Fetched(lambda start, end: usage_samples(named, start, end), [])
+        packed = table
+        offsets = range(0, DAY, plan.step)
 
         def samples(start: int, end: int) -> Iterable[Sample]:
-            return usage_samples(table, start, end)
+            return usage_samples(packed, start, end)
 
-        return Fetched(samples, [])
+        def release(day: int) -> None:
+            for offset in offsets:
+                packed.drop(day + offset)
+
+        def digest(day: int) -> bytes:
+            # the series are the keys of the index, labels included: a renamed
+            # project's series take new numbers, so its day's digest differs
+            return b"%d," % generation + b"".join(
+                packed.digest(day + offset) for offset in offsets
+            )
+
+        return Fetched(samples, [], release, digest)
+
+    def _usage_index(self, ds: _Dataset) -> tuple[int, dict[tuple[str, Labels], int]]:
+        """Return the usage series' numbers kept from cycle to cycle, and their
+        generation: a new index when it holds more than twice the ledger's series
+        plus `SERIES_SLACK` (series that came and went)."""
+        held = self._usage_numbers
+        if held is None or len(held[1]) > 2 * ds.ledger.series + SERIES_SLACK:
+            self._generations += 1
+            held = self._usage_numbers = (self._generations, {})
+        return held
 
     def _key_state(self, on: bool, lookback_days: int, backfill_days: int) -> KeyNames:
         """Add the per-key costs data set when `on`; return the key names' state."""

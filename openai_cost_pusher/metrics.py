@@ -415,9 +415,12 @@ def today_samples(
 UsageTable = dict[tuple[str, Labels], Points]
 """Usage samples per series (metric name, labels): bucket start (s) to amount."""
 
+UsageColumns = Columns[tuple[str, Labels]]
+"""A `UsageTable` packed by bucket (see `Columns`)."""
+
 
 def add_usage_lines(
-    table: UsageTable,
+    table: UsageTable | UsageColumns,
     lines: Iterable[UsageLine],
     names: Mapping[str, str | None],
     extra: Labels,
@@ -433,6 +436,19 @@ def add_usage_lines(
     when grouping by them is on.
     """
     series_cache: dict[tuple[str, str, Labels], tuple[str, Labels] | None] = {}
+    add: Callable[[tuple[str, Labels], int, float], None]
+    if isinstance(table, Columns):
+        add = table.add
+    else:
+        points_of = table
+
+        def add_point(series: tuple[str, Labels], start: int, value: float) -> None:
+            points = points_of.get(series)
+            if points is None:
+                points = points_of[series] = Points(step)
+            points.add(start, value)
+
+        add = add_point
     for line in lines:
         for field_name, value in line.counters:
             cache_key = (line.operation, field_name, line.dims)
@@ -444,10 +460,7 @@ def add_usage_lines(
                 )
             if series is None:
                 continue  # a number no family takes
-            points = table.get(series)
-            if points is None:
-                points = table[series] = Points(step)
-            points.add(line.start, value)
+            add(series, line.start, value)
 
 
 def usage_family(operation: str, field_name: str) -> tuple[str, tuple[str, ...]] | None:
@@ -501,10 +514,18 @@ def _usage_series(
 
 
 def usage_samples(
-    table: UsageTable, start: int | None = None, end: int | None = None
+    table: UsageTable | UsageColumns,
+    start: int | None = None,
+    end: int | None = None,
 ) -> Iterator[Sample]:
     """Yield one sample per usage series and bucket, stamped at the bucket's start;
     only the buckets in `[start, end)` (Unix seconds) where given."""
+    if isinstance(table, Columns):
+        for ts in table.timestamps():
+            if (start is None or start <= ts) and (end is None or ts < end):
+                for (name, labels), value in table.at(ts):
+                    yield Sample(name, labels, value, ts * 1000)
+        return
     for (name, labels), points in table.items():
         for bucket, value in points.items(start, end):
             yield Sample(name, labels, value, bucket * 1000)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from openai_cost_pusher import app
 from openai_cost_pusher.app import UsagePlan
 from openai_cost_pusher.demo import DemoOrganization
 from openai_cost_pusher.metrics import UsageTable, add_usage_lines
@@ -656,3 +657,50 @@ def test_the_demo_shows_tool_calls() -> None:
         if name == "openai_usage_tool_calls" and ("tool", "web_search") in labels
     }
     assert web == {"medium"}
+
+
+@pytest.mark.parametrize("width", ["1d", "1h"])
+def test_an_unchanged_usage_day_is_not_built_again(
+    fake: FakeOpenAI,
+    vm: VictoriaMetrics,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    width: str,
+) -> None:
+    """A usage day whose buckets equal those of its last landing builds no samples;
+    a day with a grown bucket is built, and the store ends equal to the API."""
+    today = _today(clock)
+    seed_usage(fake, today, days=3)
+    pusher = make_pusher(fake, vm.push_url, clock, usage=_plan(width))
+    assert pusher.run_cycle().ok
+    clock.now += 60
+    # the first lookback: a day cut by the window (1h) holds fewer buckets than the
+    # backfill gave it, so it is compared sample by sample once
+    assert pusher.run_cycle().ok
+    built: list[int] = []
+    real = app.usage_samples
+
+    def spy(table: Any, start: int, end: int) -> Any:
+        built.append(start // DAY * DAY)
+        return real(table, start, end)
+
+    monkeypatch.setattr(app, "usage_samples", spy)
+    clock.now += 60
+    assert pusher.run_cycle().ok
+    assert built == []
+    fake.add_usage(
+        "completions",
+        int(clock.now) // 3600 * 3600,  # this hour: inside either window
+        project_id="proj_a",
+        model="gpt-4o",
+        batch=False,
+        input_tokens=777,
+        output_tokens=1,
+        num_model_requests=1,
+    )
+    clock.now += 60
+    assert pusher.run_cycle().ok
+    assert built == [today]
+    assert stored_series(vm) == pytest.approx(
+        expected_series(fake, today - 30 * DAY, width), rel=1e-12
+    )
