@@ -11,7 +11,11 @@ array) is checked before any of its results. A bad value inside one result of a
 well-formed bucket raises `BadResult` instead, which carries the bucket's start and the
 path inside the bucket: the client can then withhold that one bucket (a UTC day for
 costs) rather than the whole data set. A bad envelope cannot be attributed to a bucket
-and stays a `BadField`.
+and stays a `BadField`. A bucket is read by a `BucketReader` (`CostBucket`,
+`UsageBucket`), which takes its results batch by batch as they are decoded (a day of a
+large organization is never held decoded whole) with the same checks, in the same
+order, as for a bucket decoded whole (`parse_cost_bucket`, `parse_usage_bucket`, which
+use it).
 
 Strings holding lone surrogates (`"\\ud800"`, valid JSON but not UTF-8) are repaired
 with `?`, so that they cannot break the exposition later.
@@ -22,8 +26,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
 
 from openai_cost_pusher.errors import BadResponse
 from openai_cost_pusher.model import ApiKey, CostLine, Project, UsageLine
@@ -177,95 +181,204 @@ def parse_page(body: Any, where: str) -> tuple[list[Any], bool, str | None]:
     return data, has_more, next_page
 
 
-def _bucket(bucket: Any, where: str, step: int, aligned: str) -> tuple[int, list[Any]]:
-    """Return the start and the results of a bucket whose envelope is well formed."""
-    obj = _object(bucket, where)
-    start = _int(_field(obj, "start_time", where), f"{where}.start_time")
-    if start % step:
-        raise BadField(f"{where}.start_time", f"{start} is not {aligned}")
-    results = _list(_field(obj, "results", where), f"{where}.results")
-    return start, results
+_MISSING: Any = object()
+_ARRAY: Any = object()
+"""The `results` of a bucket reader: given as an array, batch by batch."""
+
+
+class BucketReader(Generic[T]):
+    """Build one bucket's records from its parts as they arrive: all or nothing.
+
+    Its keys come with `member` (`results` too when it is not an array), the
+    elements of its `results` array in consecutive batches with `results`, or the
+    whole decoded bucket with `whole`; then `finish` checks the envelope (an object
+    with an integer, aligned `start_time` and a `results` array) before any result,
+    as if the bucket had been decoded whole, and returns the start and the records.
+
+    The results are parsed as they come, so that a bucket is never held decoded;
+    after the first bad one the others are skipped and the records built so far
+    dropped. JSON objects are unordered: results before `start_time` (or a repeated
+    `start_time`, of which the last counts) are built with a provisional start and
+    restamped once it is known. A repeated `results` starts over.
+    """
+
+    def __init__(self, where: str, step: int, aligned: str) -> None:
+        self.where = where
+        self._step = step
+        self._aligned = aligned
+        self._other: Any = _MISSING  # a bucket that is not an object
+        self._start: Any = _MISSING
+        self._results: Any = _MISSING  # `_ARRAY`, or the value that is not one
+        self._stamp = 0  # the start the records were built with
+        self._count = 0  # of the results array
+        self._lines: list[T] = []
+        self._bad: BadField | None = None  # the first bad result
+
+    def whole(self, bucket: Any) -> None:
+        """Take a bucket decoded whole."""
+        if not isinstance(bucket, dict):
+            self._other = bucket
+            return
+        for key, value in bucket.items():
+            self.member(key, value)
+
+    def member(self, key: str, value: Any) -> None:
+        """Take one key of the bucket and its value."""
+        if key == "start_time":
+            self._start = value
+        elif key == "results":
+            if isinstance(value, list):
+                self.results(value, True)
+            else:
+                self._results = value
+                self._lines, self._bad = [], None
+
+    def results(self, batch: list[Any], first: bool) -> None:
+        """Parse the next results of the bucket's `results` array; `first` starts
+        the array (over)."""
+        if first:
+            self._results = _ARRAY
+            self._lines, self._bad, self._count = [], None, 0
+            self._stamp = self._start if type(self._start) is int else 0
+        if self._bad is None:
+            try:
+                self._add(batch, self._count, self._stamp)
+            except BadField as exc:
+                self._lines, self._bad = [], exc
+        self._count += len(batch)
+
+    def finish(self) -> tuple[int, list[T]]:
+        """Return the bucket's start and records once all its parts are in.
+
+        Raises `BadField` for a bad envelope, `BadResult` (naming the start) for a
+        bad result.
+        """
+        where = self.where
+        if self._other is not _MISSING:
+            _object(self._other, where)
+        if self._start is _MISSING:
+            raise BadField(f"{where}.start_time", "missing")
+        start = _int(self._start, f"{where}.start_time")
+        if start % self._step:
+            raise BadField(f"{where}.start_time", f"{start} is not {self._aligned}")
+        if self._results is _MISSING:
+            raise BadField(f"{where}.results", "missing")
+        if self._results is not _ARRAY:
+            _list(self._results, f"{where}.results")
+        if self._bad is not None:
+            raise BadResult(where, start, self._bad.path, self._bad.reason)
+        lines, self._lines = self._lines, []
+        if lines and self._stamp != start:
+            lines = [self._restamp(line, start) for line in lines]
+        return start, lines
+
+    def _add(self, batch: list[Any], offset: int, start: int) -> None:
+        """Append the records of `batch`, results number `offset` on, built with
+        `start`; raise `BadField` (its path from `results`) for a bad one."""
+        raise NotImplementedError
+
+    def _restamp(self, line: T, start: int) -> T:
+        """Return `line` with the bucket's start `start`."""
+        raise NotImplementedError
+
+
+class CostBucket(BucketReader[CostLine]):
+    """Build a costs bucket's lines (see `parse_cost_bucket`)."""
+
+    def __init__(self, where: str, strings: dict[str, str] | None = None) -> None:
+        super().__init__(where, DAY, "00:00 UTC")
+        self._strings: dict[str, str] = {} if strings is None else strings
+
+    def _add(self, batch: list[Any], offset: int, start: int) -> None:
+        shared = self._strings
+        intern = shared.setdefault
+        new_line = tuple.__new__  # a CostLine without its Python-level __new__
+        exact = _EXACT
+        day = start
+        append = self._lines.append
+        for i, item in enumerate(batch):
+            # The usual result, checked inline (a bucket can hold 60,000 of them): a
+            # float amount, ASCII strings. Anything else takes `_cost_line`, which
+            # checks every rule and names what is wrong; both give the same line for
+            # what both accept.
+            if type(item) is dict and item.get("object") == _COSTS_RESULT:
+                amount = item.get("amount")
+                if amount is None:
+                    continue  # optional in the spec: such a result carries no cost
+                if type(amount) is dict:
+                    value = amount.get("value")
+                    currency = amount.get("currency")
+                    project_id = item.get("project_id")
+                    line_item = item.get("line_item")
+                    quantity = item.get("quantity")
+                    unit = item.get("quantity_unit")
+                    key_id = item.get("api_key_id")
+                    if (
+                        type(value) is float
+                        and value - value == 0.0  # finite: "1e400" decodes to inf
+                        and type(currency) is str
+                        and currency
+                        and currency.isascii()
+                        and (
+                            project_id is None
+                            or (type(project_id) is str and project_id.isascii())
+                        )
+                        and (
+                            line_item is None
+                            or (type(line_item) is str and line_item.isascii())
+                        )
+                        and (
+                            quantity is None
+                            or (type(quantity) is float and quantity - quantity == 0.0)
+                            or (type(quantity) is int and -exact < quantity < exact)
+                        )
+                        and (unit is None or (type(unit) is str and unit.isascii()))
+                        and (
+                            key_id is None or (type(key_id) is str and key_id.isascii())
+                        )
+                    ):
+                        append(
+                            new_line(
+                                CostLine,
+                                (
+                                    day,
+                                    intern(project_id, project_id)
+                                    if project_id
+                                    else "",
+                                    intern(line_item, line_item) if line_item else "",
+                                    intern(currency, currency),
+                                    value,
+                                    quantity
+                                    if quantity is None or type(quantity) is float
+                                    else float(quantity),
+                                    intern(unit, unit) if unit else "",
+                                    intern(key_id, key_id) if key_id else "",
+                                ),
+                            )
+                        )
+                        continue
+            line = _cost_line(item, day, f"results[{offset + i}]", shared)
+            if line is not None:
+                append(line)
+
+    def _restamp(self, line: CostLine, start: int) -> CostLine:
+        return line._replace(day=start)
 
 
 def parse_cost_bucket(
     bucket: Any, where: str, strings: dict[str, str] | None = None
 ) -> tuple[int, list[CostLine]]:
-    """Return a costs bucket's day and its lines; results without an amount add 0.
+    """Return a costs bucket decoded whole: its day and its lines; results without
+    an amount add 0.
 
     Raises `BadField` for a bad envelope, `BadResult` (naming the day) for a bad
     result. `strings` interns project ids, line items and currencies across buckets:
     a large organization repeats the same few thousand strings hundreds of thousands
-    of times.
+    of times. `CostBucket` reads a bucket as it arrives, the same way.
     """
-    shared: dict[str, str] = {} if strings is None else strings
-    intern = shared.setdefault
-    new_line = tuple.__new__  # a CostLine without its Python-level __new__
-    exact = _EXACT
-    day, results = _bucket(bucket, where, DAY, "00:00 UTC")
-    lines = []
-    for i, item in enumerate(results):
-        # The usual result, checked inline (a bucket can hold 20,000 of them): a float
-        # amount, ASCII strings. Anything else takes `_cost_line`, which checks every
-        # rule and names what is wrong; both give the same line for what both accept.
-        if type(item) is dict and item.get("object") == _COSTS_RESULT:
-            amount = item.get("amount")
-            if amount is None:
-                continue  # optional in the spec: such a result carries no cost
-            if type(amount) is dict:
-                value = amount.get("value")
-                currency = amount.get("currency")
-                project_id = item.get("project_id")
-                line_item = item.get("line_item")
-                quantity = item.get("quantity")
-                unit = item.get("quantity_unit")
-                key_id = item.get("api_key_id")
-                if (
-                    type(value) is float
-                    and value - value == 0.0  # finite: "1e400" decodes to inf
-                    and type(currency) is str
-                    and currency
-                    and currency.isascii()
-                    and (
-                        project_id is None
-                        or (type(project_id) is str and project_id.isascii())
-                    )
-                    and (
-                        line_item is None
-                        or (type(line_item) is str and line_item.isascii())
-                    )
-                    and (
-                        quantity is None
-                        or (type(quantity) is float and quantity - quantity == 0.0)
-                        or (type(quantity) is int and -exact < quantity < exact)
-                    )
-                    and (unit is None or (type(unit) is str and unit.isascii()))
-                    and (key_id is None or (type(key_id) is str and key_id.isascii()))
-                ):
-                    lines.append(
-                        new_line(
-                            CostLine,
-                            (
-                                day,
-                                intern(project_id, project_id) if project_id else "",
-                                intern(line_item, line_item) if line_item else "",
-                                intern(currency, currency),
-                                value,
-                                quantity
-                                if quantity is None or type(quantity) is float
-                                else float(quantity),
-                                intern(unit, unit) if unit else "",
-                                intern(key_id, key_id) if key_id else "",
-                            ),
-                        )
-                    )
-                    continue
-        try:
-            line = _cost_line(item, day, f"results[{i}]", shared)
-        except BadField as exc:
-            raise BadResult(where, day, exc.path, exc.reason) from None
-        if line is not None:
-            lines.append(line)
-    return day, lines
+    reader = CostBucket(where, strings)
+    reader.whole(bucket)
+    return reader.finish()
 
 
 def _cost_line(item: Any, day: int, at: str, shared: dict[str, str]) -> CostLine | None:
@@ -382,6 +495,34 @@ USAGE_COUNTERS = frozenset(
 """Numeric fields other than `*_tokens` that are amounts (or, for bytes, a level)."""
 
 
+class UsageBucket(BucketReader[UsageLine]):
+    """Build a usage bucket's lines (see `parse_usage_bucket`)."""
+
+    def __init__(
+        self, where: str, kind: str, step: int, tuples: dict[Any, Any] | None = None
+    ) -> None:
+        super().__init__(where, step, "a bucket start")
+        self._kind = kind
+        self._spec = USAGE_KINDS[kind]
+        self._expected = usage_result_object(kind)
+        self._tuples: dict[Any, Any] = {} if tuples is None else tuples
+
+    def _add(self, batch: list[Any], offset: int, start: int) -> None:
+        kind, spec, expected, shared = (
+            self._kind,
+            self._spec,
+            self._expected,
+            self._tuples,
+        )
+        append = self._lines.append
+        for i, item in enumerate(batch):
+            at = f"results[{offset + i}]"
+            append(_usage_line(item, start, at, kind, spec, expected, shared))
+
+    def _restamp(self, line: UsageLine, start: int) -> UsageLine:
+        return replace(line, start=start)
+
+
 def parse_usage_bucket(
     bucket: Any,
     where: str,
@@ -389,25 +530,18 @@ def parse_usage_bucket(
     step: int,
     tuples: dict[Any, Any] | None = None,
 ) -> tuple[int, list[UsageLine]]:
-    """Return a usage bucket's start and its lines, naming any bad field.
+    """Return a usage bucket decoded whole: its start and its lines, naming any bad
+    field.
 
     Required counters must be numbers; every other `*_tokens` field becomes a counter
     too (new token types appear without a code change); unknown fields are ignored.
     Raises `BadField` for a bad envelope, `BadResult` (naming the bucket) for a bad
     result. `tuples` shares equal `dims` and `fields` tuples across buckets.
+    `UsageBucket` reads a bucket as it arrives, the same way.
     """
-    shared: dict[Any, Any] = {} if tuples is None else tuples
-    spec = USAGE_KINDS[kind]
-    expected = usage_result_object(kind)
-    start, results = _bucket(bucket, where, step, "a bucket start")
-    lines = []
-    for i, item in enumerate(results):
-        at = f"results[{i}]"
-        try:
-            lines.append(_usage_line(item, start, at, kind, spec, expected, shared))
-        except BadField as exc:
-            raise BadResult(where, start, exc.path, exc.reason) from None
-    return start, lines
+    reader = UsageBucket(where, kind, step, tuples)
+    reader.whole(bucket)
+    return reader.finish()
 
 
 def _usage_line(

@@ -27,7 +27,7 @@ from typing import Any, cast
 import pytest
 import requests
 
-from openai_cost_pusher import openai_api
+from openai_cost_pusher import jsonstream, openai_api
 from openai_cost_pusher.app import Pusher, UsagePlan
 from openai_cost_pusher.config import Secret
 from openai_cost_pusher.errors import (
@@ -41,6 +41,7 @@ from openai_cost_pusher.exposition import render
 from openai_cost_pusher.metrics import DAILY_COST
 from openai_cost_pusher.model import CostLine, Rejected, Sample
 from openai_cost_pusher.openai_api import AdminApi
+from openai_cost_pusher.parsers import CostBucket
 from openai_cost_pusher.push import PushStats, VmClient
 from openai_cost_pusher.transport import (
     CHUNK_BYTES,
@@ -556,18 +557,31 @@ def test_deep_costs_page_is_a_bad_answer(
     )
 
 
+@pytest.mark.parametrize(
+    ("head", "tail"),
+    [
+        (b'{"object": "page", "x": "', b'", "data": []}'),
+        (
+            b'{"object": "page", "data": [{"start_time": 0, "results": [{}, {"a": "',
+            b'"}]}]}',
+        ),
+    ],
+    ids=["envelope", "result"],
+)
 def test_a_huge_single_value_is_a_bad_answer(
-    serve: Callable[[Answer], Hostile],
+    serve: Callable[[Answer], Hostile], head: bytes, tail: bytes
 ) -> None:
-    """One 70 MiB string in a costs page is refused once it passes 64 Mi chars."""
-    body = b'{"object": "page", "x": "' + b"a" * (70 << 20) + b'", "data": []}'
+    """One 3 MiB string in a costs page, in the envelope or in one result, is
+    refused once it passes 1 Mi chars: a day streams result by result, so no value
+    need be larger than one result (about 300 characters)."""
+    body = head + b"a" * (3 << 20) + tail
     server = serve(_raw(body))
     api, _ = _api(server.url, timeouts=Timeouts(5.0, 5.0))
     with pytest.raises(BadResponse) as info:
         _costs(api)
     assert str(info.value) == (
         "GET /organization/costs: the answer is refused: a single JSON value is "
-        "longer than 67,108,864 characters"
+        "longer than 1,048,576 characters"
     )
 
 
@@ -622,10 +636,11 @@ def test_an_unexpected_error_while_parsing_is_a_bad_answer(
     doc = {"object": "page", "data": [bucket], "has_more": False}
     server = serve(_json(200, doc))
 
-    def broken(*_: object) -> Any:
-        raise KeyError("surprise")
+    class Broken(CostBucket):
+        def finish(self) -> Any:
+            raise KeyError("surprise")
 
-    monkeypatch.setattr(openai_api, "parse_cost_bucket", broken)
+    monkeypatch.setattr(openai_api, "CostBucket", Broken)
     api, _ = _api(server.url)
     with pytest.raises(BadResponse) as info:
         _costs(api)
@@ -997,6 +1012,89 @@ def test_a_long_page_is_never_held_whole(serve: Callable[[Answer], Hostile]) -> 
         tracemalloc.stop()
     assert lines == 180 * 250
     assert peak < 2.5 * (1 << 20), peak
+
+
+def _live_day(day: int, results: int) -> dict[str, Any]:
+    """Return a costs bucket of `results` results in the live form (with quantity
+    and `organization_id`, about 290 characters each)."""
+    start = T0 + day * DAY
+    return {
+        "object": "bucket",
+        "start_time": start,
+        "end_time": start + DAY,
+        "results": [
+            {
+                "object": "organization.costs.result",
+                "amount": {"value": 0.173915 + k, "currency": "usd"},
+                "line_item": f"model-{k % 20}, input",
+                "project_id": f"proj_{k // 20:05d}",
+                "organization_id": "org-0123456789abcdefghijklm",
+                "api_key_id": None,
+                "quantity": 12345678.0,
+                "quantity_unit": "tokens",
+            }
+            for k in range(results)
+        ],
+    }
+
+
+def test_a_large_day_is_never_held_decoded(
+    serve: Callable[[Answer], Hostile], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A day of 12,000 results (3.4 MiB of JSON) is decoded and parsed batch by
+    batch (64 KiB here): the peak of Python allocations (tracemalloc) is its lines
+    and one batch, under 4 MiB (2.5 MiB); decoded whole, the day took 14 MiB."""
+    monkeypatch.setattr(jsonstream, "BATCH_BYTES", 64 * 1024)
+    body, _ = _page_body([_live_day(0, 12_000)])
+    server = serve(_raw(body))
+    api, _ = _api(server.url, timeouts=Timeouts(5.0, 30.0))
+    tracemalloc.start()
+    try:
+        days = [len(day) for day in api.fetch_costs(T0, T0 + DAY)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert days == [12_000]
+    assert peak < 4 << 20, peak
+
+
+def test_a_bad_result_late_in_a_day_withholds_that_day_only(
+    serve: Callable[[Answer], Hostile], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A malformed result in a later batch of a day withholds the whole day, named
+    by its index in the day; the days around it, one with its results before its
+    `start_time`, are handed on whole."""
+    monkeypatch.setattr(jsonstream, "BATCH_BYTES", 16 * 1024)
+    days = [_live_day(0, 500), _live_day(1, 2000), _live_day(2, 700)]
+    days[1]["results"][1500]["amount"]["value"] = "abc"
+    days[2] = {"results": days[2]["results"], **days[2]}  # the results first
+    body, _ = _page_body(days)
+    server = serve(_raw(body))
+    api, _ = _api(server.url, timeouts=Timeouts(5.0, 30.0))
+    rejected: list[Rejected] = []
+    handed = list(api.fetch_costs(T0, T0 + 3 * DAY, rejected))
+    expected = [
+        CostLine(
+            day["start_time"],
+            r["project_id"],
+            r["line_item"],
+            "usd",
+            r["amount"]["value"],
+            12345678.0,
+            "tokens",
+        )
+        for day in (days[0], days[2])
+        for r in day["results"]
+    ]
+    assert handed == [expected[:500], expected[500:]]
+    assert rejected == [
+        Rejected(
+            T0 + DAY,
+            "/organization/costs",
+            "data[1].results[1500].amount.value",
+            "expected a number or a decimal string, got 'abc'",
+        )
+    ]
 
 
 # ------------------------------------------------ 6. messages that say what to do

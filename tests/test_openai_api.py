@@ -32,6 +32,7 @@ from openai_cost_pusher.openai_api import COSTS_MAX_LIMIT, AdminApi
 from openai_cost_pusher.parsers import (
     BadField,
     BadResult,
+    CostBucket,
     _cost_line,
     parse_amount_value,
     parse_cost_bucket,
@@ -326,18 +327,25 @@ def test_costs_each_day_handed_on_once_and_whole(
 
 
 def _spy_on_parsing(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list[bool]:
-    """Record whether the garbage collector runs each time a costs bucket is parsed
-    (then raise KeyError if `fail`)."""
+    """Record, for each costs bucket, whether the garbage collector ran while any of
+    its results batches was parsed or when it was finished (then raise KeyError if
+    `fail`)."""
     seen: list[bool] = []
-    parse = parse_cost_bucket
 
-    def spy(bucket: Any, where: str, strings: Any = None) -> Any:
-        seen.append(gc.isenabled())
-        if fail:
-            raise KeyError("surprise")
-        return parse(bucket, where, strings)
+    class Spy(CostBucket):
+        running = False
 
-    monkeypatch.setattr(openai_api, "parse_cost_bucket", spy)
+        def results(self, batch: list[Any], first: bool) -> None:
+            self.running |= gc.isenabled()
+            super().results(batch, first)
+
+        def finish(self) -> tuple[int, list[CostLine]]:
+            seen.append(self.running or gc.isenabled())
+            if fail:
+                raise KeyError("surprise")
+            return super().finish()
+
+    monkeypatch.setattr(openai_api, "CostBucket", Spy)
     return seen
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from openai_cost_pusher import app
+from openai_cost_pusher import app, metrics
 from openai_cost_pusher.app import UsagePlan
 from openai_cost_pusher.demo import DemoOrganization
 from openai_cost_pusher.metrics import UsageTable, add_usage_lines
@@ -678,7 +678,7 @@ def test_an_unchanged_usage_day_is_not_built_again(
     # backfill gave it, so it is compared sample by sample once
     assert pusher.run_cycle().ok
     built: list[int] = []
-    real = app.usage_samples
+    real = metrics.usage_samples
 
     def spy(table: Any, start: int, end: int) -> Any:
         built.append(start // DAY * DAY)
