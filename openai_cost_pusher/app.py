@@ -500,9 +500,10 @@ class Pusher:
             return DatasetReport(
                 ds.name, False, window, pushed, total, error=str(exc), landed_days=days
             )
-        ds.ledger.forget_before(ds.horizon_ms(now))
-        ds.pending.forget_before(day_of(ds.horizon_ms(now) // 1000))
-        for old in [d for d in ds.landed if d * 1000 < ds.horizon_ms(now)]:
+        oldest_ms = ds.horizon_ms(now)
+        ds.ledger.forget_before(oldest_ms)
+        ds.pending.forget_before(day_of(oldest_ms // 1000))
+        for old in [d for d in ds.landed if d * 1000 < oldest_ms]:
             del ds.landed[old]
         # a withheld day is fetched again by every cycle until it is whole
         ds.unpushed_from = min(withheld) if withheld else None

@@ -247,27 +247,8 @@ class _Brackets:
     def _window(self, seg: bytes) -> int | None:
         """Scan one window; return the index just past the value's end in it, or
         None and carry the depth and string state over to the next window."""
-        if b"\\" in seg:  # `\\` and `\"` hold no quote: same length, positions kept
-            seg = seg.replace(b"\\\\", b"__").replace(b'\\"', b"__")
-        marks = seg.translate(None, _ALL_BUT_QUOTES_AND_BRACKETS)
-        if self.in_string:
-            marks = b'"' + marks
-        quotes = marks.count(b'"')
-        if quotes == 2 * marks.count(b'""'):
-            # each quote pairs with the next one: no bracket is inside a string,
-            # and the window ends outside one (the usual window)
-            brackets = marks.translate(None, b'"') if quotes else marks
-            in_string, plain = False, True
-        else:  # drop adjacent quote pairs (each bracket keeps its quote parity)
-            parts = marks.replace(b'""', b"").split(b'"')
-            brackets, in_string = b"".join(parts[0::2]), len(parts) % 2 == 0
-            plain = False
-        rest, passes = brackets.translate(_TO_PARENS), 0
-        while b"()" in rest and passes <= self.headroom:
-            rest = rest.replace(b"()", b"")  # one level of nesting per pass
-            passes += 1
-        closes = len(rest) - len(rest.lstrip(b")"))
-        opens = len(rest) - closes
+        marks, brackets, in_string, plain = _reduce(seg, self.in_string)
+        _, rest, passes, opens, closes = _nest(brackets, self.headroom)
         # the window nests at most `opens + passes` levels above its start
         if (
             b"()" in rest
@@ -314,6 +295,38 @@ class _Brackets:
         self.depth = depth
         self.in_string = in_string
         return end, (None if last < 0 else _nth_bracket(seg, last) + 1)
+
+
+def _reduce(seg: bytes, in_string: bool) -> tuple[bytes, bytes, bool, bool]:
+    """Reduce a window to its marks (quotes and brackets, led by a quote if it starts
+    inside a string) and its brackets outside strings; return both, whether the
+    window ends inside a string, and whether every quote paired with the next one."""
+    if b"\\" in seg:  # `\\` and `\"` hold no quote: same length, positions kept
+        seg = seg.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+    marks = seg.translate(None, _ALL_BUT_QUOTES_AND_BRACKETS)
+    if in_string:
+        marks = b'"' + marks
+    quotes = marks.count(b'"')
+    if quotes == 2 * marks.count(b'""'):
+        # each quote pairs with the next one: no bracket is inside a string, and the
+        # window ends outside one (the usual window)
+        return marks, marks.translate(None, b'"') if quotes else marks, False, True
+    # drop adjacent quote pairs (each bracket keeps its quote parity)
+    parts = marks.replace(b'""', b"").split(b'"')
+    return marks, b"".join(parts[0::2]), len(parts) % 2 == 0, False
+
+
+def _nest(brackets: bytes, headroom: int) -> tuple[bytes, bytes, int, int, int]:
+    """Return the brackets as parentheses, what is left of them once matched pairs
+    are removed (one level of nesting per pass, at most `headroom + 1` passes), the
+    passes, and how many opening and closing brackets are left unmatched."""
+    parens = brackets.translate(_TO_PARENS)
+    rest, passes = parens, 0
+    while b"()" in rest and passes <= headroom:
+        rest = rest.replace(b"()", b"")
+        passes += 1
+    closes = len(rest) - len(rest.lstrip(b")"))
+    return parens, rest, passes, len(rest) - closes, closes
 
 
 def _nth_bracket(seg: bytes, k: int) -> int:
@@ -366,27 +379,10 @@ class _Elements(_Brackets):
     def _cuts(self, seg: bytes) -> tuple[int | None, int | None]:
         """Scan one window; return the index just past the array's end in it or None,
         and just past the last element that ends in it or None."""
-        if b"\\" in seg:
-            seg = seg.replace(b"\\\\", b"__").replace(b'\\"', b"__")
-        marks = seg.translate(None, _ALL_BUT_QUOTES_AND_BRACKETS)
-        if self.in_string:
-            marks = b'"' + marks
-        quotes = marks.count(b'"')
-        if quotes == 2 * marks.count(b'""'):
-            brackets = marks.translate(None, b'"') if quotes else marks
-            in_string, plain, mapped = False, True, True
-        else:  # usually a window that ends inside a string
-            parts = marks.replace(b'""', b"").split(b'"')
-            brackets, in_string = b"".join(parts[0::2]), len(parts) % 2 == 0
-            plain = False
-            mapped = len(brackets) == len(marks) - quotes  # no bracket in a string
-        parens = brackets.translate(_TO_PARENS)
-        rest, passes = parens, 0
-        while b"()" in rest and passes <= self.headroom:
-            rest = rest.replace(b"()", b"")
-            passes += 1
-        closes = len(rest) - len(rest.lstrip(b")"))
-        opens = len(rest) - closes
+        marks, brackets, in_string, plain = _reduce(seg, self.in_string)
+        # no bracket inside a string: the window's brackets are all the value's
+        mapped = len(brackets) == len(marks) - marks.count(b'"')
+        parens, rest, passes, opens, closes = _nest(brackets, self.headroom)
         returns = self.depth - closes == 1  # the window comes back between elements
         if (
             b"()" in rest

@@ -279,22 +279,6 @@ def _daily_samples(
                         labels = cache[key] = labels_of(key)
                     yield Sample(name, labels, value, day * 1000)
         return
-    if (
-        start is not None
-        and end is not None
-        and 0 < end - start <= DAY_SECONDS
-        and start % DAY_SECONDS == 0
-    ):
-        # one day (how the cycle asks): one look-up per series, no range walk
-        ts_ms = start * 1000
-        for key, days in table.items():
-            found = days.at(start)
-            if found is not None:
-                labels = cache.get(key)
-                if labels is None:
-                    labels = cache[key] = labels_of(key)
-                yield Sample(name, labels, found, ts_ms)
-        return
     for key, days in table.items():
         labels = cache.get(key)
         for day, value in days.items(start, end):

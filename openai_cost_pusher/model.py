@@ -181,15 +181,6 @@ class Points:
         old_value = self.get(ts)
         self[ts] = value if old_value is None else old_value + value
 
-    def at(self, ts: int) -> float | None:
-        """Return the value at `ts`, or None, also for a `ts` off the grid."""
-        offset, rest = divmod(ts - self._base, self._step)
-        values = self._values
-        if rest or not 0 <= offset < len(values):
-            return None
-        value = values[offset]
-        return None if value != value else value
-
     def __delitem__(self, ts: int) -> None:
         if self.get(ts) is not None:
             self._values[self._index(ts)] = _ABSENT

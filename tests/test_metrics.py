@@ -33,6 +33,7 @@ from openai_cost_pusher.metrics import (
     SAMPLES_PUSHED,
     UNATTRIBUTED,
     UNKNOWN,
+    CostColumns,
     CostTable,
     SelfStats,
     add_cost_lines,
@@ -43,7 +44,14 @@ from openai_cost_pusher.metrics import (
     self_samples,
     today_samples,
 )
-from openai_cost_pusher.model import CostLine, Labels, Points, Project, Sample
+from openai_cost_pusher.model import (
+    Columns,
+    CostLine,
+    Labels,
+    Points,
+    Project,
+    Sample,
+)
 from openai_cost_pusher.push import PushStats, VmClient
 from openai_cost_pusher.transport import Timeouts, make_session, retry_policy
 from tests.vm import VictoriaMetrics
@@ -602,13 +610,17 @@ def test_daily_samples_of_any_window_are_the_points_inside_it(
     points: dict[tuple[str, str], dict[int, float]], start: int, width: int
 ) -> None:
     """A window of one aligned day (how the cycle asks) and any other window give
-    the samples of exactly the points in `[start, end)`, series by series."""
+    the samples of exactly the points in `[start, end)`, series by series, from a
+    table of `Points` and from the same table packed by day (`Columns`, day by
+    day)."""
     day0 = 1_730_419_200
     table: CostTable = {}
+    packed: CostColumns = Columns()
     for (project_id, item), days in points.items():
         held = table[project_id, item, "usd"] = Points(86_400)
         for day, value in days.items():
             held[day0 + day * 86_400] = value
+            packed.add((project_id, item, "usd"), day0 + day * 86_400, value)
     for lo, hi in (
         (day0 + start, day0 + start + width),
         (day0 + start - start % 86_400, day0 + start - start % 86_400 + 86_400),
@@ -624,3 +636,8 @@ def test_daily_samples_of_any_window_are_the_points_inside_it(
             if lo <= ts < hi
         ]
         assert got == want
+        by_day = [
+            (dict(s.labels)["line_item"], s.ts_ms, s.value)
+            for s in cost_samples(packed, {}, (), lo, hi)
+        ]
+        assert by_day == sorted(want, key=lambda row: row[1])  # stable: series order
