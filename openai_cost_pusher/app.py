@@ -62,6 +62,7 @@ from openai_cost_pusher.metrics import (
     CostColumns,
     SelfStats,
     UsageColumns,
+    UsageSeriesCache,
     UsageTable,
     add_cost_lines,
     add_key_cost_lines,
@@ -128,6 +129,21 @@ class _SeriesState:
     index: dict[CostKey, int] = field(default_factory=dict)
     labels: LabelsCache = field(default_factory=dict)
     built_from: tuple[object, ...] | None = None
+
+
+@dataclass(slots=True)
+class _UsageState:
+    """What the usage series keep from cycle to cycle (see `_SeriesState`).
+
+    `index` numbers the series of the usage table; `series` is the last cycle's
+    counter-to-series cache (`add_usage_lines`), valid while the names it was built
+    from (`built_from`) stay the same: a steady cycle builds no usage labels.
+    """
+
+    generation: int
+    index: dict[tuple[str, Labels], int] = field(default_factory=dict)
+    series: UsageSeriesCache = field(default_factory=dict)
+    built_from: Mapping[str, str | None] | None = None
 
 
 REPAIR_HINT = (
@@ -309,7 +325,7 @@ class Pusher:
         # built from stay the same: a steady cycle builds none, and the ledger finds
         # its series by the very same tuples
         self._series: dict[str, _SeriesState] = {}
-        self._usage_numbers: tuple[int, dict[tuple[str, Labels], int]] | None = None
+        self._usage: _UsageState | None = None
         self._generations = 0
         self.last_report: CycleReport | None = None
         # for the health listener: the start-up grace of /healthz counts from here,
@@ -687,8 +703,10 @@ class Pusher:
         named_keys = "api_key_id" in plan.optional_dims
         # packed by bucket, over numbers kept from cycle to cycle, unless the series
         # are renamed after the fetch (the `api_key` label: see `name_usage_keys`)
-        generation, index = self._usage_index(ds)
-        table: UsageTable | UsageColumns = {} if named_keys else Columns(index)
+        state = self._usage_state(ds, names)
+        generation = state.generation
+        table: UsageTable | UsageColumns = {} if named_keys else Columns(state.index)
+        series: UsageSeriesCache = {}  # this cycle's; the last one's is state.series
         for kind, group_by in plan.group_by.items():
             buckets = self.source.fetch_usage(
                 kind, window.start, window.end, plan.width, group_by, bad
@@ -702,7 +720,10 @@ class Pusher:
                 self.extra,
                 plan.step,
                 plan.optional_dims,
+                series,
+                state.series,
             )
+        state.series = series  # what this cycle saw, and no more
         if not isinstance(table, Columns):
             named = self._keys.name_usage_keys(
                 table, self.clock, self.reader, self.extra
@@ -727,14 +748,18 @@ class Pusher:
 
         return Fetched(samples, [], release, digest)
 
-    def _usage_index(self, ds: _Dataset) -> tuple[int, dict[tuple[str, Labels], int]]:
-        """Return the usage series' numbers kept from cycle to cycle, and their
-        generation: a new index when it holds more than twice the ledger's series
-        plus `SERIES_SLACK` (series that came and went)."""
-        held = self._usage_numbers
-        if held is None or len(held[1]) > 2 * ds.ledger.series + SERIES_SLACK:
+    def _usage_state(self, ds: _Dataset, names: Names) -> _UsageState:
+        """Return what the usage series keep from cycle to cycle: their numbers,
+        renewed (with a new generation) when they hold more than twice the ledger's
+        series plus `SERIES_SLACK` (series that came and went); and the series each
+        counter went to, dropped when the names they were built from change."""
+        held = self._usage
+        if held is None or len(held.index) > 2 * ds.ledger.series + SERIES_SLACK:
             self._generations += 1
-            held = self._usage_numbers = (self._generations, {})
+            held = self._usage = _UsageState(self._generations)
+        if held.built_from != names:
+            held.built_from = dict(names)
+            held.series = {}
         return held
 
     def _key_state(self, on: bool, lookback_days: int, backfill_days: int) -> KeyNames:

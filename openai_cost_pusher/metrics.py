@@ -22,6 +22,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from openai_cost_pusher.model import (
     Columns,
@@ -403,6 +404,14 @@ UsageColumns = Columns[tuple[str, Labels]]
 """A `UsageTable` packed by bucket (see `Columns`)."""
 
 
+UsageSeries = dict[str, tuple[str, Labels] | None]
+"""A usage line's counter fields to their series, or None where no family takes one."""
+UsageSeriesCache = dict[tuple[str, Labels], UsageSeries]
+"""A usage line's endpoint and dimensions to its counters' series (see
+`add_usage_lines`)."""
+EMPTY_CACHE: Mapping[tuple[str, Labels], UsageSeries] = MappingProxyType({})
+
+
 def add_usage_lines(
     table: UsageTable | UsageColumns,
     lines: Iterable[UsageLine],
@@ -410,6 +419,8 @@ def add_usage_lines(
     extra: Labels,
     step: int,
     optional_dims: Sequence[str] = (),
+    series_cache: UsageSeriesCache | None = None,
+    kept: Mapping[tuple[str, Labels], UsageSeries] = EMPTY_CACHE,
 ) -> None:
     """Add usage lines to `table` as samples of the usage families.
 
@@ -418,8 +429,16 @@ def add_usage_lines(
     context levels, say) are summed. Labels a family has but the request did not
     group by are `""`. `optional_dims` (`user_id`, `api_key_id`) are added as labels
     when grouping by them is on.
+
+    `series_cache` receives each counter's series, by endpoint and dimensions, then
+    field, as found in it or in `kept` (an earlier cycle's cache, whose entries it
+    takes over) or built: passing the last cycle's cache as `kept` builds a series
+    once for as long as `names`, `extra` and `optional_dims` stay the same (the
+    caller's to drop when they change), and a cache holds only the endpoints and
+    dimensions one cycle saw.
     """
-    series_cache: dict[tuple[str, str, Labels], tuple[str, Labels] | None] = {}
+    if series_cache is None:
+        series_cache = {}
     add: Callable[[tuple[str, Labels], int, float], None]
     if isinstance(table, Columns):
         add = table.add
@@ -434,12 +453,18 @@ def add_usage_lines(
 
         add = add_point
     for line in lines:
-        for field_name, value in line.counters:
-            cache_key = (line.operation, field_name, line.dims)
-            if cache_key in series_cache:
-                series = series_cache[cache_key]
+        # by the line's endpoint and dimensions once, then by each counter's field
+        # (a string, whose hash is kept): the dimensions are hashed once a line
+        line_key = (line.operation, line.dims)
+        by_field = series_cache.get(line_key)
+        if by_field is None:
+            by_field = kept.get(line_key)
+            series_cache[line_key] = by_field = {} if by_field is None else by_field
+        for field_name, value in zip(line.fields, line.values, strict=True):
+            if field_name in by_field:
+                series = by_field[field_name]
             else:
-                series = series_cache[cache_key] = _usage_series(
+                series = by_field[field_name] = _usage_series(
                     line, field_name, names, extra, optional_dims
                 )
             if series is None:

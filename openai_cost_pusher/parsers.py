@@ -150,7 +150,10 @@ def parse_amount_value(value: Any, where: str) -> float:
 def _counter(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadField(where, f"expected a number, got {value!r:.40}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer beyond the float range
+        number = math.inf
     if not math.isfinite(number):
         raise BadField(where, "expected a finite number")
     return number
@@ -495,6 +498,36 @@ USAGE_COUNTERS = frozenset(
 """Numeric fields other than `*_tokens` that are amounts (or, for bytes, a level)."""
 
 
+_NUMBERS = frozenset({int, float})
+_DIM_TYPES = frozenset({str, bool, type(None)})
+"""What a dimension may be as it came for `UsageBucket` to look its texts up: these
+types' values equal each other only within a type (`True == 1`, but ints and
+floats are not here), so equal tuples of them give equal dimensions."""
+_DIMS_OF = object()
+"""Where a usage fetch's shared tuples keep, per endpoint, the dimensions of each
+result as they came (`item.get(dim)` for each) to their checked texts."""
+
+
+def _usage_fields(
+    keys: tuple[str, ...], spec: UsageKind, shared: dict[Any, Any]
+) -> tuple[str, ...] | None:
+    """Return the `fields` of a usage line from a result with these keys in this
+    order, as `_usage_line` orders them (the required counters, then any other
+    `*_tokens` or counter field in the result's order); None where such a result
+    needs `_usage_line` (a required counter missing, a key not valid UTF-8)."""
+    if not set(keys).issuperset(spec.required):
+        return None
+    fields = list(spec.required)
+    for name in keys:
+        if name in spec.required:
+            continue
+        if name.endswith("_tokens") or name in USAGE_COUNTERS:
+            if utf8(name) is not name:
+                return None
+            fields.append(name)
+    return _shared(shared, tuple(fields))
+
+
 class UsageBucket(BucketReader[UsageLine]):
     """Build a usage bucket's lines (see `parse_usage_bucket`)."""
 
@@ -506,6 +539,8 @@ class UsageBucket(BucketReader[UsageLine]):
         self._spec = USAGE_KINDS[kind]
         self._expected = usage_result_object(kind)
         self._tuples: dict[Any, Any] = {} if tuples is None else tuples
+        # a result's keys, in order, to its line's fields (`_usage_fields`)
+        self._plans: dict[tuple[str, ...], tuple[str, ...] | None] = {}
 
     def _add(self, batch: list[Any], offset: int, start: int) -> None:
         kind, spec, expected, shared = (
@@ -514,10 +549,42 @@ class UsageBucket(BucketReader[UsageLine]):
             self._expected,
             self._tuples,
         )
+        plans = self._plans
+        dims_of = shared.setdefault((_DIMS_OF, kind), {})
+        names = spec.dims
         append = self._lines.append
         for i, item in enumerate(batch):
+            # The usual result, by C calls where it can: its keys (in their order)
+            # name its counters once per key order, its dimensions (as they came)
+            # give their texts once per combination, checked by `_usage_line`.
+            # Anything else (a null, a bad type, a new key order) takes
+            # `_usage_line`, which checks every rule and names what is wrong; both
+            # give the same line for what both accept.
+            if type(item) is dict and item.get("object") == expected:
+                keys = tuple(item)
+                fields = plans.get(keys, _MISSING)
+                if fields is _MISSING:
+                    fields = plans[keys] = _usage_fields(keys, spec, shared)
+                if fields is not None:
+                    raw = tuple(map(item.__getitem__, fields))
+                    given = tuple(map(item.get, names))
+                    if set(map(type, raw)) <= _NUMBERS and (
+                        set(map(type, given)) <= _DIM_TYPES
+                    ):
+                        try:
+                            values = tuple(map(float, raw))
+                        except OverflowError:  # a JSON integer beyond floats
+                            values = (math.inf,)
+                        dims = dims_of.get(given)
+                        if dims is not None and math.isfinite(sum(values)):
+                            append(UsageLine(start, kind, dims, fields, values))
+                            continue
             at = f"results[{offset + i}]"
-            append(_usage_line(item, start, at, kind, spec, expected, shared))
+            line = _usage_line(item, start, at, kind, spec, expected, shared)
+            given = tuple(map(item.get, names))
+            if set(map(type, given)) <= _DIM_TYPES:
+                dims_of[given] = line.dims  # a function of `given`, types included
+            append(line)
 
     def _restamp(self, line: UsageLine, start: int) -> UsageLine:
         return replace(line, start=start)

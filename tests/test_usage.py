@@ -704,3 +704,47 @@ def test_an_unchanged_usage_day_is_not_built_again(
     assert stored_series(vm) == pytest.approx(
         expected_series(fake, today - 30 * DAY, width), rel=1e-12
     )
+
+
+def test_usage_labels_are_built_once_while_the_names_stay(
+    fake: FakeOpenAI,
+    vm: VictoriaMetrics,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A steady cycle builds no usage series: each counter's series comes from the
+    last cycle's. A renamed project's series are built again, under the new name,
+    and the next cycle builds none again."""
+    today = _today(clock)
+    seed_usage(fake, today, days=3)
+    built: list[str] = []
+    real = metrics._usage_series
+
+    def spy(line: Any, *args: Any) -> Any:
+        built.append(dict(line.dims).get("project_id", ""))
+        return real(line, *args)
+
+    monkeypatch.setattr(metrics, "_usage_series", spy)
+    pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
+    assert pusher.run_cycle().ok
+    assert set(built) >= set(PROJECTS)
+    for _ in range(2):
+        built.clear()
+        clock.now += 60
+        assert pusher.run_cycle().ok
+        assert built == []
+    renamed = next(iter(PROJECTS))
+    fake.add_project(renamed, "Renamed Usage")
+    clock.now += 60
+    assert pusher.run_cycle().ok
+    assert set(built) >= set(PROJECTS)  # every series: the names are one input
+    built.clear()
+    clock.now += 60
+    assert pusher.run_cycle().ok
+    assert built == []
+    lookback = {
+        ts
+        for s in vm.export('{__name__=~"openai_usage_.*",project="renamed_usage"}')
+        for ts in s.timestamps
+    }
+    assert lookback == {(today - d * DAY) * 1000 for d in range(3)}
