@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
@@ -189,7 +190,7 @@ _ARRAY: Any = object()
 """The `results` of a bucket reader: given as an array, batch by batch."""
 
 
-class BucketReader(Generic[T]):
+class BucketReader(ABC, Generic[T]):
     """Build one bucket's records from its parts as they arrive: all or nothing.
 
     Its keys come with `member` (`results` too when it is not an array), the
@@ -275,14 +276,14 @@ class BucketReader(Generic[T]):
             lines = [self._restamp(line, start) for line in lines]
         return start, lines
 
+    @abstractmethod
     def _add(self, batch: list[Any], offset: int, start: int) -> None:
         """Append the records of `batch`, results number `offset` on, built with
         `start`; raise `BadField` (its path from `results`) for a bad one."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _restamp(self, line: T, start: int) -> T:
         """Return `line` with the bucket's start `start`."""
-        raise NotImplementedError
 
 
 class CostBucket(BucketReader[CostLine]):

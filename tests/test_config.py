@@ -19,6 +19,7 @@ from openai_cost_pusher.config import (
     DEFAULT_BASE_URL,
     DEFAULT_PUSH_URL,
     OPTIONS,
+    RESERVED_LABELS,
     Secret,
     Settings,
     load_settings,
@@ -740,3 +741,22 @@ def test_instance_defaults_to_the_host_name() -> None:
         pusher, client = _build(_load(environ=environ), args, threading.Event())
         assert client is None
         assert pusher.stats.instance == expected
+
+
+def test_every_label_a_metric_family_sets_is_reserved() -> None:
+    """No extra label can take the name of one the pusher sets on its families
+    (usage dimensions, tools, the optional user and key dimensions), where it would
+    be overwritten or overwrite."""
+    from openai_cost_pusher import metrics
+
+    usage = {
+        *metrics._TOKEN_LABELS,
+        *metrics._OPTIONAL_DIMS,
+        "tool",
+        *(label for _, labels in metrics._USAGE_FAMILIES.values() for label in labels),
+        *(label for _, labels in metrics._TOOLS.values() for label in labels),
+    }
+    assert usage <= RESERVED_LABELS
+    for label in ("tool", "context_level", "user_id"):
+        problems = _problems(environ={"EXTRA_LABELS": f"{label}=x"})
+        assert len(problems) == 1 and "a label the pusher sets itself" in problems[0]

@@ -99,8 +99,9 @@ def test_the_quick_path_gives_what_the_full_check_gives(kind: str, data: Any) ->
         assert _read(reader, items, offset) == _reference(items, offset, kind)
 
 
-def test_a_seen_combination_takes_the_quick_path_and_an_int_never_passes_for_a_bool(
-) -> None:
+def test_a_seen_combination_takes_the_quick_path_and_an_int_never_passes_for_a_bool() -> (
+    None
+):
     """The second result with the same dimensions is read without the full check;
     a `batch` of 1 (equal to True in Python) is still refused after a `true`."""
     kind = "completions"
