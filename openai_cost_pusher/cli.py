@@ -761,6 +761,8 @@ def _demo_refusal(settings: Settings, stop: threading.Event) -> str | None:
             f"({exc}); the demo never writes beside real data: set VM_QUERY_URL to "
             "where its data is read, or use --dry-run"
         )
+    finally:
+        reader.close()  # asked again only until it answers: no pool kept
     if real:
         return (
             f"{root} holds real openai_daily_cost series; the demo never writes "

@@ -78,6 +78,10 @@ class VmReader:
         self._retrying = retrying
         self._stop = stop
 
+    def close(self) -> None:
+        """Close the reader's connections."""
+        self._session.close()
+
     def export(self, match: str, start_ms: int, end_ms: int) -> list[Series]:
         """Return every series matching `match` with its samples in the range."""
         for attempt in self._retrying():

@@ -216,3 +216,37 @@ def test_a_demo_started_before_its_server_checks_before_the_first_push() -> None
     assert sink.push([b"c"]).where == "stored"
     assert sink.push([b"d"]).where == "stored"  # checked once: no more answers asked
     assert client.pushed == [b"c", b"d"]
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("real", [False, True])
+def test_the_guard_closes_its_reader_whatever_it_finds(
+    vm: VictoriaMetrics,
+    main: Callable[[list[str]], int],
+    monkeypatch: pytest.MonkeyPatch,
+    real: bool,
+) -> None:
+    """The reader the demo's question takes is closed once answered, whether the
+    answer lets the demo push or refuses it: no connection pool is left behind."""
+    if real:
+        push_text(vm.push_url, _cost_line(2, demo=False))
+        vm.flush()
+    made: list[VmReader] = []
+    closed: list[VmReader] = []
+    real_reader = cli._reader
+
+    def reader(*args: object) -> VmReader:
+        made.append(real_reader(*args))  # type: ignore[arg-type]
+        session_close = made[-1]._session.close
+
+        def close() -> None:
+            closed.append(made[-1])
+            session_close()
+
+        monkeypatch.setattr(made[-1]._session, "close", close)
+        return made[-1]
+
+    monkeypatch.setattr(cli, "_reader", reader)
+    assert main(["--demo", "--once", "--push-url", vm.push_url]) == (2 if real else 0)
+    guards = [r for r in made if r in closed]
+    assert guards, "the guard's reader was never closed"

@@ -20,10 +20,10 @@ from openai_cost_pusher.parsers import (
 T0 = 1_767_225_600  # 2026-01-01 00:00 UTC
 
 # few distinct values, so that combinations recur and the reader's caches are hit
-_DIM = st.sampled_from(
+_DIM: st.SearchStrategy[Any] = st.sampled_from(
     [None, "", "gpt-4o", "proj_a", "Проект", "\ud800", True, False, 0, 1, 1.0, []]
 )
-_COUNTER = st.sampled_from(
+_COUNTER: st.SearchStrategy[Any] = st.sampled_from(
     [None, 0, 1, 7, 2.5, -3, 10**400, True, False, "5", float("nan"), float("inf")]
 )
 _EXTRA_KEYS = st.sampled_from(
@@ -99,9 +99,7 @@ def test_the_quick_path_gives_what_the_full_check_gives(kind: str, data: Any) ->
         assert _read(reader, items, offset) == _reference(items, offset, kind)
 
 
-def test_a_seen_combination_takes_the_quick_path_and_an_int_never_passes_for_a_bool() -> (
-    None
-):
+def test_a_seen_combination_is_quick_and_an_int_is_no_bool() -> None:
     """The second result with the same dimensions is read without the full check;
     a `batch` of 1 (equal to True in Python) is still refused after a `true`."""
     kind = "completions"
