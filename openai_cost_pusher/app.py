@@ -12,6 +12,7 @@ goes on. The self-monitoring samples are pushed after every cycle, success or no
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -111,6 +112,11 @@ LabelsCache = dict[CostKey, Labels]
 
 SERIES_SLACK = 10_000
 """Series numbers an index may hold beyond twice the ledger's series."""
+USAGE_LINES_KEPT = 1 << 14
+"""Usage lines (endpoint and dimensions) whose series a cycle keeps for the next:
+some 700 bytes each (the dimensions, their strings, the counters' series), so that
+16,384 hold about 11 MiB, the series of a 1,000-project organization with ten
+models. A larger organization's other lines build their labels every cycle."""
 
 
 @dataclass(slots=True)
@@ -723,7 +729,12 @@ class Pusher:
                 series,
                 state.series,
             )
-        state.series = series  # what this cycle saw, and no more
+        # what this cycle saw, and no more, up to USAGE_LINES_KEPT combinations
+        state.series = (
+            series
+            if len(series) <= USAGE_LINES_KEPT
+            else dict(itertools.islice(series.items(), USAGE_LINES_KEPT))
+        )
         if not isinstance(table, Columns):
             named = self._keys.name_usage_keys(
                 table, self.clock, self.reader, self.extra

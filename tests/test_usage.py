@@ -748,3 +748,47 @@ def test_usage_labels_are_built_once_while_the_names_stay(
         for ts in s.timestamps
     }
     assert lookback == {(today - d * DAY) * 1000 for d in range(3)}
+
+
+def test_a_cycle_keeps_the_series_of_at_most_usage_lines_kept_lines(
+    fake: FakeOpenAI,
+    vm: VictoriaMetrics,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past `USAGE_LINES_KEPT` combinations, the others' labels are built again
+    each cycle (the memory kept stays bounded), and the store still equals the
+    API."""
+    today = _today(clock)
+    seed_usage(fake, today, days=3)
+    monkeypatch.setattr(app, "USAGE_LINES_KEPT", 3)
+    built: list[str] = []
+    real = metrics._usage_series
+
+    def spy(line: Any, *args: Any) -> Any:
+        built.append(line.operation)
+        return real(line, *args)
+
+    monkeypatch.setattr(metrics, "_usage_series", spy)
+    pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
+    assert pusher.run_cycle().ok
+    first = len(built)
+    assert pusher._usage is not None and len(pusher._usage.series) == 3
+    built.clear()
+    clock.now += 60
+    fake.add_usage(
+        "completions",
+        today,
+        project_id="proj_a",
+        model="gpt-4o",
+        batch=False,
+        input_tokens=5,
+        output_tokens=1,
+        num_model_requests=1,
+    )
+    assert pusher.run_cycle().ok
+    assert 0 < len(built) < first
+    assert len(pusher._usage.series) == 3
+    assert stored_series(vm) == pytest.approx(
+        expected_series(fake, today - 30 * DAY, "1d"), rel=1e-12
+    )
