@@ -258,6 +258,33 @@ def stored_series(
     return out
 
 
+def _one_completion(fake: FakeOpenAI, ts: int, input_tokens: int) -> None:
+    """Add one completions record of proj_a at `ts`."""
+    fake.add_usage(
+        "completions",
+        ts,
+        project_id="proj_a",
+        model="gpt-4o",
+        batch=False,
+        input_tokens=input_tokens,
+        output_tokens=1,
+        num_model_requests=1,
+    )
+
+
+def _spy_on_usage_series(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Return the project id of each usage series built from now on, as built."""
+    built: list[str] = []
+    real = metrics._usage_series
+
+    def spy(line: Any, *args: Any) -> Any:
+        built.append(dict(line.dims).get("project_id", ""))
+        return real(line, *args)
+
+    monkeypatch.setattr(metrics, "_usage_series", spy)
+    return built
+
+
 def _plan(width: str = "1d") -> UsagePlan:
     return UsagePlan.build(
         width, lookback_days=3, backfill_days=30, lookback_hours=6, backfill_hours=72
@@ -309,16 +336,7 @@ def test_revised_buckets_replace_old_ones(
     seed_usage(fake, today, days=3)
     pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
     assert pusher.run_cycle().ok
-    fake.add_usage(
-        "completions",
-        today + 3600,
-        project_id="proj_a",
-        model="gpt-4o",
-        batch=False,
-        input_tokens=777,
-        output_tokens=1,
-        num_model_requests=1,
-    )
+    _one_completion(fake, today + 3600, 777)
     clock.now += 900
     assert pusher.run_cycle().ok
     assert stored_series(vm) == pytest.approx(
@@ -717,14 +735,7 @@ def test_usage_labels_are_built_once_while_the_names_stay(
     and the next cycle builds none again."""
     today = _today(clock)
     seed_usage(fake, today, days=3)
-    built: list[str] = []
-    real = metrics._usage_series
-
-    def spy(line: Any, *args: Any) -> Any:
-        built.append(dict(line.dims).get("project_id", ""))
-        return real(line, *args)
-
-    monkeypatch.setattr(metrics, "_usage_series", spy)
+    built = _spy_on_usage_series(monkeypatch)
     pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
     assert pusher.run_cycle().ok
     assert set(built) >= set(PROJECTS)
@@ -762,30 +773,14 @@ def test_a_cycle_keeps_the_series_of_at_most_usage_lines_kept_lines(
     today = _today(clock)
     seed_usage(fake, today, days=3)
     monkeypatch.setattr(app, "USAGE_LINES_KEPT", 3)
-    built: list[str] = []
-    real = metrics._usage_series
-
-    def spy(line: Any, *args: Any) -> Any:
-        built.append(line.operation)
-        return real(line, *args)
-
-    monkeypatch.setattr(metrics, "_usage_series", spy)
+    built = _spy_on_usage_series(monkeypatch)
     pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
     assert pusher.run_cycle().ok
     first = len(built)
     assert pusher._usage is not None and len(pusher._usage.series) == 3
     built.clear()
     clock.now += 60
-    fake.add_usage(
-        "completions",
-        today,
-        project_id="proj_a",
-        model="gpt-4o",
-        batch=False,
-        input_tokens=5,
-        output_tokens=1,
-        num_model_requests=1,
-    )
+    _one_completion(fake, today, 5)
     assert pusher.run_cycle().ok
     assert 0 < len(built) < first
     assert len(pusher._usage.series) == 3
