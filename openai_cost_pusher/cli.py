@@ -23,12 +23,19 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import BinaryIO, NoReturn, TypeVar
+from typing import BinaryIO, TypeVar
 
 from dotenv import dotenv_values
 
 from openai_cost_pusher import __version__
 from openai_cost_pusher.app import CycleReport, Pusher, Sink, UsagePlan, run_forever
+from openai_cost_pusher.arguments import (
+    COMMAND_SETTINGS,
+    PROG,
+    BadArguments,
+    build_parser,
+)
+from openai_cost_pusher.clients import vm_client, vm_reader
 from openai_cost_pusher.config import (
     MAX_DAYS,
     OPTIONS,
@@ -37,10 +44,10 @@ from openai_cost_pusher.config import (
     load_settings,
 )
 from openai_cost_pusher.demo import DEMO_LABEL, DemoOrganization
+from openai_cost_pusher.demo_guard import DEMO_PUSH_BUDGET_S, DemoSink, demo_refusal
 from openai_cost_pusher.errors import (
     ConfigError,
     CostPusherError,
-    PushRejected,
     PushUnavailable,
 )
 from openai_cost_pusher.health import HealthServer
@@ -53,7 +60,6 @@ from openai_cost_pusher.push import (
     UNANSWERED,
     PushStats,
     VmClient,
-    auth_header,
 )
 from openai_cost_pusher.repair import (
     MAX_REPAIR_DAYS,
@@ -64,7 +70,6 @@ from openai_cost_pusher.repair import (
 )
 from openai_cost_pusher.report import (
     DEFAULT_DAYS,
-    FORMATS,
     DailyRow,
     build_report,
     fetch_report_rows,
@@ -75,221 +80,12 @@ from openai_cost_pusher.report import (
 from openai_cost_pusher.transport import Timeouts, make_session, retry_policy
 from openai_cost_pusher.verify import Verdict, render_table, run_verify
 from openai_cost_pusher.vmread import VmReader, query_root
-from openai_cost_pusher.window import DAY, complete_days, day_of
+from openai_cost_pusher.window import complete_days, day_of
 
 log = logging.getLogger("openai_cost_pusher")
 
-PROG = "openai-cost-pusher"
 V = TypeVar("V")
 STOP_GRACE_S = 3.0
-DEMO_PUSH_BUDGET_S = 2.0
-# The demo refuses a VictoriaMetrics holding real costs seen in this many days.
-DEMO_REAL_DATA_DAYS = 400
-REAL_COSTS = 'openai_daily_cost{demo!="true"}'
-
-_READ_SETTINGS = frozenset(
-    {
-        "VM_PUSH_URL",
-        "VM_QUERY_URL",
-        "VM_USERNAME",
-        "VM_PASSWORD",
-        "VM_BEARER_TOKEN",
-        "HTTP_TIMEOUT",
-        "RETRY_BUDGET",
-        "EXTRA_LABELS",
-        "LOG_LEVEL",
-        "LOG_FORMAT",
-    }
-)
-COMMAND_SETTINGS: dict[str, frozenset[str]] = {
-    "verify": _READ_SETTINGS
-    | {"OPENAI_ADMIN_KEY", "OPENAI_BASE_URL", "USAGE_BUCKET_WIDTH", "COSTS_BY_API_KEY"},
-    "report": _READ_SETTINGS,
-}
-"""The settings (`config.OPTIONS` env names) each subcommand uses and `--help` lists;
-the pusher itself (no subcommand) uses them all."""
-
-
-class _BadArguments(Exception):
-    """A command line argparse rejects, raised instead of argparse's exit."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """A parser whose errors are one `openai-cost-pusher: error:` line, exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        """Raise `_BadArguments` instead of printing the usage and exiting."""
-        raise _BadArguments(message)
-
-
-_DESCRIPTIONS = {
-    None: "Push exact daily OpenAI organization costs to VictoriaMetrics.\n"
-    "Commands: (none) runs the pusher; `verify --help` checks what landed; "
-    "`report --help` shows each project's daily spend.\n",
-    "verify": "Compare what VictoriaMetrics holds with the Admin API, per UTC day and "
-    "project: costs and token totals. Exit 0 when every value matches within "
-    "1e-9 relative, 1 otherwise.\n",
-    "report": "Show each project's daily spend as VictoriaMetrics holds it, with "
-    "today so far, the 7-day median baseline and spike ratio, month to date and the "
-    "month-end forecast, computed as the alert rules do. Needs no admin key. Exit 0, "
-    "1 when the read fails, 2 on bad settings.\n",
-}
-
-
-def build_parser(
-    command: str | None = None, *, verify: bool = False
-) -> argparse.ArgumentParser:
-    """Return the parser of `command` (None: the pusher; `verify=True` is
-    `command="verify"`); it lists only the settings the command uses
-    (`COMMAND_SETTINGS`), and every setting's help names its variable and default."""
-    if verify:
-        command = "verify"
-    wanted = COMMAND_SETTINGS.get(command) if command else None
-    options = [o for o in OPTIONS if wanted is None or o.env in wanted]
-    env_only = "\n".join(
-        f"  {o.env}: {o.help}"
-        + (f" (or {o.env}{SECRET_FILE_SUFFIX}: a file holding it)" if o.secret else "")
-        for o in options
-        if o.flag is None
-    )
-    parser_class = _Parser if command == "report" else argparse.ArgumentParser
-    parser = parser_class(
-        prog=f"{PROG} {command}" if command else PROG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_DESCRIPTIONS[command]
-        + "Settings come from flags, then the environment, then ./.env, then defaults.",
-        epilog=f"settings read from the environment or .env only:\n{env_only}",
-    )
-    for option in options:
-        default = f" (default: {option.default})" if option.default else ""
-        help_text = f"{option.help}; env {option.env}{default}"
-        if option.flag is None:
-            continue
-        if option.env == "EXTRA_LABELS":
-            parser.add_argument(
-                option.flag,
-                dest=option.env,
-                action="append",
-                metavar="K=V",
-                help=help_text,
-            )
-        else:
-            parser.add_argument(
-                option.flag, dest=option.env, metavar="VALUE", help=help_text
-            )
-    if command == "report":
-        parser.add_argument(
-            "--days",
-            type=_report_days,
-            default=DEFAULT_DAYS,
-            metavar="N",
-            help=f"complete UTC days to show before today, 1 to {MAX_DAYS}; today so "
-            f"far is shown too (default: {DEFAULT_DAYS})",
-        )
-        parser.add_argument(
-            "--format",
-            choices=FORMATS,
-            default="text",
-            help="text (100 columns), csv (day,project_id,project,currency,cost) or "
-            "json (rows and per-project summaries) (default: text)",
-        )
-        parser.add_argument(
-            "--demo",
-            action="store_true",
-            help='show the simulated organization\'s demo="true" data (default: '
-            "only series without the demo label)",
-        )
-        parser.add_argument(
-            "--version", action="version", version=f"{PROG} {__version__}"
-        )
-        return parser
-    if command == "verify":
-        parser.add_argument(
-            "--days",
-            type=int,
-            default=7,
-            metavar="N",
-            help="complete UTC days to compare, before today (default: 7)",
-        )
-        parser.add_argument(
-            "--include-today",
-            action="store_true",
-            help="also compare today, whose costs still change (default: the N "
-            "complete days before today)",
-        )
-        parser.add_argument(
-            "--all", action="store_true", help="print every row, not only problems"
-        )
-        parser.add_argument(
-            "--demo",
-            action="store_true",
-            help='compare with the simulated organization\'s demo="true" data',
-        )
-        parser.add_argument(
-            "--repair",
-            action="store_true",
-            help="plan the repair of the cost series found different or missing "
-            "(a downward revision cannot be pushed over): delete each series' whole "
-            "history and push it again from the Admin API, back as far as "
-            "VictoriaMetrics keeps data; prints the plan and changes nothing unless "
-            "--yes is given (exit 1 when something needs repair)",
-        )
-        parser.add_argument(
-            "--yes",
-            action="store_true",
-            help="with --repair: carry the plan out, then verify again (exit 0 when "
-            "everything matches)",
-        )
-        parser.add_argument(
-            "--repair-days",
-            type=int,
-            metavar="N",
-            help="with --repair: push the N complete UTC days before today again, "
-            "plus today (default: VictoriaMetrics' -retentionPeriod from its /flags, "
-            "else its default of 31 days); never before the oldest day the deleted "
-            "series hold",
-        )
-        parser.add_argument(
-            "--version", action="version", version=f"{PROG} {__version__}"
-        )
-        return parser
-    parser.add_argument(
-        "--once",
-        action="store_true",
-        help="run one cycle and exit: 0 on success, 1 on failure",
-    )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the exposition to stdout instead of pushing",
-    )
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        help="use the built-in simulated organization (no key "
-        'needed); its samples carry demo="true"',
-    )
-    parser.add_argument(
-        "--show-report",
-        action="store_true",
-        help="print the spend report (as `report` shows it) once, after the first "
-        "cycle that stored data",
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    return parser
-
-
-def _report_days(text: str) -> int:
-    """Parse `report --days`: a whole number from 1 to `MAX_DAYS`."""
-    try:
-        days = int(text)
-    except ValueError:
-        msg = f"expected a whole number of days, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    if not 1 <= days <= MAX_DAYS:
-        msg = f"expected 1 to {MAX_DAYS}, got {days}"
-        raise argparse.ArgumentTypeError(msg)
-    return days
 
 
 def _read_file(path: str) -> str:
@@ -314,61 +110,6 @@ class StdoutSink:
             stats.requests += 1
             stats.raw_bytes += len(chunk)
         self._out.flush()
-        return stats
-
-
-class DemoSink:
-    """Push to VictoriaMetrics; where nothing answers, push nothing and say so.
-
-    The cycle then reports `nothing answered` (and keeps its window unpushed), and
-    the command shows the spend report computed from the simulated data instead.
-    After a failed push it skips VictoriaMetrics for `RETRY_AFTER_S`, so that one
-    cycle says once, not three times, that nothing answers. Until the server has
-    answered `guard` once (see `_demo_refusal`), every push asks it first, so a server
-    that comes up holding real data later is refused too.
-    """
-
-    RETRY_AFTER_S = 60.0
-
-    def __init__(
-        self,
-        client: VmClient,
-        push_url: str,
-        guard: Callable[[], str | None],
-        *,
-        checked: bool = False,
-    ) -> None:
-        self._client = client
-        self._push_url = push_url
-        self._guard = guard
-        self._checked = checked
-        self._down_since: float | None = None
-
-    def begin_cycle(self) -> None:
-        """Give the next pushes a fresh retry budget."""
-        self._client.begin_cycle()
-
-    def push(self, chunks: Iterable[bytes]) -> PushStats:
-        """Push, or drop the chunks when VictoriaMetrics does not answer; raise
-        `PushRejected` when it holds real data."""
-        down = self._down_since
-        if down is not None and time.monotonic() - down < self.RETRY_AFTER_S:
-            return PushStats(where=UNANSWERED)
-        try:
-            if not self._checked:
-                refusal = self._guard()
-                if refusal is not None:
-                    raise PushRejected(refusal)
-                self._checked = True
-            stats = self._client.push(chunks)
-        except PushUnavailable as exc:
-            self._down_since = time.monotonic()
-            log.warning(
-                "demo: nothing answers at the push URL; nothing stored",
-                extra={"push_url": self._push_url, "reason": str(exc)},
-            )
-            return PushStats(where=UNANSWERED)
-        self._down_since = None
         return stats
 
 
@@ -412,7 +153,6 @@ def _build(
     *,
     demo_checked: bool = False,
 ) -> tuple[Pusher, VmClient | None]:
-    timeouts = Timeouts.from_read(settings.http_timeout_s)
     instance = settings.instance or socket.gethostname() or "unknown"
     stats = SelfStats(version=__version__, instance=instance)
     extra = settings.extra_labels
@@ -435,23 +175,14 @@ def _build(
                 exc,
             )
         else:
-            reader = _reader(settings, root, stop, settings.retry_budget_s)
+            reader = vm_reader(settings, root, stop, settings.retry_budget_s)
         budget = DEMO_PUSH_BUDGET_S if args.demo else settings.retry_budget_s
-        client = VmClient(
-            make_session(),
-            settings.push_url,
-            authorization=auth_header(
-                settings.vm_username, settings.vm_password, settings.vm_bearer_token
-            ),
-            timeouts=timeouts,
-            stop=stop,
-            retrying=lambda: retry_policy(budget, stop),
-        )
+        client = vm_client(settings, stop, budget)
         sink = (
             DemoSink(
                 client,
                 settings.push_url,
-                lambda: _demo_refusal(settings, stop),
+                lambda: demo_refusal(settings, stop, time.time()),
                 checked=demo_checked,
             )
             if args.demo
@@ -507,22 +238,6 @@ def _run_worker(work: Callable[[], int], stop: threading.Event) -> int:
     return result[0] if result else 1
 
 
-def _reader(
-    settings: Settings, root: str, stop: threading.Event, budget_s: float
-) -> VmReader:
-    """Return a reader of `root` with the push URL's credentials."""
-    return VmReader(
-        make_session(),
-        root,
-        authorization=auth_header(
-            settings.vm_username, settings.vm_password, settings.vm_bearer_token
-        ),
-        timeouts=Timeouts.from_read(settings.http_timeout_s),
-        stop=stop,
-        retrying=lambda: retry_policy(budget_s, stop),
-    )
-
-
 def _verify(argv: Sequence[str]) -> int:
     """Run `verify`: compare VictoriaMetrics with the Admin API, print the table.
 
@@ -554,7 +269,7 @@ def _verify(argv: Sequence[str]) -> int:
     _setup_logging(settings)
     stop = threading.Event()
     source = _source(settings, args.demo, stop, SelfStats(version=__version__))
-    reader = _reader(settings, root, stop, settings.retry_budget_s)
+    reader = vm_reader(settings, root, stop, settings.retry_budget_s)
     labels = dict(settings.extra_labels)
     labels["demo"] = "true" if args.demo else ""
     now = time.time()
@@ -613,16 +328,7 @@ def _verify(argv: Sequence[str]) -> int:
                     "delete these series and push them again"
                 )
                 return 1
-            client = VmClient(
-                make_session(),
-                settings.push_url,
-                authorization=auth_header(
-                    settings.vm_username, settings.vm_password, settings.vm_bearer_token
-                ),
-                timeouts=Timeouts.from_read(settings.http_timeout_s),
-                stop=stop,
-                retrying=lambda: retry_policy(settings.retry_budget_s, stop),
-            )
+            client = vm_client(settings, stop, settings.retry_budget_s)
             outcome = apply_repair(
                 plan,
                 source,
@@ -646,7 +352,7 @@ def _report(argv: Sequence[str]) -> int:
     """Run `report`: print each project's daily spend as VictoriaMetrics holds it."""
     try:
         args = build_parser("report").parse_args(argv)
-    except _BadArguments as exc:
+    except BadArguments as exc:
         _error(str(exc))
         return 2
     loaded = _load(args, "report")
@@ -660,7 +366,7 @@ def _report(argv: Sequence[str]) -> int:
         return 2
     _setup_logging(settings)
     stop = threading.Event()
-    reader = _reader(settings, root, stop, settings.retry_budget_s)
+    reader = vm_reader(settings, root, stop, settings.retry_budget_s)
     labels = dict(settings.extra_labels)
     labels["demo"] = "true" if args.demo else ""
     now = time.time()
@@ -732,46 +438,6 @@ def _load(args: argparse.Namespace, command: str | None = None) -> Settings | in
     return settings
 
 
-def _demo_refusal(settings: Settings, stop: threading.Event) -> str | None:
-    """Return why the demo must not push to `settings.push_url`, or None.
-
-    The demo never writes beside real data: before its first push it asks where the
-    push URL's data is read (VM_QUERY_URL, else derived from the push URL) whether
-    any openai_daily_cost series without demo="true" was seen in the last
-    `DEMO_REAL_DATA_DAYS` days. Where nothing answers it raises `PushUnavailable`
-    (nothing can be stored there either: ask again before the next push); where the
-    question is refused or cannot be asked, it refuses too.
-    """
-    try:
-        root = settings.query_url or query_root(settings.push_url)
-    except ValueError as exc:
-        return (
-            f"VM_PUSH_URL: {exc}; the demo checks there first that it holds no real "
-            "data (or use --dry-run)"
-        )
-    now_ms = int(time.time() * 1000)
-    reader = _reader(settings, root, stop, DEMO_PUSH_BUDGET_S)
-    try:
-        real = reader.has_series(
-            REAL_COSTS, now_ms - DEMO_REAL_DATA_DAYS * DAY * 1000, now_ms
-        )
-    except PushRejected as exc:
-        return (
-            f"cannot tell whether {root} holds real openai_daily_cost series "
-            f"({exc}); the demo never writes beside real data: set VM_QUERY_URL to "
-            "where its data is read, or use --dry-run"
-        )
-    finally:
-        reader.close()  # asked again only until it answers: no pool kept
-    if real:
-        return (
-            f"{root} holds real openai_daily_cost series; the demo never writes "
-            "beside real data: point VM_PUSH_URL at an empty VictoriaMetrics or use "
-            "--dry-run"
-        )
-    return None
-
-
 class _FirstReport:
     """After the first cycle that stored data, print the spend report once
     (`--show-report`); after a demo cycle that nothing answered, print the report of
@@ -818,19 +484,22 @@ class _FirstReport:
     def _stored_rows(self) -> list[DailyRow]:
         settings = self._settings
         root = settings.query_url or query_root(settings.push_url)
-        reader = _reader(settings, root, self._stop, settings.retry_budget_s)
+        reader = vm_reader(settings, root, self._stop, settings.retry_budget_s)
         labels = dict(settings.extra_labels)
         labels["demo"] = "true" if self._args.demo else ""
         now = time.time()
         window = fetch_window(now, DEFAULT_DAYS)
         deadline = time.monotonic() + self.VISIBLE_WITHIN_S
-        while True:
-            rows = fetch_report_rows(reader, labels, window.start, window.end)
-            today = day_of(now)
-            if any(r.day == today for r in rows) or time.monotonic() > deadline:
-                return rows
-            if self._stop.wait(1.0):
-                return rows
+        try:
+            while True:
+                rows = fetch_report_rows(reader, labels, window.start, window.end)
+                today = day_of(now)
+                if any(r.day == today for r in rows) or time.monotonic() > deadline:
+                    return rows
+                if self._stop.wait(1.0):
+                    return rows
+        finally:
+            reader.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -851,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_checked = False
     if args.demo and not args.dry_run:
         try:
-            refusal = _demo_refusal(settings, stop)
+            refusal = demo_refusal(settings, stop, time.time())
         except PushUnavailable:
             refusal = None
         else:

@@ -37,9 +37,12 @@ LAYERS: dict[str, int] = {
     "ports": 4,  # the protocols of the cycle's source, sink and reader: types only
     "cycle_report": 4,  # what one cycle did: pure records
     "report": 4,
+    "clients": 4,  # the HTTP clients a command builds from its settings
     "spend_step": 5,  # the cycle's spend-limit step and its state
     "key_names": 5,  # the API key names of the per-key series, and their state
     "verify": 5,  # reads VictoriaMetrics' days as report does (rows_from_series)
+    "arguments": 5,  # the command line's grammar (report's days and formats)
+    "demo_guard": 5,  # the demo's question to the store before it pushes
     "app": 6,  # the cycle and its loop
     "repair": 6,  # `verify --repair`: acts on what verify found
     "cli": 7,

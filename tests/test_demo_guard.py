@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from openai_cost_pusher import cli
+from openai_cost_pusher import cli, clients, demo_guard
 from openai_cost_pusher.config import OPTIONS, SECRET_FILE_SUFFIX
 from openai_cost_pusher.errors import PushRejected, PushUnavailable
 from openai_cost_pusher.push import UNANSWERED, PushStats
@@ -207,7 +207,7 @@ def test_a_demo_started_before_its_server_checks_before_the_first_push() -> None
 
     client = _Recorder()
     url = "http://vm/api/v1/import/prometheus"
-    sink = cli.DemoSink(client, url, guard)  # type: ignore[arg-type]
+    sink = demo_guard.DemoSink(client, url, guard)  # type: ignore[arg-type]
     assert sink.push([b"a"]).where == UNANSWERED
     sink._down_since = None  # the next cycle, a minute later
     with pytest.raises(PushRejected, match="holds real"):
@@ -233,7 +233,7 @@ def test_the_guard_closes_its_reader_whatever_it_finds(
         vm.flush()
     made: list[VmReader] = []
     closed: list[VmReader] = []
-    real_reader = cli._reader
+    real_reader = clients.vm_reader
 
     def reader(*args: object) -> VmReader:
         made.append(real_reader(*args))  # type: ignore[arg-type]
@@ -246,7 +246,7 @@ def test_the_guard_closes_its_reader_whatever_it_finds(
         monkeypatch.setattr(made[-1]._session, "close", close)
         return made[-1]
 
-    monkeypatch.setattr(cli, "_reader", reader)
+    monkeypatch.setattr(demo_guard, "vm_reader", reader)
     assert main(["--demo", "--once", "--push-url", vm.push_url]) == (2 if real else 0)
     guards = [r for r in made if r in closed]
     assert guards, "the guard's reader was never closed"

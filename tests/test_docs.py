@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from openai_cost_pusher.cli import build_parser
+from openai_cost_pusher.arguments import build_parser
 from openai_cost_pusher.config import OPTIONS, SECRET_FILE_SUFFIX
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from openai_cost_pusher import cli
+from openai_cost_pusher.arguments import COMMAND_SETTINGS, build_parser
 from openai_cost_pusher.config import OPTIONS, SECRET_FILE_SUFFIX
 from openai_cost_pusher.demo import PROJECTS, DemoOrganization
 from openai_cost_pusher.model import CostLine
@@ -508,9 +509,9 @@ def test_json_holds_rows_projects_and_organization() -> None:
 
 def test_help_lists_only_the_options_each_command_uses() -> None:
     """report and verify list their own settings, not the pusher's 15+."""
-    report = cli.build_parser("report").format_help()
-    verify = cli.build_parser("verify").format_help()
-    pusher = cli.build_parser().format_help()
+    report = build_parser("report").format_help()
+    verify = build_parser("verify").format_help()
+    pusher = build_parser().format_help()
     for flag in ("--push-url", "--query-url", "--extra-label", "--retry-budget"):
         assert flag in report and flag in verify
     for name in ("VM_USERNAME", "VM_PASSWORD_FILE", "VM_BEARER_TOKEN", "LOG_FORMAT"):
@@ -524,7 +525,7 @@ def test_help_lists_only_the_options_each_command_uses() -> None:
     for option in OPTIONS:
         assert option.env in pusher
     envs = {o.env for o in OPTIONS}
-    for names in cli.COMMAND_SETTINGS.values():
+    for names in COMMAND_SETTINGS.values():
         assert names <= envs
 
 
