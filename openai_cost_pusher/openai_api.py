@@ -124,6 +124,9 @@ COSTS_PATH = "/organization/costs"
 PROJECTS_PATH = "/organization/projects"
 USAGE_PATH = "/organization/usage"
 COSTS_MAX_LIMIT = 180
+SHARED_MAX = 1 << 18
+"""Strings (ids, line items, models) and tuples (usage dimensions and fields) the
+parsers share, kept from fetch to fetch up to this many each (some 30 MiB at most)."""
 COSTS_GROUP_BY = ("project_id", "line_item")
 COSTS_BY_KEY_GROUP_BY = ("project_id", "api_key_id")
 KEY_COSTS_FROM = 1_764_979_200
@@ -350,6 +353,7 @@ class AdminApi:
         its page is whole; a bad page or bucket envelope still raises. With
         `rejected` None, a malformed result raises `BadResponse` too.
         """
+        self._bound_shared()
         params = [("bucket_width", "1d")]
         params += [("group_by[]", dim) for dim in group_by]
         yield from self._buckets(
@@ -362,6 +366,15 @@ class AdminApi:
             lambda where: CostBucket(where, self._strings),
             rejected,
         )
+
+    def _bound_shared(self) -> None:
+        """Empty the strings and tuples the parsers share once either holds
+        `SHARED_MAX` entries: they are kept from fetch to fetch, and would grow with
+        every project, key and model an organization ever had."""
+        if len(self._strings) >= SHARED_MAX:
+            self._strings.clear()
+        if len(self._tuples) >= SHARED_MAX:
+            self._tuples.clear()
 
     def fetch_usage(
         self,
@@ -376,6 +389,7 @@ class AdminApi:
 
         `rejected` works as for `fetch_costs`, one bucket of `width` at a time.
         """
+        self._bound_shared()
         step, max_limit = USAGE_WIDTHS[width]
         params = [("bucket_width", width)]
         params += [("group_by[]", dim) for dim in group_by]

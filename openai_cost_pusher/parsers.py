@@ -505,6 +505,8 @@ _DIM_TYPES = frozenset({str, bool, type(None)})
 types' values equal each other only within a type (`True == 1`, but ints and
 floats are not here), so equal tuples of them give equal dimensions."""
 _DIMS_OF = object()
+DIMS_KEPT = 1 << 18
+"""Dimension combinations (as they came) an endpoint's shared tuples keep."""
 """Where a usage fetch's shared tuples keep, per endpoint, the dimensions of each
 result as they came (`item.get(dim)` for each) to their checked texts."""
 
@@ -552,6 +554,8 @@ class UsageBucket(BucketReader[UsageLine]):
         )
         plans = self._plans
         dims_of = shared.setdefault((_DIMS_OF, kind), {})
+        if len(dims_of) >= DIMS_KEPT:
+            dims_of.clear()  # bounded: the combinations of a few cycles at most
         names = spec.dims
         append = self._lines.append
         for i, item in enumerate(batch):

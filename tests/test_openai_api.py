@@ -220,6 +220,24 @@ def test_costs_match_the_fake_day_by_day(
     assert client.sleeps == []
 
 
+def test_the_shared_strings_and_tuples_are_bounded(
+    org: FakeOpenAI, session: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the parsers share from fetch to fetch is emptied once it holds
+    `SHARED_MAX` entries, and the lines stay what the fake holds."""
+    monkeypatch.setattr(openai_api, "SHARED_MAX", 4)
+    _fill_costs(org)
+    client = _client(org, session)
+    for _ in range(3):
+        # full (as a fetch may leave them): the next fetch empties them first
+        client.api._strings.update({f"kept{n}": "" for n in range(4)})
+        client.api._tuples.update({("kept", n): () for n in range(4)})
+        assert _same(_costs(client), _expected(org))
+        assert "kept0" not in client.api._strings
+        assert ("kept", 0) not in client.api._tuples
+        assert client.api._strings  # and fills them again
+
+
 def test_costs_one_query_with_repeated_parameters(
     org: FakeOpenAI, session: requests.Session
 ) -> None:

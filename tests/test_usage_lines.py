@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from openai_cost_pusher import parsers
 from openai_cost_pusher.model import UsageLine
 from openai_cost_pusher.parsers import (
     USAGE_KINDS,
@@ -85,18 +87,27 @@ def _read(reader: UsageBucket, items: list[Any], offset: int) -> Any:
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(["completions", "images", "vector_stores", "web_search_calls"]),
+    st.sampled_from([1, 2, parsers.DIMS_KEPT]),
     st.data(),
 )
-def test_the_quick_path_gives_what_the_full_check_gives(kind: str, data: Any) -> None:
+def test_the_quick_path_gives_what_the_full_check_gives(
+    kind: str, kept: int, data: Any
+) -> None:
     """Batches read one after the other by readers sharing their tuples (as a
     fetch's buckets do, so that combinations seen before take the quick path) give,
-    batch by batch, the reference's lines or its first error."""
+    batch by batch, the reference's lines or its first error, also when the
+    combinations kept are emptied often."""
     shared: dict[Any, Any] = {}
-    for _ in range(data.draw(st.integers(1, 4))):
-        items = data.draw(st.lists(_result(kind), max_size=12))
-        offset = data.draw(st.integers(0, 5))
-        reader = UsageBucket("data[0]", kind, 3600, shared)
-        assert _read(reader, items, offset) == _reference(items, offset, kind)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(parsers, "DIMS_KEPT", kept)
+        for _ in range(data.draw(st.integers(1, 4))):
+            items = data.draw(st.lists(_result(kind), max_size=12))
+            offset = data.draw(st.integers(0, 5))
+            reader = UsageBucket("data[0]", kind, 3600, shared)
+            assert _read(reader, items, offset) == _reference(items, offset, kind)
+            # emptied at a batch's start once full: one batch more at most
+            kept_now = [len(v) for v in shared.values() if isinstance(v, dict)]
+            assert all(n < kept + len(items) for n in kept_now)
 
 
 def test_a_seen_combination_is_quick_and_an_int_is_no_bool() -> None:
