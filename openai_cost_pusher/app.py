@@ -218,6 +218,10 @@ class _Dataset:
     ledger's `removals` right after it."""
     unpushed_from: int | None = None
     started: bool = False
+    whole: set[int] = field(default_factory=set)
+    """UTC days whose values the ledger keeps value by value until read back,
+    although before the lookback: days whose summary the store did not match, so
+    that the read-back after their push again can compare series by series."""
 
     def window(self, now: float) -> Window:
         if not self.started:
@@ -230,6 +234,17 @@ class _Dataset:
     def horizon_ms(self, now: float) -> int:
         oldest = horizon(now, self.lookback, self.backfill, self.unit)
         return (oldest - self.unit) * 1000
+
+    def summarize(self, day: int, start: int, end: int, now: float) -> None:
+        """Reduce the ledger's values of `[start, end)` (seconds, inside UTC day
+        `day`) to their totals where no steady cycle compares them again: before
+        the lookback, and not a day kept whole (`whole`)."""
+        if day in self.whole:
+            return
+        lookback = cycle_window(now, self.lookback, self.backfill, None, self.unit)
+        end = min(end, lookback.start)
+        if start < end:
+            self.ledger.summarize(start * 1000, end * 1000)
 
 
 def _same_totals(held: tuple[int, float], pushed: tuple[int, float]) -> bool:
@@ -506,6 +521,7 @@ class Pusher:
                     )
                     return DatasetReport(ds.name, True, window, pushed, total)
                 revisions += ds.ledger.commit(day, start * 1000, end * 1000, fresh)
+                ds.summarize(first, start, end, now)
                 if digest is not None:
                     ds.landed[first] = (digest, ds.ledger.removals)
                 if stats.where == STORED:
@@ -524,9 +540,13 @@ class Pusher:
             )
         oldest_ms = ds.horizon_ms(now)
         ds.ledger.forget_before(oldest_ms)
+        # the days that left the lookback since the last cycle
+        for first in range(day_of(oldest_ms // 1000), window.end, DAY):
+            ds.summarize(first, first, first + DAY, now)
         ds.pending.forget_before(day_of(oldest_ms // 1000))
         for old in [d for d in ds.landed if d * 1000 < oldest_ms]:
             del ds.landed[old]
+        ds.whole = {d for d in ds.whole if d * 1000 >= oldest_ms}
         # a withheld day is fetched again by every cycle until it is whole
         ds.unpushed_from = min(withheld) if withheld else None
         self.stats.last_success[ds.name] = now
@@ -609,6 +629,7 @@ class Pusher:
         for day in due:
             if at - ds.pending.first_push(day) >= BLIND_CONFIRM_S:
                 ds.pending.confirmed(day)
+                ds.whole.discard(day)
             elif ds.ledger.forget_between(day * 1000, (day + DAY) * 1000):
                 ds.unpushed_from = min(ds.unpushed_from or day, day)
 
@@ -624,20 +645,42 @@ class Pusher:
             if _same_totals(held, ds.ledger.totals_between(start * 1000, end * 1000)):
                 for day in range(start, end, DAY):
                     ds.pending.confirmed(day)
+                    ds.whole.discard(day)
                 continue
+            # days kept as totals only cannot be compared series by series: they
+            # are pushed again whole, and kept whole until read back
+            summed = {
+                day_of(ts // 1000)
+                for ts in ds.ledger.summarized_between(start * 1000, end * 1000)
+            }
             series = self.reader.export(match, start * 1000, end * 1000 - 1)
             lost = ds.ledger.reconcile(held_by(series), start * 1000, end * 1000)
             for day in range(start, end, DAY):
                 ds.pending.confirmed(day)
+                if day in summed:
+                    ds.whole.add(day)
+                else:
+                    ds.whole.discard(day)
             if lost:
                 oldest = min(lost) // 1000
                 ds.unpushed_from = min(ds.unpushed_from or oldest, oldest)
+            if summed:
+                log.warning(
+                    "the store's count or sum differs from what was pushed; pushing "
+                    "these days again whole, to compare them series by series",
+                    extra={
+                        "dataset": ds.name,
+                        "days": ",".join(_stamp(day, DAY) for day in sorted(summed)),
+                    },
+                )
+            lost_values = [ts for ts in lost if day_of(ts // 1000) not in summed]
+            if lost_values:
                 log.warning(
                     "the store lost values it had acknowledged; pushing them again",
                     extra={
                         "dataset": ds.name,
                         "days": f"{_stamp(start, DAY)}..{_stamp(end - DAY, DAY)}",
-                        "samples": len(lost),
+                        "samples": len(lost_values),
                     },
                 )
 

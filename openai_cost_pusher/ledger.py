@@ -11,6 +11,12 @@ holds hundreds of thousands of series over a month of days; per series that is o
 index entry and 8 bytes a day, where an array object per series cost some 200 bytes
 more. A timestamp's values go in one step (`forget_before`, `forget_between`), and a
 series that holds nothing any more gives its number to the next new series.
+
+A timestamp no later cycle compares value by value (a day before the lookback) can be
+reduced to how many values it held and their sum (`summarize`): what the read-back
+compares. Its values still count as held, but cannot be compared one by one: `diff`
+finds none of them, a commit of it replaces the summary with its samples (reporting
+no value gone), and `reconcile` forgets it whole.
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ class Ledger:
         # range held (or a range holding none, as in a backfill) has no value that
         # could have gone, and need not scan every series for one
         self._counts: dict[int, int] = {}
+        # timestamps reduced to how many values they held and their exactly rounded
+        # sum (`summarize`): all a read-back compares, 16 bytes instead of 8 a series
+        self._totals: dict[int, tuple[int, float]] = {}
         self._removals = 0
 
     @property
@@ -61,7 +70,7 @@ class Ledger:
         return self._removals
 
     def __len__(self) -> int:
-        return sum(self._counts.values())
+        return sum(self._counts.values()) + sum(n for n, _ in self._totals.values())
 
     @property
     def series(self) -> int:
@@ -69,8 +78,33 @@ class Ledger:
         return len(self._index)
 
     def held_between(self, start_ms: int, end_ms: int) -> int:
-        """Return how many values of `[start_ms, end_ms)` the ledger holds."""
-        return sum(n for ts, n in self._counts.items() if start_ms <= ts < end_ms)
+        """Return how many values of `[start_ms, end_ms)` the ledger holds, those
+        of summarized timestamps included."""
+        return sum(
+            n for ts, n in self._counts.items() if start_ms <= ts < end_ms
+        ) + sum(n for ts, (n, _) in self._totals.items() if start_ms <= ts < end_ms)
+
+    def summarized_between(self, start_ms: int, end_ms: int) -> list[int]:
+        """Return the summarized timestamps of `[start_ms, end_ms)`, oldest first."""
+        return sorted(ts for ts in self._totals if start_ms <= ts < end_ms)
+
+    def summarize(self, start_ms: int, end_ms: int) -> None:
+        """Keep only the count and sum of each timestamp of `[start_ms, end_ms)`.
+
+        For days no later cycle compares value by value (before the lookback): the
+        read-back needs only their totals. Such a timestamp's values count as held
+        (`held_between`, `totals_between`), but `diff` finds none of them (a sample
+        there is new), a commit there replaces the summary with its samples and
+        reports nothing gone, and `reconcile` can only forget it whole. Nothing is
+        forgotten: `removals` stays.
+        """
+        for ts_ms, column in self._between(start_ms, end_ms):
+            values = [value for value in column if value == value]
+            old_n, old_sum = self._totals.get(ts_ms, (0, 0.0))
+            self._totals[ts_ms] = (old_n + len(values), math.fsum([old_sum, *values]))
+            self._columns.pop(ts_ms)
+            self._counts.pop(ts_ms, None)
+            self._unhold(column)
 
     def _between(self, start_ms: int, end_ms: int) -> list[tuple[int, array[float]]]:
         """Return the columns of `[start_ms, end_ms)`, oldest first."""
@@ -131,6 +165,8 @@ class Ledger:
         if fresh is not None and fresh[1] == held:
             self._record(fresh[0])
             return []
+        for ts_ms in self.summarized_between(start_ms, end_ms):
+            held -= self._totals.pop(ts_ms)[0]  # replaced by this answer
         if not held:
             self._record(samples)
             return []
@@ -225,14 +261,16 @@ class Ledger:
 
     def totals_between(self, start_ms: int, end_ms: int) -> tuple[int, float]:
         """Return how many values of `[start_ms, end_ms)` the ledger holds, and their
-        exactly rounded sum."""
+        sum: exactly rounded, or within a rounding of each summarized timestamp's."""
         values = [
             value
             for _, column in self._between(start_ms, end_ms)
             for value in column
             if value == value
         ]
-        return len(values), math.fsum(values)
+        summed = [self._totals[ts] for ts in self.summarized_between(start_ms, end_ms)]
+        count = len(values) + sum(n for n, _ in summed)
+        return count, math.fsum([*values, *(total for _, total in summed)])
 
     def reconcile(
         self,
@@ -250,6 +288,10 @@ class Ledger:
         and they are pushed again. Returns their timestamps (one per value).
         """
         lost: list[int] = []
+        for ts_ms in self.summarized_between(start_ms, end_ms):
+            # no value to compare by series: the whole timestamp counts as lost
+            self._removals += 1
+            lost += [ts_ms] * self._totals.pop(ts_ms)[0]
         looked_up: dict[int, Mapping[int, float] | None] = {}
         for number, ts_ms, value in list(self._values(self._between(start_ms, end_ms))):
             if number not in looked_up:
@@ -268,18 +310,29 @@ class Ledger:
         gone = 0
         for ts_ms, _ in self._between(start_ms, end_ms):
             gone += self._forget_column(ts_ms)
+        for ts_ms in self.summarized_between(start_ms, end_ms):
+            self._removals += 1
+            gone += self._totals.pop(ts_ms)[0]
         return gone
 
     def forget_before(self, ts_ms: int) -> None:
         """Drop the values older than `ts_ms`: they will never be fetched again."""
         for old in [ts for ts in self._columns if ts < ts_ms]:
             self._forget_column(old)
+        for old in [ts for ts in self._totals if ts < ts_ms]:
+            self._removals += 1
+            del self._totals[old]
 
     def _forget_column(self, ts_ms: int) -> int:
         """Forget every value at `ts_ms`; return how many."""
         self._removals += 1
         column = self._columns.pop(ts_ms)
         self._counts.pop(ts_ms, None)
+        return self._unhold(column)
+
+    def _unhold(self, column: array[float]) -> int:
+        """Count off the values of a column let go; free the numbers of the series
+        left with none. Return how many values it held."""
         held = self._held
         gone = 0
         for number, value in enumerate(column):

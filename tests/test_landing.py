@@ -34,6 +34,7 @@ from tests.conftest import Clock
 from tests.fake_openai import FakeOpenAI
 from tests.orgs import (
     DAY,
+    ODD_PROJECTS,
     assert_equal_costs,
     dead_url,
     fake_costs,
@@ -393,3 +394,61 @@ def test_data_a_crashed_vmagent_lost_is_pushed_again_without_a_read_back(
         assert_equal_costs(expected, vm_costs(vm))
     finally:
         agent.stop()
+
+
+def test_days_before_the_lookback_are_kept_as_totals_and_a_larger_stored_value_settles(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
+) -> None:
+    """After a backfill the ledger keeps values series by series only for the
+    lookback; older days are kept as their count and sum, which is what the
+    read-back compares. A store holding a larger value on such a day (pushed before
+    a downward revision, by a pusher that has since restarted) differs in its sum:
+    the day is pushed again whole and compared series by series, the larger value
+    is accepted as held, and the cycles after push nothing more for it."""
+    today = int(clock.now) // DAY * DAY
+    old = today - 10 * DAY
+    seed_odd_org(fake, today)
+    first = _confirming(fake, vm, clock, after_s=0.0)
+    assert first.run_cycle().ok
+    key = next(k for k in fake.costs() if k[0] == old and k[1] == "proj_intl")
+    value = fake.costs()[key]
+    fake.set_cost(old, key[1], key[2], value / 2)  # revised down; the store keeps more
+    expected = fake_costs(fake, today - 30 * DAY, today + DAY)
+    expected[(key[1] or "", key[2] or "", key[3], old * 1000)] = value
+    vm.flush()
+
+    pusher = _confirming(fake, vm, clock, after_s=0.0)  # a restart: an empty ledger
+    backfill = pusher.run_cycle()
+    assert backfill.ok and backfill.get("costs").landed_days == 31
+    ledger = pusher.costs.ledger
+    lookback_ms = (today - 2 * DAY) * 1000
+    summarized = ledger.summarized_between(0, lookback_ms)
+    assert summarized == [
+        day * 1000 for day in range(today - 30 * DAY, today - 2 * DAY, DAY)
+    ]
+    assert ledger.summarized_between(lookback_ms, (today + DAY) * 1000) == []
+    held = ledger.held_between(0, (today + DAY) * 1000)
+    assert held == backfill.get("costs").samples - len(ODD_PROJECTS) - 1  # no live
+
+    vm.flush()
+    clock.now += 900
+    again = pusher.run_cycle()  # the old day's sum differs: pushed again whole
+    assert again.ok
+    assert pusher.costs.whole == {old}
+    assert (old * 1000) not in ledger.summarized_between(0, lookback_ms)
+    days = {k[3] for k in expected}
+    pushed = again.get("costs").landed_days
+    assert pushed == len({d for d in days if d >= old * 1000})
+
+    vm.flush()
+    clock.now += 900
+    settled = pusher.run_cycle()  # compared series by series: the larger is held
+    assert settled.ok
+    assert pusher.costs.whole == set()
+    assert pusher.stats.unconfirmed["costs"] == 0
+    assert old * 1000 in ledger.summarized_between(0, lookback_ms)
+    clock.now += 900
+    steady = pusher.run_cycle()
+    assert steady.ok and steady.get("costs").window.start == today - 2 * DAY
+    vm.flush()
+    assert_equal_costs(expected, vm_costs(vm))

@@ -10,7 +10,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from openai_cost_pusher.ledger import Ledger, Revision
@@ -183,6 +184,30 @@ def test_commit_of_fresh_samples_still_finds_vanished_values() -> None:
     assert ledger.held_between(*_window(0, 1)) == 1
 
 
+def test_a_summarized_day_counts_its_values_and_a_commit_replaces_them() -> None:
+    """A day kept as its totals still counts and sums its values, finds none of
+    them in `diff`, and a commit of the day replaces the summary with its samples,
+    reporting nothing gone (there is nothing to compare)."""
+    ledger = Ledger()
+    day = [_s(A, 0, 2.0), _s(B, 0, 3.0)]
+    ledger.commit(day, *_window(0, 1))
+    ledger.commit([_s(A, 1, 5.0)], *_window(1, 1))
+    ledger.summarize(*_window(0, 1))
+    assert ledger.summarized_between(*_window(0, 2)) == [D0]
+    assert ledger.held_between(*_window(0, 2)) == len(ledger) == 3
+    assert ledger.totals_between(*_window(0, 1)) == (2, 5.0)
+    assert ledger.series == 1  # B held nothing else: its number is free
+    assert ledger.diff(day, []) == (day, 0)
+    again = [_s(A, 0, 2.0)]
+    assert ledger.commit(again, *_window(0, 1), ledger.diff(again, [])) == []
+    assert ledger.summarized_between(*_window(0, 2)) == []
+    assert ledger.held_between(*_window(0, 2)) == len(ledger) == 2
+    assert ledger.totals_between(*_window(0, 1)) == (1, 2.0)
+    ledger.summarize(*_window(0, 2))
+    assert ledger.reconcile(lambda name, labels: None, *_window(0, 1)) == [D0]
+    assert ledger.held_between(*_window(0, 2)) == 1 and ledger.series == 0
+
+
 _ANSWERS = st.lists(
     st.lists(
         st.tuples(
@@ -227,10 +252,15 @@ class _Reference:
 
     def __init__(self) -> None:
         self.values: dict[tuple[str, Labels, int], float] = {}
+        self.summed: set[int] = set()  # timestamps kept as totals only
 
     def commit(
         self, samples: list[Sample], start: int, end: int
     ) -> set[tuple[str, Labels, int, float]]:
+        # a summarized timestamp's values are replaced by the answer's, silently
+        replaced = {ts for ts in self.summed if start <= ts < end}
+        self.summed -= replaced
+        self.drop(lambda k, v: k[2] not in replaced)
         landed = {(s.name, s.labels, s.ts_ms) for s in samples}
         gone = {
             (k[0], k[1], k[2], v)
@@ -246,6 +276,7 @@ class _Reference:
     def drop(self, keep: Callable[..., bool]) -> int:
         before = len(self.values)
         self.values = {k: v for k, v in self.values.items() if keep(k, v)}
+        self.summed &= {k[2] for k in self.values}
         return before - len(self.values)
 
 
@@ -256,18 +287,22 @@ _OPS = st.lists(
         st.tuples(st.just("before"), st.integers(0, 6), st.just(0)),
         st.tuples(st.just("between"), st.integers(0, 5), st.integers(1, 3)),
         st.tuples(st.just("reconcile"), st.integers(0, 5), st.integers(1, 3)),
+        st.tuples(st.just("summarize"), st.integers(0, 5), st.integers(1, 3)),
     ),
     max_size=25,
 )
 
 
+@settings(max_examples=600, deadline=None)
 @given(_OPS)
 def test_the_ledger_holds_what_a_plain_dict_would(
     ops: list[tuple[str, Any, int]],
 ) -> None:
-    """Any run of commits, forgets and read-backs leaves the ledger holding exactly
-    what a dict of (series, timestamp) to value holds: numbers freed by vanished
-    series and reused by new ones never carry a value over."""
+    """Any run of commits, forgets, read-backs and summaries leaves the ledger
+    holding exactly what a dict of (series, timestamp) to value holds: numbers freed
+    by vanished series and reused by new ones never carry a value over; a
+    summarized timestamp still counts and sums its values, but `diff` finds none of
+    them, a commit replaces them and a read-back forgets them whole."""
     ledger, ref = Ledger(), _Reference()
     fresh_labels = iter((("project_id", f"new_{i}"),) for i in range(10_000))
     for op, arg, n in ops:
@@ -291,6 +326,12 @@ def test_the_ledger_holds_what_a_plain_dict_would(
             assert ledger.forget_between(start, end) == ref.drop(
                 lambda k, v, s=start, e=end: not s <= k[2] < e
             )
+        elif op == "summarize":
+            start, end = _window(arg, n)
+            removals = ledger.removals
+            ledger.summarize(start, end)
+            ref.summed |= {k[2] for k in ref.values if start <= k[2] < end}
+            assert ledger.removals == removals  # nothing forgotten
         else:  # the store kept only values of at least 2.0
             start, end = _window(arg, n)
             lost = ledger.reconcile(
@@ -302,16 +343,30 @@ def test_the_ledger_holds_what_a_plain_dict_would(
                 start,
                 end,
             )
-            kept = ref.drop(lambda k, v, s=start, e=end: v >= 2.0 or not s <= k[2] < e)
+            # forgotten: what the store lacks, and summarized timestamps whole
+            lacked = [
+                k
+                for k, v in ref.values.items()
+                if start <= k[2] < end and (v < 2.0 or k[2] in ref.summed)
+            ]
+            for k in lacked:
+                del ref.values[k]
+            ref.summed &= {k[2] for k in ref.values}
+            kept = len(lacked)
             assert len(lost) == kept
         window = _window(0, 8)
         assert len(ledger) == len(ref.values)
         assert ledger.held_between(*window) == len(ref.values)
-        assert ledger.totals_between(*window) == (
-            len(ref.values),
-            math.fsum(ref.values.values()),
-        )
+        count, total = ledger.totals_between(*window)
+        assert count == len(ref.values)
+        assert total == pytest.approx(math.fsum(ref.values.values()), rel=1e-15)
+        if not ref.summed:
+            assert total == math.fsum(ref.values.values())  # exactly rounded
+        assert ledger.summarized_between(*window) == sorted(ref.summed)
         probe = [Sample(k[0], k[1], v, k[2]) for k, v in ref.values.items()]
-        assert ledger.diff(probe, []) == ([], len(probe))
+        unknown = [p for p in probe if p.ts_ms in ref.summed]
+        assert ledger.diff(probe, []) == (unknown, len(probe) - len(unknown))
         # a series left with no value is forgotten: the ledger stays bounded
-        assert ledger.series == len({(k[0], k[1]) for k in ref.values})
+        assert ledger.series == len(
+            {(k[0], k[1]) for k in ref.values if k[2] not in ref.summed}
+        )
