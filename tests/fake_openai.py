@@ -545,6 +545,25 @@ _CostPart = tuple[float, tuple[float, str | None] | None]
 """One share of a group's cost, with the (quantity, unit) it brings, if any."""
 
 
+def live_cost_result(k: int, value: Any = None) -> dict[str, Any]:
+    """Return costs result number `k` in the form live answers take (with quantity
+    and `organization_id`, about 290 characters): `0.173915... + k` unless `value`
+    is given."""
+    return {
+        "object": "organization.costs.result",
+        "amount": {
+            "value": 0.17391500000000001 + k if value is None else value,
+            "currency": "usd",
+        },
+        "line_item": f"model-{k % 20}, input",
+        "project_id": f"proj_{k // 20:05d}",
+        "organization_id": "org-0123456789abcdefghijklm",
+        "api_key_id": None,
+        "quantity": 12345678.0,
+        "quantity_unit": "tokens",
+    }
+
+
 def _decimal_text(value: float) -> str:
     """Return `value` as the live API writes amounts: `"12.50"` where two decimal
     places hold it exactly, else 28 places (`"0.1739150000000000000000000000"`)."""

@@ -49,6 +49,7 @@ from openai_cost_pusher.transport import (
     make_session,
     retry_policy,
 )
+from tests.fake_openai import live_cost_result
 
 DAY = 86_400
 T0 = 1_730_419_200  # 2024-11-01 00:00 UTC
@@ -1015,27 +1016,10 @@ def test_a_long_page_is_never_held_whole(serve: Callable[[Answer], Hostile]) -> 
 
 
 def _live_day(day: int, results: int) -> dict[str, Any]:
-    """Return a costs bucket of `results` results in the live form (with quantity
-    and `organization_id`, about 290 characters each)."""
-    start = T0 + day * DAY
-    return {
-        "object": "bucket",
-        "start_time": start,
-        "end_time": start + DAY,
-        "results": [
-            {
-                "object": "organization.costs.result",
-                "amount": {"value": 0.173915 + k, "currency": "usd"},
-                "line_item": f"model-{k % 20}, input",
-                "project_id": f"proj_{k // 20:05d}",
-                "organization_id": "org-0123456789abcdefghijklm",
-                "api_key_id": None,
-                "quantity": 12345678.0,
-                "quantity_unit": "tokens",
-            }
-            for k in range(results)
-        ],
-    }
+    """Return a costs bucket of `results` results in the live form."""
+    bucket = _cost_bucket(day, results=0)
+    bucket["results"] = [live_cost_result(k) for k in range(results)]
+    return bucket
 
 
 def test_a_large_day_is_never_held_decoded(

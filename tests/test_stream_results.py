@@ -36,6 +36,7 @@ from openai_cost_pusher.parsers import (
     parse_usage_bucket,
     utf8,
 )
+from tests.fake_openai import live_cost_result
 
 T0 = 1_767_225_600  # 2026-01-01 00:00 UTC
 COSTS = "organization.costs.result"
@@ -318,21 +319,7 @@ def test_parts_stand_for_the_page_however_cut(
 # ---------------------------------------------------------------- the examples
 
 
-def _result(k: int, value: Any = None) -> dict[str, Any]:
-    """Return result number `k` in the live form (about 290 characters)."""
-    return {
-        "object": COSTS,
-        "amount": {
-            "value": 0.17391500000000001 + k if value is None else value,
-            "currency": "usd",
-        },
-        "line_item": f"model-{k % 20}, input",
-        "project_id": f"proj_{k // 20:05d}",
-        "organization_id": "org-0123456789abcdefghijklm",
-        "api_key_id": None,
-        "quantity": 12345678.0,
-        "quantity_unit": "tokens",
-    }
+_result = live_cost_result
 
 
 def _line(k: int, day: int = T0) -> CostLine:

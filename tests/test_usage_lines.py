@@ -110,9 +110,19 @@ def test_the_quick_path_gives_what_the_full_check_gives(
             assert all(n < kept + len(items) for n in kept_now)
 
 
-def test_a_seen_combination_is_quick_and_an_int_is_no_bool() -> None:
+def test_a_seen_combination_is_quick_and_an_int_is_no_bool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The second result with the same dimensions is read without the full check;
     a `batch` of 1 (equal to True in Python) is still refused after a `true`."""
+    checked: list[Any] = []
+    full_check = parsers._usage_line
+
+    def spy(item: Any, *args: Any) -> Any:
+        checked.append(item)
+        return full_check(item, *args)
+
+    monkeypatch.setattr(parsers, "_usage_line", spy)
     kind = "completions"
     good = {
         "object": usage_result_object(kind),
@@ -126,6 +136,7 @@ def test_a_seen_combination_is_quick_and_an_int_is_no_bool() -> None:
     reader = UsageBucket("data[0]", kind, 3600, {})
     reader._add([good, {**good, "input_tokens": 6}], 0, T0)
     first, second = reader._lines
+    assert checked == [good]  # the second took the quick path
     assert first.dims is second.dims and first.fields is second.fields
     assert second.values == (6.0, 2.0, 1.0)
     assert _read(reader, [{**good, "batch": 1}], 2) == (
