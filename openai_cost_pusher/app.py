@@ -64,7 +64,6 @@ from openai_cost_pusher.metrics import (
     SelfStats,
     UsageColumns,
     UsageSeriesCache,
-    UsageTable,
     add_cost_lines,
     add_key_cost_lines,
     add_usage_lines,
@@ -74,6 +73,7 @@ from openai_cost_pusher.metrics import (
     quantity_samples,
     self_samples,
     today_samples,
+    usage_points,
     usage_samples,
 )
 from openai_cost_pusher.model import Columns, Labels, Project, Rejected, Sample
@@ -114,9 +114,10 @@ SERIES_SLACK = 10_000
 """Series numbers an index may hold beyond twice the ledger's series."""
 USAGE_LINES_KEPT = 1 << 14
 """Usage lines (endpoint and dimensions) whose series a cycle keeps for the next:
-some 700 bytes each (the dimensions, their strings, the counters' series), so that
-16,384 hold about 11 MiB, the series of a 1,000-project organization with ten
-models. A larger organization's other lines build their labels every cycle."""
+about 260 bytes each (their key and the counters' numbers in the table's index,
+which holds the labels anyway), so that 16,384 hold about 4 MiB, the series of a
+1,000-project organization with ten models. A larger organization's other lines
+build their labels every cycle."""
 
 
 @dataclass(slots=True)
@@ -142,8 +143,9 @@ class _UsageState:
     """What the usage series keep from cycle to cycle (see `_SeriesState`).
 
     `index` numbers the series of the usage table; `series` is the last cycle's
-    counter-to-series cache (`add_usage_lines`), valid while the names it was built
-    from (`built_from`) stay the same: a steady cycle builds no usage labels.
+    cache of each counter's number there (`add_usage_lines`), valid while the names
+    it was built from (`built_from`) stay the same, and the index with it: a steady
+    cycle builds no usage labels, and hashes none.
     """
 
     generation: int
@@ -750,11 +752,11 @@ class Pusher:
         plan = self.usage
         assert plan is not None
         named_keys = "api_key_id" in plan.optional_dims
-        # packed by bucket, over numbers kept from cycle to cycle, unless the series
-        # are renamed after the fetch (the `api_key` label: see `name_usage_keys`)
+        # packed by bucket, over numbers kept from cycle to cycle (renamed after
+        # the fetch where series carry the `api_key` label: see `name_usage_keys`)
         state = self._usage_state(ds, names)
         generation = state.generation
-        table: UsageTable | UsageColumns = {} if named_keys else Columns(state.index)
+        table: UsageColumns = Columns(state.index)
         series: UsageSeriesCache = {}  # this cycle's; the last one's is state.series
         for kind, group_by in plan.group_by.items():
             buckets = self.source.fetch_usage(
@@ -767,7 +769,6 @@ class Pusher:
                 (line for lines in buckets for line in lines),
                 names,
                 self.extra,
-                plan.step,
                 plan.optional_dims,
                 series,
                 state.series,
@@ -778,9 +779,9 @@ class Pusher:
             if len(series) <= USAGE_LINES_KEPT
             else dict(itertools.islice(series.items(), USAGE_LINES_KEPT))
         )
-        if not isinstance(table, Columns):
+        if named_keys:
             named = self._keys.name_usage_keys(
-                table, self.clock, self.reader, self.extra
+                usage_points(table, plan.step), self.clock, self.reader, self.extra
             )
             return Fetched(lambda start, end: usage_samples(named, start, end), [])
         packed = table

@@ -23,6 +23,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import cast
 
 from openai_cost_pusher.model import (
     Columns,
@@ -404,20 +405,22 @@ UsageColumns = Columns[tuple[str, Labels]]
 """A `UsageTable` packed by bucket (see `Columns`)."""
 
 
-UsageSeries = dict[str, tuple[str, Labels] | None]
-"""A usage line's counter fields to their series, or None where no family takes one."""
+UsageSeries = dict[str, int]
+"""A usage line's counter fields to their series' numbers in the table's index
+(`Columns.number`), or `NO_SERIES` where no family takes one."""
 UsageSeriesCache = dict[tuple[str, Labels], UsageSeries]
 """A usage line's endpoint and dimensions to its counters' series (see
 `add_usage_lines`)."""
 EMPTY_CACHE: Mapping[tuple[str, Labels], UsageSeries] = MappingProxyType({})
+NO_SERIES = -1
+"""The number of a counter no family takes (`Columns.add_numbered` skips it)."""
 
 
 def add_usage_lines(
-    table: UsageTable | UsageColumns,
+    table: UsageColumns,
     lines: Iterable[UsageLine],
     names: Mapping[str, str | None],
     extra: Labels,
-    step: int,
     optional_dims: Sequence[str] = (),
     series_cache: UsageSeriesCache | None = None,
     kept: Mapping[tuple[str, Labels], UsageSeries] = EMPTY_CACHE,
@@ -430,28 +433,18 @@ def add_usage_lines(
     group by are `""`. `optional_dims` (`user_id`, `api_key_id`) are added as labels
     when grouping by them is on.
 
-    `series_cache` receives each counter's series, by endpoint and dimensions, then
-    field, as found in it or in `kept` (an earlier cycle's cache, whose entries it
-    takes over) or built: passing the last cycle's cache as `kept` builds a series
-    once for as long as `names`, `extra` and `optional_dims` stay the same (the
-    caller's to drop when they change), and a cache holds only the endpoints and
-    dimensions one cycle saw.
+    `series_cache` receives each counter's series number in `table`'s index, by
+    endpoint and dimensions, then field, as found in it or in `kept` (an earlier
+    cycle's cache, whose entries it takes over) or built: passing the last cycle's
+    cache as `kept` builds a series once for as long as `names`, `extra`,
+    `optional_dims` and the table's index stay the same (the caller's to drop it
+    when any of them changes), and a cache holds only the endpoints and dimensions
+    one cycle saw. A line whose counters are all known is added by number: its
+    series' labels are neither built nor hashed.
     """
     if series_cache is None:
         series_cache = {}
-    add: Callable[[tuple[str, Labels], int, float], None]
-    if isinstance(table, Columns):
-        add = table.add
-    else:
-        points_of = table
-
-        def add_point(series: tuple[str, Labels], start: int, value: float) -> None:
-            points = points_of.get(series)
-            if points is None:
-                points = points_of[series] = Points(step)
-            points.add(start, value)
-
-        add = add_point
+    add = table.add_numbered
     for line in lines:
         # by the line's endpoint and dimensions once, then by each counter's field
         # (a string, whose hash is kept): the dimensions are hashed once a line
@@ -460,16 +453,27 @@ def add_usage_lines(
         if by_field is None:
             by_field = kept.get(line_key)
             series_cache[line_key] = by_field = {} if by_field is None else by_field
-        for field_name, value in zip(line.fields, line.values, strict=True):
-            if field_name in by_field:
-                series = by_field[field_name]
-            else:
-                series = by_field[field_name] = _usage_series(
-                    line, field_name, names, extra, optional_dims
-                )
-            if series is None:
-                continue  # a number no family takes
-            add(series, line.start, value)
+        numbers = list(map(by_field.get, line.fields))
+        if None in numbers:
+            for i, field_name in enumerate(line.fields):
+                if numbers[i] is None:
+                    found = _usage_series(line, field_name, names, extra, optional_dims)
+                    numbers[i] = by_field[field_name] = (
+                        NO_SERIES if found is None else table.number(found)
+                    )
+        add(cast(list[int], numbers), line.start, line.values)
+
+
+def usage_points(table: UsageColumns, step: int) -> UsageTable:
+    """Return the series of `table` that hold values, as `Points` of `step`."""
+    out: UsageTable = {}
+    for ts in table.timestamps():
+        for series, value in table.at(ts):
+            points = out.get(series)
+            if points is None:
+                points = out[series] = Points(step)
+            points.add(ts, value)
+    return out
 
 
 def usage_family(operation: str, field_name: str) -> tuple[str, tuple[str, ...]] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from array import array
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
 
@@ -57,8 +57,7 @@ class ApiKey:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class UsageLine:
+class UsageLine(NamedTuple):
     """One usage result: a bucket's amounts for one combination of dimensions.
 
     `start` is the bucket's start in Unix seconds. `dims` holds every dimension the
@@ -66,7 +65,8 @@ class UsageLine:
     gave null. `fields` names each numeric field present (`input_tokens`, ...) and
     `values` holds their amounts in the same order: a large organization's page has
     hundreds of thousands of lines, and the parser shares `dims` and `fields` tuples
-    between them, so a line costs little more than its numbers.
+    between them, so a line costs little more than its numbers. A named tuple, like
+    `CostLine`: built in a third of the time a frozen dataclass takes.
     """
 
     start: int
@@ -258,17 +258,36 @@ class Columns(Generic[K]):
         number = self._index.get(key)
         if number is None:
             number = self._index[key] = len(self._index)
+        self.add_numbered((number,), ts, (value,))
+
+    def number(self, key: K) -> int:
+        """Return the number of `key`, giving it the next one if it is new: a
+        caller that keeps it adds by number (`add_numbered`), without hashing the
+        key again, as long as it adds to tables over this very index."""
+        number = self._index.get(key)
+        if number is None:
+            number = self._index[key] = len(self._index)
+        return number
+
+    def add_numbered(
+        self, numbers: Sequence[int], ts: int, values: Sequence[float]
+    ) -> None:
+        """Add each of `values` at `ts` to the series of the same place in `numbers`
+        (from `number`; a negative number: no series, the value is skipped)."""
         column = self._columns.get(ts)
         if column is None:
             column = self._columns[ts] = array("d")
         size = len(column)
-        if number < size:
-            old = column[number]
-            column[number] = value if old != old else old + value
-            return
-        if number > size:
-            column.extend(array("d", [_ABSENT]) * (number - size))
-        column.append(value)
+        for number, value in zip(numbers, values, strict=True):
+            if number < size:
+                if number >= 0:
+                    old = column[number]
+                    column[number] = value if old != old else old + value
+                continue
+            if number > size:
+                column.extend(array("d", [_ABSENT]) * (number - size))
+            column.append(value)
+            size = number + 1
 
     def at(self, ts: int) -> Iterator[tuple[K, float]]:
         """Yield `(key, value)` of every series with a value at `ts`, in the order

@@ -27,7 +27,7 @@ import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from openai_cost_pusher.errors import BadResponse
@@ -592,7 +592,7 @@ class UsageBucket(BucketReader[UsageLine]):
             append(line)
 
     def _restamp(self, line: UsageLine, start: int) -> UsageLine:
-        return replace(line, start=start)
+        return line._replace(start=start)
 
 
 def parse_usage_bucket(

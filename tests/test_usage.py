@@ -18,7 +18,8 @@ import requests
 from openai_cost_pusher import app, metrics
 from openai_cost_pusher.app import UsagePlan
 from openai_cost_pusher.demo import DemoOrganization
-from openai_cost_pusher.metrics import UsageTable, add_usage_lines
+from openai_cost_pusher.metrics import UsageColumns, add_usage_lines, usage_points
+from openai_cost_pusher.model import Columns
 from tests.conftest import Clock
 from tests.fake_openai import FakeOpenAI, Fault
 from tests.orgs import DAY, make_pusher
@@ -650,12 +651,13 @@ def test_the_demo_shows_tool_calls() -> None:
     now = 1_730_419_200 + 10 * 3600  # 10:00 UTC
     org = DemoOrganization(lambda: now)
     plan = _plan()
-    table: UsageTable = {}
+    columns: UsageColumns = Columns()
     for kind in ("web_search_calls", "file_search_calls"):
         today = now // DAY * DAY
         group_by = plan.group_by[kind]
         pages = org.fetch_usage(kind, today - DAY, today + DAY, "1d", group_by)
-        add_usage_lines(table, (x for page in pages for x in page), {}, (), DAY)
+        add_usage_lines(columns, (x for page in pages for x in page), {}, ())
+    table = usage_points(columns, DAY)
     series = {
         (name, dict(labels)["tool"], dict(labels)["project_id"]): dict(points.items())
         for (name, labels), points in table.items()

@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 
 from openai_cost_pusher.app import UsagePlan
-from openai_cost_pusher.metrics import UsageTable, add_usage_lines
+from openai_cost_pusher.metrics import UsageColumns, add_usage_lines, usage_points
+from openai_cost_pusher.model import Columns
 from openai_cost_pusher.openai_api import USAGE_WIDTHS
 from openai_cost_pusher.parsers import (
     DAY,
@@ -89,8 +90,9 @@ def _metrics_of(kind: str, result: dict[str, Any]) -> dict[float, set[str]]:
     """Parse `result` as the client does and return, per pushed value, its metrics."""
     bucket = {"object": "bucket", "start_time": 0, "end_time": DAY, "results": [result]}
     _, lines = parse_usage_bucket(bucket, f"GET {USAGE_PREFIX}{kind}", kind, DAY)
-    table: UsageTable = {}
-    add_usage_lines(table, lines, {}, (), DAY)
+    columns: UsageColumns = Columns()
+    add_usage_lines(columns, lines, {}, ())
+    table = usage_points(columns, DAY)
     found: dict[float, set[str]] = {}
     for (name, _labels), points in table.items():
         for point in points.items():
