@@ -789,3 +789,33 @@ def test_a_cycle_keeps_the_series_of_at_most_usage_lines_kept_lines(
     assert stored_series(vm) == pytest.approx(
         expected_series(fake, today - 30 * DAY, "1d"), rel=1e-12
     )
+
+
+def test_renewed_series_numbers_take_the_kept_numbers_with_them(
+    fake: FakeOpenAI,
+    vm: VictoriaMetrics,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the tables' series numbers are renewed (an index holding many series
+    that came and went), the usage numbers kept from the last cycle go with them:
+    every value still lands on its own series, and the labels are built again."""
+    today = _today(clock)
+    seed_usage(fake, today, days=3)
+    monkeypatch.setattr(app, "SERIES_SLACK", -(10**9))  # renewed every cycle
+    built = _spy_on_usage_series(monkeypatch)
+    pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
+    assert pusher.run_cycle().ok
+    assert pusher._usage is not None
+    generation = pusher._usage.generation
+    for tokens in (777, 778):
+        built.clear()
+        clock.now += 60
+        _one_completion(fake, today, tokens)
+        assert pusher.run_cycle().ok
+        assert pusher._usage.generation != generation
+        generation = pusher._usage.generation
+        assert set(built) >= set(PROJECTS)
+        assert stored_series(vm) == pytest.approx(
+            expected_series(fake, today - 30 * DAY, "1d"), rel=1e-12
+        )
