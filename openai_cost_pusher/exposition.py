@@ -68,6 +68,35 @@ _stamp = " {}\n".format  # the same text as f" {ts_ms}\n"
 _NAME, _LABELS, _VALUE, _TS_MS = map(itemgetter, range(4))  # a `Sample`'s fields
 
 
+class _Prefixes:
+    """The series prefixes of one metric name a `RenderCache` keeps, in the order
+    they were first rendered: `ids[n]` is the id of the labels tuple of the `n`-th,
+    `texts[n]` its prefix, `at` maps an id to its `n`."""
+
+    __slots__ = ("at", "ids", "texts")
+
+    def __init__(self) -> None:
+        self.at: dict[int, int] = {}
+        self.ids: list[int] = []
+        self.texts: list[str] = []
+
+    def run(self, ids: list[int]) -> list[str] | None:
+        """Return the prefixes of `ids` if they are a run of the kept order (from
+        the position of the first, going on from the start past the end), else
+        None: one lookup and a comparison of the lists, where one lookup per
+        sample in a large dict costs its cache misses."""
+        first = self.at.get(ids[0])
+        if first is None:
+            return None
+        end = first + len(ids)
+        if self.ids[first:end] == ids:
+            return self.texts[first:end]
+        wrap = end - len(self.ids)
+        if wrap > 0 and self.ids[first:] + self.ids[:wrap] == ids:
+            return self.texts[first:] + self.texts[:wrap]
+        return None
+
+
 class RenderCache:
     """What `render_chunks` keeps of the series it rendered, and its two ways to
     render samples. A cache passed to several calls (the days of one cycle) builds
@@ -87,15 +116,18 @@ class RenderCache:
     A series prefix (`name{labels} `) is built once, and found by the metric name,
     then by the identity of the labels tuple, which every sample of a series shares:
     hashing a tuple of label pairs for each sample would cost more than the rest of
-    the line. `_alive` keeps every tuple seen, so that no id is reused by another
-    tuple while the cache lives. At most `PREFIXES_MAX` prefixes are kept; the
-    texts of other series are joined from their pairs' texts each time.
+    the line. Where a batch's series come in the order they were first rendered (the
+    days of a backfill come in the same order), its prefixes are one slice of the
+    kept ones (`_Prefixes.run`). `_alive` keeps every tuple seen, so that no id is
+    reused by another tuple while the cache lives. At most `PREFIXES_MAX` prefixes
+    are kept; the texts of other series are joined from their pairs' texts each
+    time.
     """
 
     __slots__ = ("_alive", "_names", "_pairs", "_prefixes", "_stamps")
 
     def __init__(self) -> None:
-        self._prefixes: dict[str, dict[int, str]] = {}  # name -> id(labels) -> prefix
+        self._prefixes: dict[str, _Prefixes] = {}  # by metric name
         self._alive: list[Labels] = []
         self._names: set[str] = set()  # metric names found valid
         self._pairs: dict[tuple[str, str], str] = {}  # valid label pair -> k="v"
@@ -103,15 +135,19 @@ class RenderCache:
 
     def prefix(self, name: str, labels: Labels) -> str:
         """Return `name{labels} ` with its trailing space, building it if new."""
-        by_id = self._prefixes.get(name)
-        if by_id is None:
-            by_id = self._prefixes[name] = {}
-        prefix = by_id.get(id(labels))
-        if prefix is None:
-            prefix = self._build(name, labels)
-            if len(self._alive) < PREFIXES_MAX:
-                by_id[id(labels)] = prefix
-                self._alive.append(labels)
+        kept = self._prefixes.get(name)
+        if kept is None:
+            kept = self._prefixes[name] = _Prefixes()
+        key = id(labels)
+        at = kept.at.get(key)
+        if at is not None:
+            return kept.texts[at]
+        prefix = self._build(name, labels)
+        if len(self._alive) < PREFIXES_MAX:
+            kept.at[key] = len(kept.ids)
+            kept.ids.append(key)
+            kept.texts.append(prefix)
+            self._alive.append(labels)
         return prefix
 
     def _build(self, name: str, labels: Labels) -> str:
@@ -159,12 +195,17 @@ class RenderCache:
                 if stamps is None:
                     return None
             names = list(map(_NAME, batch))
-            by_id = self._prefixes.get(names[0])
+            kept = self._prefixes.get(names[0])
             try:
-                if by_id is None or names.count(names[0]) != len(names):
+                if kept is None or names.count(names[0]) != len(names):
                     raise KeyError(names[0])  # a new metric, or several
                 # by C calls alone: the labels of each sample, their id, its prefix
-                prefixes = list(map(by_id.__getitem__, map(id, map(_LABELS, batch))))
+                ids = list(map(id, map(_LABELS, batch)))
+                prefixes = kept.run(ids)
+                if prefixes is None:
+                    prefixes = list(
+                        map(kept.texts.__getitem__, map(kept.at.__getitem__, ids))
+                    )
             except KeyError:  # a series not seen before (or not kept)
                 prefix = self.prefix
                 prefixes = [prefix(s.name, s.labels) for s in batch]

@@ -560,3 +560,49 @@ def test_render_chunks_lone_surrogate_raises_at_its_sample(
     with pytest.raises(UnicodeEncodeError):
         got.extend(render_chunks(as_input(samples), 1))
     assert got == list(_reference_chunks(samples[:5], 1))
+
+
+def test_a_run_of_the_kept_order_takes_one_slice_of_prefixes() -> None:
+    """Prefixes are found as one slice where the ids run in the order first
+    rendered, also past the end of the order into its start; any other order or an
+    unknown first id finds none (the batch takes them one by one)."""
+    kept = exposition._Prefixes()
+    for n in range(5):
+        kept.at[1000 + n] = n
+        kept.ids.append(1000 + n)
+        kept.texts.append(f"s{n} ")
+    assert kept.run([1001, 1002, 1003]) == ["s1 ", "s2 ", "s3 "]
+    assert kept.run([1003, 1004, 1000, 1001]) == ["s3 ", "s4 ", "s0 ", "s1 "]
+    assert kept.run([1001, 1003]) is None
+    assert kept.run([1004, 1000, 1002]) is None
+    assert kept.run([999, 1000]) is None
+
+
+def test_days_in_the_same_series_order_render_by_slices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The days of a backfill come in the same series order: after the first, each
+    batch's prefixes are one slice of the kept ones (across a day's end too), and
+    everything renders as the reference does, a day in another order included."""
+    labels = [labels_of({"project_id": f"proj_{n}"}) for n in range(10)]
+
+    def day(ts: int, order: Iterable[int]) -> list[Sample]:
+        return [Sample("x", labels[n], n + ts / 8, ts) for n in order]
+
+    found: list[bool] = []
+    real = exposition._Prefixes.run
+
+    def spy(self: exposition._Prefixes, ids: list[int]) -> list[str] | None:
+        prefixes = real(self, ids)
+        found.append(prefixes is not None)
+        return prefixes
+
+    monkeypatch.setattr(exposition._Prefixes, "run", spy)
+    monkeypatch.setattr(exposition, "_BATCH", 4)
+    samples = [s for ts in range(1, 5) for s in day(ts, range(10))]
+    samples += day(5, [3, 1, 4, 0, 5, 9, 2, 6, 8, 7])
+    assert list(render_chunks(samples, 64)) == list(_reference_chunks(samples, 64))
+    # batches of 4: the first is of a new metric, the next two hold series not
+    # rendered before; then days 2 to 4 run in the kept order (the batch of days
+    # 3 and 4 across the order's end), and the shuffled day does not
+    assert found == [False] * 2 + [True] * 7 + [False] * 3
