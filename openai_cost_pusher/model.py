@@ -234,6 +234,19 @@ class Points:
 K = TypeVar("K", bound=Hashable)
 
 
+def _put(column: array[float], number: int, value: float) -> None:
+    """Add `value` to the value at `number` of `column` (NaN: none yet), filling the
+    column with NaN up to it where it is shorter."""
+    size = len(column)
+    if number < size:
+        old = column[number]
+        column[number] = value if old != old else old + value
+        return
+    if number > size:
+        column.extend(array("d", [_ABSENT]) * (number - size))
+    column.append(value)
+
+
 class Columns(Generic[K]):
     """Values of many series at shared timestamps, packed by timestamp: one float
     array per timestamp, indexed by the number each series gets when first added
@@ -255,10 +268,7 @@ class Columns(Generic[K]):
 
     def add(self, key: K, ts: int, value: float) -> None:
         """Add `value` to the value of `key` at `ts`, creating it if absent."""
-        number = self._index.get(key)
-        if number is None:
-            number = self._index[key] = len(self._index)
-        self.add_numbered((number,), ts, (value,))
+        _put(self._column(ts), self.number(key), value)
 
     def number(self, key: K) -> int:
         """Return the number of `key`, giving it the next one if it is new: a
@@ -274,20 +284,16 @@ class Columns(Generic[K]):
     ) -> None:
         """Add each of `values` at `ts` to the series of the same place in `numbers`
         (from `number`; a negative number: no series, the value is skipped)."""
+        column = self._column(ts)
+        for number, value in zip(numbers, values, strict=True):
+            if number >= 0:
+                _put(column, number, value)
+
+    def _column(self, ts: int) -> array[float]:
         column = self._columns.get(ts)
         if column is None:
             column = self._columns[ts] = array("d")
-        size = len(column)
-        for number, value in zip(numbers, values, strict=True):
-            if number < size:
-                if number >= 0:
-                    old = column[number]
-                    column[number] = value if old != old else old + value
-                continue
-            if number > size:
-                column.extend(array("d", [_ABSENT]) * (number - size))
-            column.append(value)
-            size = number + 1
+        return column
 
     def at(self, ts: int) -> Iterator[tuple[K, float]]:
         """Yield `(key, value)` of every series with a value at `ts`, in the order
