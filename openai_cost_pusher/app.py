@@ -62,11 +62,14 @@ from openai_cost_pusher.metrics import (
     USAGE_METRICS,
     CostColumns,
     SelfStats,
+    UsageBatches,
     UsageColumns,
+    UsageNumbers,
     UsageSeriesCache,
     add_cost_lines,
     add_key_cost_lines,
     add_usage_lines,
+    add_usage_parts,
     cost_samples,
     key_cost_samples,
     merge_names,
@@ -90,6 +93,7 @@ from openai_cost_pusher.ports import (
     Names,
     Reader,
     SpendSource,
+    UsagePartsSource,
 )
 from openai_cost_pusher.ports import Sink as Sink
 from openai_cost_pusher.push import PRINTED, STORED, UNANSWERED, PushStats
@@ -118,6 +122,11 @@ about 260 bytes each (their key and the counters' numbers in the table's index,
 which holds the labels anyway), so that 16,384 hold about 4 MiB, the series of a
 1,000-project organization with ten models. A larger organization's other lines
 build their labels every cycle."""
+USAGE_VALUES_KEPT = 1 << 20
+"""Usage values whose results batches a cycle keeps for the next (`_UsageState`):
+16 bytes each with its series number, so 16 MiB at most, about the lookback of a
+1,000-project organization at `1h`. A larger organization's other batches are
+parsed every cycle."""
 
 
 @dataclass(slots=True)
@@ -145,13 +154,18 @@ class _UsageState:
     `index` numbers the series of the usage table; `series` is the last cycle's
     cache of each counter's number there (`add_usage_lines`), valid while the names
     it was built from (`built_from`) stay the same, and the index with it: a steady
-    cycle builds no usage labels, and hashes none.
+    cycle builds no usage labels, and hashes none. Where the source hands on the
+    digests of results batches, `batches` keeps what each batch of the lookback
+    added, so that a batch sent again byte for byte is neither parsed nor looked up.
     """
 
     generation: int
     index: dict[tuple[str, Labels], int] = field(default_factory=dict)
     series: UsageSeriesCache = field(default_factory=dict)
     built_from: Mapping[str, str | None] | None = None
+    batches: dict[str, UsageBatches] = field(default_factory=dict)
+    """Per endpoint, what each results batch of the lookback added, by the digest
+    of its bytes (`add_usage_parts`): numbers of `index`, so dropped with `series`."""
 
 
 REPAIR_HINT = (
@@ -474,7 +488,7 @@ class Pusher:
             if fetched is None:  # the API keeps no per-key data for the window
                 return DatasetReport(ds.name, True, window)
         else:
-            fetched = self._fetch_usage(ds, window, names, bad)
+            fetched = self._fetch_usage(ds, window, names, now, bad)
         assert fetched is not None
         withheld = {day_of(r.start) for r in bad}
         self._report_rejected(ds, bad)
@@ -747,7 +761,12 @@ class Pusher:
         return Fetched(samples, live, release, digest)
 
     def _fetch_usage(
-        self, ds: _Dataset, window: Window, names: Names, bad: list[Rejected]
+        self,
+        ds: _Dataset,
+        window: Window,
+        names: Names,
+        now: float,
+        bad: list[Rejected],
     ) -> Fetched:
         plan = self.usage
         assert plan is not None
@@ -758,7 +777,28 @@ class Pusher:
         generation = state.generation
         table: UsageColumns = Columns(state.index)
         series: UsageSeriesCache = {}  # this cycle's; the last one's is state.series
+        numbers_of = UsageNumbers(
+            table, names, self.extra, plan.optional_dims, series, state.series
+        )
+        batches: dict[str, UsageBatches] = {}  # this cycle's; see state.batches
+        budget = USAGE_VALUES_KEPT
+        # the next cycle fetches its lookback again: the batches to keep for it
+        keep_from = cycle_window(now, ds.lookback, ds.backfill, None, ds.unit).start
         for kind, group_by in plan.group_by.items():
+            if isinstance(self.source, UsagePartsSource):
+                kept = state.batches.get(kind, {})
+                budget -= add_usage_parts(
+                    table,
+                    self.source.fetch_usage_parts(
+                        kind, window.start, window.end, plan.width, group_by, bad, kept
+                    ),
+                    numbers_of,
+                    kept,
+                    batches.setdefault(kind, {}),
+                    keep_from,
+                    budget,
+                )
+                continue
             buckets = self.source.fetch_usage(
                 kind, window.start, window.end, plan.width, group_by, bad
             )
@@ -773,6 +813,7 @@ class Pusher:
                 series,
                 state.series,
             )
+        state.batches = batches
         # what this cycle saw, and no more, up to USAGE_LINES_KEPT combinations
         state.series = (
             series
@@ -814,7 +855,7 @@ class Pusher:
             held = self._usage = _UsageState(self._generations)
         if held.built_from != names:
             held.built_from = dict(names)
-            held.series = {}
+            held.series, held.batches = {}, {}
         return held
 
     def _key_state(self, on: bool, lookback_days: int, backfill_days: int) -> KeyNames:

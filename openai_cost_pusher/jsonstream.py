@@ -59,6 +59,7 @@ between values only JSON whitespace and delimiters are accepted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -428,6 +429,7 @@ class _Reader:
         self._max_chars = max_value_chars
         self.max_depth = max_depth
         self._decoder = json.JSONDecoder(parse_constant=_reject_constant)
+        self.digests = False  # whether `batches` digests each batch's bytes
         self.buf = b""
         self.pos = 0
         self.done = False
@@ -516,9 +518,12 @@ class _Reader:
             raise self._too_long()
         return self._decode(text)
 
-    def batches(self, level: int, batch_bytes: int) -> Iterator[list[Any]]:
+    def batches(
+        self, level: int, batch_bytes: int
+    ) -> Iterator[tuple[list[Any], bytes]]:
         """Decode the array at the position (`level` containers deep) in batches of
-        its elements (see `stream_parts`); nothing for an empty array.
+        its elements, each with the digest of its bytes where `digests` is set (see
+        `stream_parts`); nothing for an empty array.
 
         Offsets below count bytes from the batch's first byte, held ones included:
         `cut` is just past the batch's last whole element (0: none yet), and the
@@ -573,7 +578,7 @@ class _Reader:
                 held.append(self.buf[start : end - 1])
                 self.pos = end
                 items = self._batch(prefix, held)
-                if items:
+                if items[0]:
                     yield items
                 return
             if final:
@@ -603,12 +608,15 @@ class _Reader:
                 self.more(resume)
                 start = resume = 0
 
-    def _batch(self, prefix: bytes, pieces: list[bytes]) -> list[Any]:
+    def _batch(self, prefix: bytes, pieces: list[bytes]) -> tuple[list[Any], bytes]:
         """Decode consecutive elements of an array, as `pieces` of their bytes, with
         one call of the decoder: wrapped as an array, after a `0 ` for pieces that
-        start with the comma after an element. Empties `pieces`."""
+        start with the comma after an element. Empties `pieces`. Return the elements
+        and, where `digests` is set, a digest of the bytes decoded (BLAKE2b, 16
+        bytes), else `b""`."""
         data = b"".join((prefix, *pieces, b"]"))
         pieces.clear()
+        digest = hashlib.blake2b(data, digest_size=16).digest() if self.digests else b""
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -617,7 +625,7 @@ class _Reader:
         items: list[Any] = self._decode(text)
         if prefix != b"[":
             del items[0]
-        return items
+        return items, digest
 
     def _decode(self, text: str) -> Any:
         try:
@@ -679,11 +687,14 @@ class Items(NamedTuple):
 
     `first` marks the array's first batch (an empty array gives one empty batch): a
     later one under the same key starts the array over, as the last value of a
-    repeated key wins in JSON.
+    repeated key wins in JSON. `digest` is a digest of the batch's bytes where
+    `stream_parts` was asked for them (`b""` otherwise, and for an empty array):
+    equal digests mean the same bytes, so the same elements, parsed the same way.
     """
 
     values: list[Any]
     first: bool
+    digest: bytes = b""
 
 
 class End:
@@ -705,6 +716,7 @@ def stream_parts(
     max_value_chars: int = MAX_VALUE_CHARS,
     max_depth: int = MAX_DEPTH,
     batch_bytes: int | None = None,
+    digests: bool = False,
 ) -> Iterator[Part]:
     """Yield the elements of the top-level object's `array_key` array in parts, as
     they arrive: the array under `nested_key` in each element in batches.
@@ -722,9 +734,13 @@ def stream_parts(
     `on_envelope`, errors and limits as for `stream_object`; `max_value_chars`
     holds for each element of a nested array with the comma and whitespace before
     it (elements that are no object or array: together with those after them, up to
-    the next object or array or the array's end; see the module notes).
+    the next object or array or the array's end; see the module notes). With
+    `digests`, each `Items` carries a digest of its batch's bytes: a batch's cut
+    depends on its bytes alone, so an array sent again byte for byte gives the same
+    batches and digests, however the body's chunks fall.
     """
     reader = _Reader(chunks, max_value_chars, max_depth)
+    reader.digests = digests
     batch = BATCH_BYTES if batch_bytes is None else batch_bytes
     for _ in _elements(reader, array_key, on_envelope):
         yield from _parts(reader, nested_key, batch)
@@ -749,8 +765,8 @@ def _parts(reader: _Reader, nested_key: str, batch_bytes: int) -> Iterator[Part]
         reader.expect(b":")
         if key == nested_key and reader.peek() == b"[":
             first = True
-            for values in reader.batches(3, batch_bytes):
-                yield Items(values, first)
+            for values, digest in reader.batches(3, batch_bytes):
+                yield Items(values, first, digest)
                 del values  # not held while the next batch is decoded
                 first = False
             if first:

@@ -17,9 +17,11 @@ Exposition of the families built here (extra labels such as `job` omitted):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import re
 import unicodedata
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -33,6 +35,7 @@ from openai_cost_pusher.model import (
     Project,
     Sample,
     UsageLine,
+    UsageParts,
 )
 
 DAILY_COST = "openai_daily_cost"
@@ -442,26 +445,107 @@ def add_usage_lines(
     one cycle saw. A line whose counters are all known is added by number: its
     series' labels are neither built nor hashed.
     """
-    if series_cache is None:
-        series_cache = {}
+    numbers_of = UsageNumbers(
+        table,
+        names,
+        extra,
+        optional_dims,
+        {} if series_cache is None else series_cache,
+        kept,
+    )
     add = table.add_numbered
     for line in lines:
+        add(numbers_of(line), line.start, line.values)
+
+
+UsageBatch = tuple["array[int]", "array[float]"]
+"""What the lines of one results batch added: series numbers (`NO_SERIES` where
+none), and the values added to them, in the same order."""
+UsageBatches = dict[bytes, UsageBatch]
+"""One endpoint's results batches by the digest of their bytes."""
+
+
+def add_usage_parts(
+    table: UsageColumns,
+    buckets: Iterable[UsageParts],
+    numbers_of: UsageNumbers,
+    kept: Mapping[bytes, UsageBatch],
+    keep: UsageBatches,
+    keep_from: int,
+    budget: int,
+) -> int:
+    """Add one endpoint's buckets to `table` as `add_usage_lines` adds lines, and
+    each results batch not parsed (`UsageParts.replayed`) as it was added before
+    (`kept`, the last cycle's batches of the endpoint, which the fetch was given as
+    known). Each batch of a bucket from `keep_from` on (seconds: the next cycle's
+    lookback) goes to `keep`, as long as the values kept stay within `budget`.
+    Return how many values went to `keep`.
+
+    A batch is kept by the digest of its bytes: the same bytes give the same lines,
+    and, while the caller keeps `numbers_of`'s cache (the same names, the same
+    index), the same series numbers.
+    """
+    add = table.add_numbered
+    held = 0
+    for bucket in buckets:
+        keeping = bucket.start >= keep_from
+        for digest in bucket.replayed:
+            numbers, values = kept[digest]
+            add(numbers, bucket.start, values)
+            if keeping and held + len(values) <= budget:
+                keep[digest] = kept[digest]
+                held += len(values)
+        lines = iter(bucket.lines)
+        for digest, count in bucket.parsed:
+            numbers, values = array("q"), array("d")
+            for line in itertools.islice(lines, count):
+                line_numbers = numbers_of(line)
+                add(line_numbers, line.start, line.values)
+                numbers.extend(line_numbers)
+                values.extend(line.values)
+            if keeping and held + len(values) <= budget:
+                keep[digest] = (numbers, values)
+                held += len(values)
+    return held
+
+
+class UsageNumbers:
+    """The series numbers of a usage line's counters in a table's index (see
+    `add_usage_lines`), built where the cache has none."""
+
+    __slots__ = ("_cache", "_extra", "_kept", "_names", "_optional", "_table")
+
+    def __init__(
+        self,
+        table: UsageColumns,
+        names: Mapping[str, str | None],
+        extra: Labels,
+        optional_dims: Sequence[str],
+        cache: UsageSeriesCache,
+        kept: Mapping[tuple[str, Labels], UsageSeries],
+    ) -> None:
+        self._table, self._names, self._extra = table, names, extra
+        self._optional, self._cache, self._kept = optional_dims, cache, kept
+
+    def __call__(self, line: UsageLine) -> list[int]:
         # by the line's endpoint and dimensions once, then by each counter's field
         # (a string, whose hash is kept): the dimensions are hashed once a line
         line_key = (line.operation, line.dims)
-        by_field = series_cache.get(line_key)
+        by_field = self._cache.get(line_key)
         if by_field is None:
-            by_field = kept.get(line_key)
-            series_cache[line_key] = by_field = {} if by_field is None else by_field
+            by_field = self._kept.get(line_key)
+            self._cache[line_key] = by_field = {} if by_field is None else by_field
         numbers = list(map(by_field.get, line.fields))
         if None in numbers:
             for i, field_name in enumerate(line.fields):
                 if numbers[i] is None:
-                    found = _usage_series(line, field_name, names, extra, optional_dims)
-                    numbers[i] = by_field[field_name] = (
-                        NO_SERIES if found is None else table.number(found)
+                    found = _usage_series(
+                        line, field_name, self._names, self._extra, self._optional
                     )
-        add(cast(list[int], numbers), line.start, line.values)
+                    numbers[i] = by_field[field_name] = (
+                        NO_SERIES if found is None else self._table.number(found)
+                    )
+        return cast(list[int], numbers)
 
 
 def usage_points(table: UsageColumns, step: int) -> UsageTable:

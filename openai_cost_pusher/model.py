@@ -81,6 +81,18 @@ class UsageLine(NamedTuple):
         return zip(self.fields, self.values, strict=True)
 
 
+class UsageParts(NamedTuple):
+    """A usage bucket handed on with the digests of its results batches (see
+    `AdminApi.fetch_usage_parts`): `lines` are those of the batches `parsed` gave, in
+    order (each digest with how many lines its batch gave), and `replayed` are the
+    digests of batches not parsed, whose lines the caller had from the same bytes."""
+
+    start: int
+    lines: list[UsageLine]
+    parsed: tuple[tuple[bytes, int], ...]
+    replayed: tuple[bytes, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A bucket withheld whole because one of its results is malformed.

@@ -59,7 +59,7 @@ import itertools
 import logging
 import re
 import threading
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -87,7 +87,14 @@ from openai_cost_pusher.jsonstream import (
     loads,
     stream_parts,
 )
-from openai_cost_pusher.model import ApiKey, CostLine, Project, Rejected, UsageLine
+from openai_cost_pusher.model import (
+    ApiKey,
+    CostLine,
+    Project,
+    Rejected,
+    UsageLine,
+    UsageParts,
+)
 from openai_cost_pusher.parsers import (
     DAY,
     BadResult,
@@ -153,6 +160,9 @@ L = TypeVar("L", Project, ApiKey)
 """An item of a list endpoint read with `after` (projects, a project's API keys)."""
 BucketParser = Callable[[str], BucketReader[T]]
 """Returns the reader of one bucket, given the bucket's `where`."""
+Handed = tuple[int, list[T], list[tuple[bytes, int]], list[bytes]]
+"""A bucket handed on: its start, its records, and the digests of its results
+batches parsed (with how many records each gave) and not parsed (`known`)."""
 Json = dict[str, Any]
 RequestCounter = Callable[[str, str], None]
 
@@ -356,7 +366,7 @@ class AdminApi:
         self._bound_shared()
         params = [("bucket_width", "1d")]
         params += [("group_by[]", dim) for dim in group_by]
-        yield from self._buckets(
+        for _, records, _, _ in self._buckets(
             COSTS_PATH,
             params,
             start,
@@ -364,8 +374,9 @@ class AdminApi:
             DAY,
             COSTS_MAX_LIMIT,
             lambda where: CostBucket(where, self._strings),
-            rejected,
-        )
+            _Fetch(rejected),
+        ):
+            yield records
 
     def _bound_shared(self) -> None:
         """Empty the strings and tuples the parsers share once either holds
@@ -389,6 +400,42 @@ class AdminApi:
 
         `rejected` works as for `fetch_costs`, one bucket of `width` at a time.
         """
+        for _, records, _, _ in self._usage(
+            kind, start, end, width, group_by, _Fetch(rejected)
+        ):
+            yield records
+
+    def fetch_usage_parts(
+        self,
+        kind: str,
+        start: int,
+        end: int,
+        width: str,
+        group_by: Sequence[str],
+        rejected: list[Rejected] | None,
+        known: Container[bytes],
+    ) -> Iterator[UsageParts]:
+        """Yield the buckets of one endpoint as `fetch_usage` does, each as
+        `UsageParts`: the lines of its results batches parsed, with a digest of
+        each batch's bytes, and the digests of the batches not parsed because
+        `known` holds them (the same bytes gave the caller its lines before). A
+        bucket whose batches were all known has no lines, and is still handed on.
+        """
+        fetch = _Fetch(rejected, digests=True, known=known)
+        for at, records, parsed, replayed in self._usage(
+            kind, start, end, width, group_by, fetch
+        ):
+            yield UsageParts(at, records, tuple(parsed), tuple(replayed))
+
+    def _usage(
+        self,
+        kind: str,
+        start: int,
+        end: int,
+        width: str,
+        group_by: Sequence[str],
+        fetch: _Fetch,
+    ) -> Iterator[Handed[UsageLine]]:
         self._bound_shared()
         step, max_limit = USAGE_WIDTHS[width]
         params = [("bucket_width", width)]
@@ -401,7 +448,7 @@ class AdminApi:
             step,
             max_limit,
             lambda where: UsageBucket(where, kind, step, self._tuples),
-            rejected,
+            fetch,
         )
 
     def _buckets(
@@ -413,8 +460,8 @@ class AdminApi:
         step: int,
         max_limit: int,
         parse: BucketParser[T],
-        rejected: list[Rejected] | None,
-    ) -> Iterator[list[T]]:
+        fetch: _Fetch,
+    ) -> Iterator[Handed[T]]:
         """Yield the records of every bucket in `[start, end)`, one bucket at a time.
 
         One query for the whole range, asking for `max_limit` buckets a page (the
@@ -427,7 +474,6 @@ class AdminApi:
         outside the query's range is a bad answer, never summed. A bucket withheld
         for a malformed result (`rejected` given) still counts as served.
         """
-        fetch = _Fetch(rejected)
         if start >= end:
             return
         base = [("start_time", str(start)), *params, ("limit", str(max_limit))]
@@ -436,7 +482,7 @@ class AdminApi:
 
     def _query(
         self, query: _Query, parse: BucketParser[T], fetch: _Fetch
-    ) -> Iterator[list[T]]:
+    ) -> Iterator[Handed[T]]:
         """Yield the records of one query's buckets, following `next_page`.
 
         A page holds at least one whole bucket, so a query needs at most one page per
@@ -475,7 +521,7 @@ class AdminApi:
         params: list[tuple[str, str]],
         parse: BucketParser[T],
         fetch: _Fetch,
-    ) -> Generator[list[T], None, _Page]:
+    ) -> Generator[Handed[T], None, _Page]:
         """Fetch one page, yielding each bucket's records as it is parsed, retrying
         transient failures; return the page once it is whole and recorded in `fetch`.
 
@@ -610,6 +656,10 @@ class _Fetch:
 
     rejected: list[Rejected] | None
     """Where whole pages' rejections go; None: a malformed result fails the fetch."""
+    digests: bool = False
+    """Whether each results batch is digested (see `BucketReader`)."""
+    known: Container[bytes] = ()
+    """Digests of results batches not to parse (see `BucketReader`)."""
     seen: set[int] = field(default_factory=set)
     """Bucket starts served by the pages that completed."""
     handed: set[int] = field(default_factory=set)
@@ -628,7 +678,7 @@ def _decode_page(
     parse: BucketParser[T],
     fetch: _Fetch,
     page: _Page,
-) -> Iterator[list[T]]:
+) -> Iterator[Handed[T]]:
     """Decode a streamed page bucket by bucket, each bucket's results batch by batch
     into a reader from `parse`, checking each bucket's start and yielding its records
     (once the bucket is whole) unless `fetch` has handed them on already; fill `page`.
@@ -647,13 +697,14 @@ def _decode_page(
         if key in _ENVELOPE_KEYS:  # other keys are dropped: they could be many
             envelope[key] = value
 
-    parts = stream_parts(body, "data", "results", keep)
+    parts = stream_parts(body, "data", "results", keep, digests=fetch.digests)
     try:
         for i in itertools.count():
             at = f"data[{i}]"
             bad: BadResult | None = None
             with _collector_paused():
                 reader = parse(f"{where}: {at}")
+                reader.known = fetch.known
                 if not _read_bucket(parts, reader):
                     break
                 try:
@@ -662,6 +713,7 @@ def _decode_page(
                     if not rejecting:
                         raise
                     start, records, bad = exc.start, [], exc
+                parsed, replayed = reader.parsed, reader.replayed
                 del reader  # not held while the caller takes the records
             if start >= query.end:
                 continue  # the API's clock is already past our window's end
@@ -678,9 +730,9 @@ def _decode_page(
             if bad is not None:
                 path = f"{at}.{bad.path}"
                 page.rejected.append(Rejected(start, query.path, path, bad.reason))
-            elif records:
+            elif records or replayed:
                 fetch.handed.add(start)
-                yield records
+                yield start, records, parsed, replayed
                 del records
     except NotAnObject:
         raise BadResponse(f"{where}: expected an object") from None
@@ -703,7 +755,7 @@ def _read_bucket(parts: Iterator[Part], reader: BucketReader[T]) -> bool:
     results batch by batch; return False when the page has no more buckets."""
     for part in parts:
         if isinstance(part, Items):
-            reader.results(part.values, part.first)
+            reader.results(part.values, part.first, part.digest)
         elif isinstance(part, Member):
             reader.member(part.key, part.value)
         elif isinstance(part, Whole):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -204,6 +204,12 @@ class BucketReader(ABC, Generic[T]):
     dropped. JSON objects are unordered: results before `start_time` (or a repeated
     `start_time`, of which the last counts) are built with a provisional start and
     restamped once it is known. A repeated `results` starts over.
+
+    A batch that comes with a digest of its bytes (`jsonstream.Items`) found in
+    `known` is not parsed: its digest goes to `replayed`, for a caller that kept
+    what the same bytes gave before. Each batch parsed with a digest is listed in
+    `parsed` with how many records it gave, in order, so that such a caller can
+    keep them.
     """
 
     def __init__(self, where: str, step: int, aligned: str) -> None:
@@ -217,6 +223,9 @@ class BucketReader(ABC, Generic[T]):
         self._count = 0  # of the results array
         self._lines: list[T] = []
         self._bad: BadField | None = None  # the first bad result
+        self.known: Container[bytes] = ()
+        self.parsed: list[tuple[bytes, int]] = []
+        self.replayed: list[bytes] = []
 
     def whole(self, bucket: Any) -> None:
         """Take a bucket decoded whole."""
@@ -236,19 +245,28 @@ class BucketReader(ABC, Generic[T]):
             else:
                 self._results = value
                 self._lines, self._bad = [], None
+                self.parsed, self.replayed = [], []
 
-    def results(self, batch: list[Any], first: bool) -> None:
+    def results(self, batch: list[Any], first: bool, digest: bytes = b"") -> None:
         """Parse the next results of the bucket's `results` array; `first` starts
-        the array (over)."""
+        the array (over). `digest`: of the batch's bytes, or `b""`."""
         if first:
             self._results = _ARRAY
             self._lines, self._bad, self._count = [], None, 0
+            self.parsed, self.replayed = [], []
             self._stamp = self._start if type(self._start) is int else 0
         if self._bad is None:
-            try:
-                self._add(batch, self._count, self._stamp)
-            except BadField as exc:
-                self._lines, self._bad = [], exc
+            if digest and digest in self.known:
+                self.replayed.append(digest)
+            else:
+                before = len(self._lines)
+                try:
+                    self._add(batch, self._count, self._stamp)
+                except BadField as exc:
+                    self._lines, self._bad = [], exc
+                else:
+                    if digest:
+                        self.parsed.append((digest, len(self._lines) - before))
         self._count += len(batch)
 
     def finish(self) -> tuple[int, list[T]]:

@@ -2,6 +2,7 @@
 
 `CostSource` is the Admin API client (`openai_api.AdminApi`) or the demo organization
 (`demo`); `KeyedCostSource` the same, able to group costs by API key and list keys;
+`UsagePartsSource` one that leaves unparsed the usage it gave before (the client);
 `Sink` where exposition chunks are pushed (`push.VmClient`, stdout, a test recorder);
 `Reader` where pushed data is read back (`vmread.VmReader`); `SpendSource` where spend
 limits and alerts come from. Types only: nothing here does any I/O.
@@ -9,10 +10,17 @@ limits and alerts come from. Types only: nothing here does any I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from openai_cost_pusher.model import ApiKey, CostLine, Project, Rejected, UsageLine
+from openai_cost_pusher.model import (
+    ApiKey,
+    CostLine,
+    Project,
+    Rejected,
+    UsageLine,
+    UsageParts,
+)
 from openai_cost_pusher.push import PushStats
 from openai_cost_pusher.spend_limits import SpendAlert, SpendLimit, Unread
 from openai_cost_pusher.vmread import Series
@@ -67,6 +75,25 @@ class KeyedCostSource(Protocol):
 
     def fetch_api_keys(self, project_id: str) -> list[ApiKey]:
         """Return every API key (id and name) of one project."""
+        ...
+
+
+@runtime_checkable
+class UsagePartsSource(Protocol):
+    """A source that hands usage on with the digests of its results batches, and
+    leaves unparsed the batches the caller knows (`AdminApi.fetch_usage_parts`)."""
+
+    def fetch_usage_parts(
+        self,
+        kind: str,
+        start: int,
+        end: int,
+        width: str,
+        group_by: Sequence[str],
+        rejected: list[Rejected] | None,
+        known: Container[bytes],
+    ) -> Iterator[UsageParts]:
+        """Yield one usage endpoint's buckets of `[start, end)` as `UsageParts`."""
         ...
 
 

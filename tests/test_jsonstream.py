@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 from openai_cost_pusher import jsonstream
 from openai_cost_pusher.jsonstream import (
     MAX_DEPTH,
+    Items,
     LimitExceeded,
     NotAnObject,
     StreamError,
     loads,
     stream_object,
+    stream_parts,
 )
 
 JSON_VALUES = st.recursive(
@@ -408,3 +410,66 @@ def test_bytes_that_are_not_utf8_or_not_json_whitespace(body: bytes) -> None:
     """Every value must be UTF-8, and only JSON whitespace may stand between."""
     with pytest.raises(StreamError):
         _decode([body])
+
+
+def _digested(chunks: list[bytes], batch_bytes: int) -> list[tuple[bytes, list[Any]]]:
+    """Return each batch of `results` with its digest, streamed from `chunks`."""
+    return [
+        (part.digest, part.values)
+        for part in stream_parts(
+            chunks,
+            "data",
+            "results",
+            lambda key, value: None,
+            batch_bytes=batch_bytes,
+            digests=True,
+        )
+        if isinstance(part, Items)
+    ]
+
+
+def _results_page(marker: str) -> bytes:
+    data = [
+        {
+            "start_time": day,
+            "results": [
+                {"id": f"r{n}", "note": marker * (n % 5), "v": n} for n in range(60)
+            ],
+        }
+        for day in range(4)
+    ]
+    return json.dumps({"object": "page", "data": data}).encode()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(min_value=1, max_value=3000), min_size=1, max_size=30),
+    st.sampled_from([64, 700, 1 << 20]),
+)
+def test_batch_digests_follow_the_bytes_not_the_chunks(
+    sizes: list[int], batch_bytes: int
+) -> None:
+    """The same body gives the same batches and digests however its chunks fall;
+    one changed result changes the digest of its batch and of no other."""
+    body = _results_page("x")
+    whole = _digested([body], batch_bytes)
+    chunks, at = [], 0
+    for size in itertools.cycle(sizes):
+        if at >= len(body):
+            break
+        chunks.append(body[at : at + size])
+        at += size
+    assert _digested(chunks, batch_bytes) == whole
+    assert all(len(digest) == 16 for digest, _ in whole)
+    changed = body.replace(b'"r7"', b'"r8"', 1)  # the first bucket's eighth result
+    other = _digested([changed], batch_bytes)
+    differing = [
+        i for i, (a, b) in enumerate(zip(other, whole, strict=True)) if a[0] != b[0]
+    ]
+    assert len(differing) == 1
+
+
+def test_no_digests_unless_asked() -> None:
+    """Without `digests`, batches carry an empty digest (no hashing is paid)."""
+    parts = stream_parts([_results_page("y")], "data", "results", lambda k, v: None)
+    assert {p.digest for p in parts if isinstance(p, Items)} == {b""}

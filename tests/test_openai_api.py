@@ -353,9 +353,9 @@ def _spy_on_parsing(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list
     class Spy(CostBucket):
         running = False
 
-        def results(self, batch: list[Any], first: bool) -> None:
+        def results(self, batch: list[Any], first: bool, digest: bytes = b"") -> None:
             self.running |= gc.isenabled()
-            super().results(batch, first)
+            super().results(batch, first, digest)
 
         def finish(self) -> tuple[int, list[CostLine]]:
             seen.append(self.running or gc.isenabled())

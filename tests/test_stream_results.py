@@ -467,9 +467,9 @@ def test_batches_are_handed_on_before_the_bucket_has_arrived() -> None:
     at_batches: list[int] = []
 
     class Watch(CostBucket):
-        def results(self, batch: list[Any], first: bool) -> None:
+        def results(self, batch: list[Any], first: bool, digest: bytes = b"") -> None:
             at_batches.append(read)
-            super().results(batch, first)
+            super().results(batch, first, digest)
 
     batch = 256 * 1024
     streamed = _streamed(chunks(), Watch, batch_bytes=batch)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from openai_cost_pusher import app, metrics
+from openai_cost_pusher import app, metrics, parsers
 from openai_cost_pusher.app import UsagePlan
 from openai_cost_pusher.demo import DemoOrganization
 from openai_cost_pusher.metrics import UsageColumns, add_usage_lines, usage_points
@@ -819,3 +819,88 @@ def test_renewed_series_numbers_take_the_kept_numbers_with_them(
         assert stored_series(vm) == pytest.approx(
             expected_series(fake, today - 30 * DAY, "1d"), rel=1e-12
         )
+
+
+def _spy_on_parsed_batches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Return the endpoint of each usage results batch parsed from now on (an
+    empty `results` array is no batch)."""
+    parsed: list[str] = []
+    real = parsers.UsageBucket._add
+
+    def spy(
+        self: parsers.UsageBucket, batch: list[Any], offset: int, start: int
+    ) -> None:
+        if batch:
+            parsed.append(self._kind)
+        real(self, batch, offset, start)
+
+    monkeypatch.setattr(parsers.UsageBucket, "_add", spy)
+    return parsed
+
+
+def test_usage_batches_sent_again_are_not_parsed(
+    fake: FakeOpenAI,
+    vm: VictoriaMetrics,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A steady cycle parses none of the usage results it was sent before byte for
+    byte: each batch of the lookback adds what it added last cycle. A changed
+    bucket is parsed, and lands; the store equals the API throughout. Only the
+    lookback's batches are kept."""
+    today = _today(clock)
+    seed_usage(fake, today, days=10)
+    parsed = _spy_on_parsed_batches(monkeypatch)
+    pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
+    assert pusher.run_cycle().ok
+    assert "completions" in parsed
+    state = pusher._usage
+    assert state is not None
+    # 3 days of lookback (today and the two before) of each endpoint with usage
+    kept = {kind: len(batches) for kind, batches in state.batches.items()}
+    assert kept["completions"] == 3 and max(kept.values()) == 3
+    expected = expected_series(fake, today - 30 * DAY, "1d")
+    for _ in range(2):
+        parsed.clear()
+        clock.now += 60
+        assert pusher.run_cycle().ok
+        assert parsed == []
+        assert stored_series(vm) == pytest.approx(expected, rel=1e-12)
+    _one_completion(fake, today + 3600, 777)
+    clock.now += 60
+    assert pusher.run_cycle().ok
+    assert parsed == ["completions"]  # today's completions bucket alone
+    assert stored_series(vm) == pytest.approx(
+        expected_series(fake, today - 30 * DAY, "1d"), rel=1e-12
+    )
+    # what was not parsed was added all the same: no series went missing
+    assert pusher.stats.downward_revisions == 0
+
+
+def test_usage_batches_kept_are_bounded(
+    fake: FakeOpenAI,
+    vm: VictoriaMetrics,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past `USAGE_VALUES_KEPT` values, the other batches are parsed every cycle,
+    and the store still equals the API."""
+    today = _today(clock)
+    seed_usage(fake, today, days=3)
+    monkeypatch.setattr(app, "USAGE_VALUES_KEPT", 40)
+    parsed = _spy_on_parsed_batches(monkeypatch)
+    pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
+    assert pusher.run_cycle().ok
+    first = len(parsed)
+    state = pusher._usage
+    assert state is not None
+    held = [len(v) for b in state.batches.values() for _, v in b.values()]
+    assert 0 < sum(held) <= 40
+    parsed.clear()
+    clock.now += 60
+    _one_completion(fake, today, 5)
+    assert pusher.run_cycle().ok
+    assert 0 < len(parsed) < first
+    assert stored_series(vm) == pytest.approx(
+        expected_series(fake, today - 30 * DAY, "1d"), rel=1e-12
+    )
