@@ -475,10 +475,12 @@ def add_usage_parts(
     budget: int,
 ) -> int:
     """Add one endpoint's buckets to `table` as `add_usage_lines` adds lines, and
-    each results batch not parsed (`UsageParts.replayed`) as it was added before
-    (`kept`, the last cycle's batches of the endpoint, which the fetch was given as
-    known). Each batch of a bucket from `keep_from` on (seconds: the next cycle's
-    lookback) goes to `keep`, as long as the values kept stay within `budget`.
+    each results batch not parsed (see `UsageParts`) as it was added before (`kept`,
+    the last cycle's batches of the endpoint, which the fetch was given as known),
+    batch after batch in the bucket's order, so that values summed on one series
+    are summed in the order parsing them would. Each batch of a bucket from
+    `keep_from` on (seconds: the next cycle's lookback) goes to `keep`, as long as
+    the values kept stay within `budget`.
     Return how many values went to `keep`.
 
     A batch is kept by the digest of its bytes: the same bytes give the same lines,
@@ -489,20 +491,18 @@ def add_usage_parts(
     held = 0
     for bucket in buckets:
         keeping = bucket.start >= keep_from
-        for digest in bucket.replayed:
-            numbers, values = kept[digest]
-            add(numbers, bucket.start, values)
-            if keeping and held + len(values) <= budget:
-                keep[digest] = kept[digest]
-                held += len(values)
         lines = iter(bucket.lines)
-        for digest, count in bucket.parsed:
-            numbers, values = array("q"), array("d")
-            for line in itertools.islice(lines, count):
-                line_numbers = numbers_of(line)
-                add(line_numbers, line.start, line.values)
-                numbers.extend(line_numbers)
-                values.extend(line.values)
+        for digest, count in bucket.batches:
+            if count < 0:  # not parsed: as the same bytes added it last cycle
+                numbers, values = kept[digest]
+                add(numbers, bucket.start, values)
+            else:
+                numbers, values = array("q"), array("d")
+                for line in itertools.islice(lines, count):
+                    line_numbers = numbers_of(line)
+                    add(line_numbers, line.start, line.values)
+                    numbers.extend(line_numbers)
+                    values.extend(line.values)
             if keeping and held + len(values) <= budget:
                 keep[digest] = (numbers, values)
                 held += len(values)

@@ -83,14 +83,13 @@ class UsageLine(NamedTuple):
 
 class UsageParts(NamedTuple):
     """A usage bucket handed on with the digests of its results batches (see
-    `AdminApi.fetch_usage_parts`): `lines` are those of the batches `parsed` gave, in
-    order (each digest with how many lines its batch gave), and `replayed` are the
-    digests of batches not parsed, whose lines the caller had from the same bytes."""
+    `AdminApi.fetch_usage_parts`): `batches` holds each batch's digest in order,
+    with how many of `lines` it gave, or a negative count (`parsers.NOT_PARSED`)
+    for a batch not parsed, whose lines the caller had from the same bytes."""
 
     start: int
     lines: list[UsageLine]
-    parsed: tuple[tuple[bytes, int], ...]
-    replayed: tuple[bytes, ...]
+    batches: tuple[tuple[bytes, int], ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,9 +160,9 @@ L = TypeVar("L", Project, ApiKey)
 """An item of a list endpoint read with `after` (projects, a project's API keys)."""
 BucketParser = Callable[[str], BucketReader[T]]
 """Returns the reader of one bucket, given the bucket's `where`."""
-Handed = tuple[int, list[T], list[tuple[bytes, int]], list[bytes]]
+Handed = tuple[int, list[T], list[tuple[bytes, int]]]
 """A bucket handed on: its start, its records, and the digests of its results
-batches parsed (with how many records each gave) and not parsed (`known`)."""
+batches in order, each with how many records it gave (`BucketReader.batches`)."""
 Json = dict[str, Any]
 RequestCounter = Callable[[str, str], None]
 
@@ -366,7 +366,7 @@ class AdminApi:
         self._bound_shared()
         params = [("bucket_width", "1d")]
         params += [("group_by[]", dim) for dim in group_by]
-        for _, records, _, _ in self._buckets(
+        for _, records, _ in self._buckets(
             COSTS_PATH,
             params,
             start,
@@ -400,7 +400,7 @@ class AdminApi:
 
         `rejected` works as for `fetch_costs`, one bucket of `width` at a time.
         """
-        for _, records, _, _ in self._usage(
+        for _, records, _ in self._usage(
             kind, start, end, width, group_by, _Fetch(rejected)
         ):
             yield records
@@ -416,16 +416,16 @@ class AdminApi:
         known: Container[bytes],
     ) -> Iterator[UsageParts]:
         """Yield the buckets of one endpoint as `fetch_usage` does, each as
-        `UsageParts`: the lines of its results batches parsed, with a digest of
-        each batch's bytes, and the digests of the batches not parsed because
-        `known` holds them (the same bytes gave the caller its lines before). A
-        bucket whose batches were all known has no lines, and is still handed on.
+        `UsageParts`: its lines, and a digest of each results batch's bytes with how
+        many lines it gave, in order; a batch whose digest `known` holds is not
+        parsed (the same bytes gave the caller its lines before). A bucket whose
+        batches were all known has no lines, and is still handed on.
         """
         fetch = _Fetch(rejected, digests=True, known=known)
-        for at, records, parsed, replayed in self._usage(
+        for at, records, batches in self._usage(
             kind, start, end, width, group_by, fetch
         ):
-            yield UsageParts(at, records, tuple(parsed), tuple(replayed))
+            yield UsageParts(at, records, tuple(batches))
 
     def _usage(
         self,
@@ -713,7 +713,7 @@ def _decode_page(
                     if not rejecting:
                         raise
                     start, records, bad = exc.start, [], exc
-                parsed, replayed = reader.parsed, reader.replayed
+                batches = reader.batches
                 del reader  # not held while the caller takes the records
             if start >= query.end:
                 continue  # the API's clock is already past our window's end
@@ -730,9 +730,9 @@ def _decode_page(
             if bad is not None:
                 path = f"{at}.{bad.path}"
                 page.rejected.append(Rejected(start, query.path, path, bad.reason))
-            elif records or replayed:
+            elif records or batches:
                 fetch.handed.add(start)
-                yield start, records, parsed, replayed
+                yield start, records, batches
                 del records
     except NotAnObject:
         raise BadResponse(f"{where}: expected an object") from None

@@ -190,6 +190,10 @@ _ARRAY: Any = object()
 """The `results` of a bucket reader: given as an array, batch by batch."""
 
 
+NOT_PARSED = -1
+"""The record count of a results batch left unparsed (see `BucketReader`)."""
+
+
 class BucketReader(ABC, Generic[T]):
     """Build one bucket's records from its parts as they arrive: all or nothing.
 
@@ -205,11 +209,10 @@ class BucketReader(ABC, Generic[T]):
     `start_time`, of which the last counts) are built with a provisional start and
     restamped once it is known. A repeated `results` starts over.
 
-    A batch that comes with a digest of its bytes (`jsonstream.Items`) found in
-    `known` is not parsed: its digest goes to `replayed`, for a caller that kept
-    what the same bytes gave before. Each batch parsed with a digest is listed in
-    `parsed` with how many records it gave, in order, so that such a caller can
-    keep them.
+    A batch that comes with a digest of its bytes (`jsonstream.Items`) is listed
+    in `batches`, in order, with how many records it gave, or `NOT_PARSED` where
+    `known` holds its digest: then it is not parsed, for a caller that kept what
+    the same bytes gave before, and adds that in its place.
     """
 
     def __init__(self, where: str, step: int, aligned: str) -> None:
@@ -224,8 +227,7 @@ class BucketReader(ABC, Generic[T]):
         self._lines: list[T] = []
         self._bad: BadField | None = None  # the first bad result
         self.known: Container[bytes] = ()
-        self.parsed: list[tuple[bytes, int]] = []
-        self.replayed: list[bytes] = []
+        self.batches: list[tuple[bytes, int]] = []
 
     def whole(self, bucket: Any) -> None:
         """Take a bucket decoded whole."""
@@ -245,7 +247,7 @@ class BucketReader(ABC, Generic[T]):
             else:
                 self._results = value
                 self._lines, self._bad = [], None
-                self.parsed, self.replayed = [], []
+                self.batches = []
 
     def results(self, batch: list[Any], first: bool, digest: bytes = b"") -> None:
         """Parse the next results of the bucket's `results` array; `first` starts
@@ -253,11 +255,11 @@ class BucketReader(ABC, Generic[T]):
         if first:
             self._results = _ARRAY
             self._lines, self._bad, self._count = [], None, 0
-            self.parsed, self.replayed = [], []
+            self.batches = []
             self._stamp = self._start if type(self._start) is int else 0
         if self._bad is None:
             if digest and digest in self.known:
-                self.replayed.append(digest)
+                self.batches.append((digest, NOT_PARSED))
             else:
                 before = len(self._lines)
                 try:
@@ -266,7 +268,7 @@ class BucketReader(ABC, Generic[T]):
                     self._lines, self._bad = [], exc
                 else:
                     if digest:
-                        self.parsed.append((digest, len(self._lines) - before))
+                        self.batches.append((digest, len(self._lines) - before))
         self._count += len(batch)
 
     def finish(self) -> tuple[int, list[T]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -664,3 +664,62 @@ def test_other_keys_of_a_bucket_are_members() -> None:
         jsonstream.Whole([7]),
         jsonstream.END,
     ]
+
+
+def _read_known(
+    body: bytes, batch: int, known: Container[bytes]
+) -> list[tuple[Outcome, list[tuple[bytes, int]]]]:
+    """Read a usage page as `fetch_usage_parts` does: each bucket's outcome, and
+    its batches' digests with how many lines each gave (negative: not parsed)."""
+    parts = stream_parts(
+        [body], "data", "results", lambda k, v: None, batch_bytes=batch, digests=True
+    )
+    read: list[tuple[Outcome, list[tuple[bytes, int]]]] = []
+    while True:
+        reader = UsageBucket(f"w: data[{len(read)}]", "completions", 3600)
+        reader.known = known
+        if not _read_bucket(parts, reader):
+            return read
+        read.append((_outcome(reader.finish), list(reader.batches)))
+
+
+def _unstamped(lines: Iterable[Any]) -> list[Any]:
+    return [line._replace(start=0) for line in lines]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    buckets=st.lists(_bucket(_usage_result(), 3600), max_size=4),
+    batch=st.integers(min_value=0, max_value=3000),
+    keep=st.sets(st.integers(min_value=0, max_value=30)),
+)
+def test_known_batches_stand_for_the_lines_they_gave(
+    buckets: list[str], batch: int, keep: set[int]
+) -> None:
+    """Read again with some digests of the good buckets' batches known, a page
+    gives the same outcome bucket by bucket: a bad bucket fails as it did, and a
+    good bucket's lines are, batch by batch in order, those parsed and those its
+    known batches gave before, which are not parsed."""
+    body = _page(buckets)
+    first = _read_known(body, batch, ())
+    gave: dict[bytes, list[Any]] = {}
+    for outcome, batches in first:
+        if outcome[0] == "ok":
+            lines = iter(outcome[2])
+            for digest, count in batches:
+                assert count >= 0
+                gave[digest] = _unstamped(itertools.islice(lines, count))
+    known = {d for i, d in enumerate(sorted(gave)) if i in keep}
+    second = _read_known(body, batch, known)
+    for (one, batches_one), (two, batches_two) in zip(first, second, strict=True):
+        if one[0] != "ok":
+            assert two == one
+            continue
+        assert two[:2] == one[:2]
+        assert [d for d, _ in batches_two] == [d for d, _ in batches_one]
+        lines = iter(two[2])
+        rebuilt: list[Any] = []
+        for digest, count in batches_two:
+            assert (count < 0) == (digest in known)
+            rebuilt += gave[digest] if count < 0 else itertools.islice(lines, count)
+        assert _unstamped(rebuilt) == _unstamped(one[2])
