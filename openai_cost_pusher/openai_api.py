@@ -26,6 +26,11 @@ caller pushes nothing of a failed fetch. Within one fetch:
   page's first bucket is handed on); a failed attempt adds none;
 - a bucket served by two pages that completed is a bad answer, never summed.
 
+`fetch_usage_parts` hands usage on with a digest of each results batch's bytes, and
+leaves unread (decoded, its envelope checked, but not parsed) each batch whose digest
+the caller says it knows: the caller adds in its place what the same bytes gave it
+before. A withheld bucket hands on nothing, its known batches included.
+
 Python's cyclic garbage collector is paused while one bucket is read, decoded and
 parsed, batch by batch (`_collector_paused`), and runs again before its records are
 handed on. A bucket of a large organization allocates some 60,000 containers (the
