@@ -68,7 +68,6 @@ from openai_cost_pusher.metrics import (
     UsageSeriesCache,
     add_cost_lines,
     add_key_cost_lines,
-    add_usage_lines,
     add_usage_parts,
     cost_samples,
     key_cost_samples,
@@ -802,17 +801,9 @@ class Pusher:
             buckets = self.source.fetch_usage(
                 kind, window.start, window.end, plan.width, group_by, bad
             )
-            # one call per endpoint, so that each series' labels are built once;
-            # the lines still arrive, and are added, one bucket at a time
-            add_usage_lines(
-                table,
-                (line for lines in buckets for line in lines),
-                names,
-                self.extra,
-                plan.optional_dims,
-                series,
-                state.series,
-            )
+            # a source without batch digests (the demo): every line is read, and
+            # added by number like the rest
+            numbers_of.add(line for lines in buckets for line in lines)
         state.batches = batches
         # what this cycle saw, and no more, up to USAGE_LINES_KEPT combinations
         state.series = (

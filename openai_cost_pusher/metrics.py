@@ -453,9 +453,7 @@ def add_usage_lines(
         {} if series_cache is None else series_cache,
         kept,
     )
-    add = table.add_numbered
-    for line in lines:
-        add(numbers_of(line), line.start, line.values)
+    numbers_of.add(lines)
 
 
 UsageBatch = tuple["array[int]", "array[float]"]
@@ -526,6 +524,12 @@ class UsageNumbers:
     ) -> None:
         self._table, self._names, self._extra = table, names, extra
         self._optional, self._cache, self._kept = optional_dims, cache, kept
+
+    def add(self, lines: Iterable[UsageLine]) -> None:
+        """Add `lines` to the table by number (see `add_usage_lines`)."""
+        put = self._table.add_numbered
+        for line in lines:
+            put(self(line), line.start, line.values)
 
     def __call__(self, line: UsageLine) -> list[int]:
         # by the line's endpoint and dimensions once, then by each counter's field
