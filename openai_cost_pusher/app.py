@@ -16,13 +16,22 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 import schedule
 
 from openai_cost_pusher import __version__
+from openai_cost_pusher.batches import (
+    COST_KEY,
+    KEY_COST_KEY,
+    CostBatches,
+    CostKeyOf,
+    UsageBatches,
+    add_cost_parts,
+    add_usage_parts,
+)
 from openai_cost_pusher.cycle_report import CycleReport as CycleReport
 from openai_cost_pusher.cycle_report import DatasetReport
 from openai_cost_pusher.errors import (
@@ -62,13 +71,11 @@ from openai_cost_pusher.metrics import (
     USAGE_METRICS,
     CostColumns,
     SelfStats,
-    UsageBatches,
     UsageColumns,
     UsageNumbers,
     UsageSeriesCache,
     add_cost_lines,
     add_key_cost_lines,
-    add_usage_parts,
     cost_samples,
     key_cost_samples,
     merge_names,
@@ -78,7 +85,14 @@ from openai_cost_pusher.metrics import (
     usage_points,
     usage_samples,
 )
-from openai_cost_pusher.model import Columns, Labels, Project, Rejected, Sample
+from openai_cost_pusher.model import (
+    Columns,
+    CostParts,
+    Labels,
+    Project,
+    Rejected,
+    Sample,
+)
 from openai_cost_pusher.openai_api import (
     COSTS_BY_KEY_GROUP_BY,
     KEY_COSTS_FROM,
@@ -87,6 +101,7 @@ from openai_cost_pusher.openai_api import (
     usage_group_by,
 )
 from openai_cost_pusher.ports import (
+    CostPartsSource,
     CostSource,
     KeyedCostSource,
     Names,
@@ -126,6 +141,10 @@ USAGE_VALUES_KEPT = 1 << 20
 16 bytes each with its series number, so 16 MiB at most, about the lookback of a
 1,000-project organization at `1h`. A larger organization's other batches are
 parsed every cycle."""
+COST_VALUES_KEPT = 1 << 20
+"""Costs and quantities whose results batches a cycle keeps for the next, per
+costs data set (`_KeptCosts`): 16 MiB at most, the lookback of some 8,000 projects
+with 20 line items."""
 
 
 @dataclass(slots=True)
@@ -165,6 +184,23 @@ class _UsageState:
     batches: dict[str, UsageBatches] = field(default_factory=dict)
     """Per endpoint, what each results batch of the lookback added, by the digest
     of its bytes (`add_usage_parts`): numbers of `index`, so dropped with `series`."""
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptCosts:
+    """What a costs data set's results batches of the lookback added
+    (`batches.add_cost_parts`), valid for the very indexes whose numbers they hold:
+    a renewed index (`_series_index`) leaves them behind."""
+
+    indexes: tuple[dict[CostKey, int], ...]
+    batches: CostBatches
+
+    def valid_for(self, *indexes: dict[CostKey, int]) -> CostBatches:
+        """Return the batches if they were numbered in `indexes`, else none."""
+        same = len(indexes) == len(self.indexes) and all(
+            a is b for a, b in zip(indexes, self.indexes, strict=True)
+        )
+        return self.batches if same else {}
 
 
 REPAIR_HINT = (
@@ -362,6 +398,7 @@ class Pusher:
         # its series by the very same tuples
         self._series: dict[str, _SeriesState] = {}
         self._usage: _UsageState | None = None
+        self._kept_costs: dict[str, _KeptCosts] = {}
         self._generations = 0
         self.last_report: CycleReport | None = None
         # for the health listener: the start-up grace of /healthz counts from here,
@@ -481,7 +518,7 @@ class Pusher:
         day by day, recording each day as it lands."""
         bad: list[Rejected] = []
         if ds.name == "costs":
-            fetched: Fetched | None = self._fetch_costs(window, names, now, bad)
+            fetched: Fetched | None = self._fetch_costs(ds, window, names, now, bad)
         elif ds.name == KEY_COSTS:
             fetched = self._fetch_key_costs(ds, window, names, now, bad)
             if fetched is None:  # the API keeps no per-key data for the window
@@ -727,14 +764,29 @@ class Pusher:
         return held.labels, held.generation
 
     def _fetch_costs(
-        self, window: Window, names: Names, now: float, bad: list[Rejected]
+        self,
+        ds: _Dataset,
+        window: Window,
+        names: Names,
+        now: float,
+        bad: list[Rejected],
     ) -> Fetched:
-        table: CostColumns = Columns(self._series_index(DAILY_COST, self.costs))
-        quantities: CostColumns = Columns(
-            self._series_index(DAILY_COST_QUANTITY, self.costs)
-        )
-        for lines in self.source.fetch_costs(window.start, window.end, bad):
-            add_cost_lines(table, lines, quantities)
+        table: CostColumns = Columns(self._series_index(DAILY_COST, ds))
+        quantities: CostColumns = Columns(self._series_index(DAILY_COST_QUANTITY, ds))
+        source = self.source
+        if isinstance(source, CostPartsSource):
+            self._add_cost_parts(
+                ds,
+                now,
+                lambda known: source.fetch_cost_parts(
+                    window.start, window.end, bad, known
+                ),
+                table,
+                quantities,
+            )
+        else:  # a source without batch digests (the demo): every line is read
+            for lines in source.fetch_costs(window.start, window.end, bad):
+                add_cost_lines(table, lines, quantities)
         today = int(now // DAY) * DAY
         live = today_samples(table, names, self.extra, today, int(now * 1000))
         labels_cache, labels_gen = self._series_labels(DAILY_COST, names)
@@ -781,8 +833,7 @@ class Pusher:
         )
         batches: dict[str, UsageBatches] = {}  # this cycle's; see state.batches
         budget = USAGE_VALUES_KEPT
-        # the next cycle fetches its lookback again: the batches to keep for it
-        keep_from = cycle_window(now, ds.lookback, ds.backfill, None, ds.unit).start
+        keep_from = self._keep_from(ds, now)
         for kind, group_by in plan.group_by.items():
             if isinstance(self.source, UsagePartsSource):
                 kept = state.batches.get(kind, {})
@@ -834,6 +885,43 @@ class Pusher:
             )
 
         return Fetched(samples, [], release, digest)
+
+    def _add_cost_parts(
+        self,
+        ds: _Dataset,
+        now: float,
+        parts: Callable[[Container[bytes]], Iterable[CostParts]],
+        table: CostColumns,
+        quantities: CostColumns | None,
+        key: CostKeyOf = COST_KEY,
+    ) -> None:
+        """Add the costs `parts` fetches, given the digests of the batches kept by
+        the last cycle, to `table` and `quantities` (`batches.add_cost_parts`), and
+        keep this cycle's batches of the next lookback, numbered in these tables'
+        indexes."""
+        indexes = (
+            (table.index,) if quantities is None else (table.index, quantities.index)
+        )
+        kept = self._kept_costs.get(ds.name)
+        known = {} if kept is None else kept.valid_for(*indexes)
+        keep: CostBatches = {}
+        add_cost_parts(
+            parts(known),
+            table,
+            quantities,
+            known,
+            keep,
+            self._keep_from(ds, now),
+            COST_VALUES_KEPT,
+            key,
+        )
+        self._kept_costs[ds.name] = _KeptCosts(indexes, keep)
+
+    @staticmethod
+    def _keep_from(ds: _Dataset, now: float) -> int:
+        """Return where the next cycle's lookback starts (seconds): it fetches that
+        again, so its results batches are the ones to keep."""
+        return cycle_window(now, ds.lookback, ds.backfill, None, ds.unit).start
 
     def _usage_state(self, ds: _Dataset, names: Names) -> _UsageState:
         """Return what the usage series keep from cycle to cycle: their numbers,
@@ -891,10 +979,22 @@ class Pusher:
             return None
         table: CostColumns = Columns(self._series_index(DAILY_COST_BY_API_KEY, ds))
         try:
-            for lines in source.fetch_costs(
-                start, window.end, bad, COSTS_BY_KEY_GROUP_BY
-            ):
-                add_key_cost_lines(table, lines)
+            if isinstance(source, CostPartsSource):
+                self._add_cost_parts(
+                    ds,
+                    now,
+                    lambda known: source.fetch_cost_parts(
+                        start, window.end, bad, known, COSTS_BY_KEY_GROUP_BY
+                    ),
+                    table,
+                    None,
+                    KEY_COST_KEY,
+                )
+            else:
+                for lines in source.fetch_costs(
+                    start, window.end, bad, COSTS_BY_KEY_GROUP_BY
+                ):
+                    add_key_cost_lines(table, lines)
         except RequestRejected as exc:
             self._keys.say_once(
                 f"refused {exc}",

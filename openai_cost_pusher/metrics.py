@@ -17,11 +17,9 @@ Exposition of the families built here (extra labels such as `job` omitted):
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 import re
 import unicodedata
-from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -35,7 +33,6 @@ from openai_cost_pusher.model import (
     Project,
     Sample,
     UsageLine,
-    UsageParts,
 )
 
 DAILY_COST = "openai_daily_cost"
@@ -454,57 +451,6 @@ def add_usage_lines(
         kept,
     )
     numbers_of.add(lines)
-
-
-UsageBatch = tuple["array[int]", "array[float]"]
-"""What the lines of one results batch added: series numbers (`NO_SERIES` where
-none), and the values added to them, in the same order."""
-UsageBatches = dict[bytes, UsageBatch]
-"""One endpoint's results batches by the digest of their bytes."""
-
-
-def add_usage_parts(
-    table: UsageColumns,
-    buckets: Iterable[UsageParts],
-    numbers_of: UsageNumbers,
-    kept: Mapping[bytes, UsageBatch],
-    keep: UsageBatches,
-    keep_from: int,
-    budget: int,
-) -> int:
-    """Add one endpoint's buckets to `table` as `add_usage_lines` adds lines, and
-    each results batch not parsed (see `UsageParts`) as it was added before (`kept`,
-    the last cycle's batches of the endpoint, which the fetch was given as known),
-    batch after batch in the bucket's order, so that values summed on one series
-    are summed in the order parsing them would. Each batch of a bucket from
-    `keep_from` on (seconds: the next cycle's lookback) goes to `keep`, as long as
-    the values kept stay within `budget`.
-    Return how many values went to `keep`.
-
-    A batch is kept by the digest of its bytes: the same bytes give the same lines,
-    and, while the caller keeps `numbers_of`'s cache (the same names, the same
-    index), the same series numbers.
-    """
-    add = table.add_numbered
-    held = 0
-    for bucket in buckets:
-        keeping = bucket.start >= keep_from
-        lines = iter(bucket.lines)
-        for digest, count in bucket.batches:
-            if count < 0:  # not parsed: as the same bytes added it last cycle
-                numbers, values = kept[digest]
-                add(numbers, bucket.start, values)
-            else:
-                numbers, values = array("q"), array("d")
-                for line in itertools.islice(lines, count):
-                    line_numbers = numbers_of(line)
-                    add(line_numbers, line.start, line.values)
-                    numbers.extend(line_numbers)
-                    values.extend(line.values)
-            if keeping and held + len(values) <= budget:
-                keep[digest] = (numbers, values)
-                held += len(values)
-    return held
 
 
 class UsageNumbers:

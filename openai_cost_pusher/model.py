@@ -81,15 +81,24 @@ class UsageLine(NamedTuple):
         return zip(self.fields, self.values, strict=True)
 
 
-class UsageParts(NamedTuple):
-    """A usage bucket handed on with the digests of its results batches (see
+R = TypeVar("R", CostLine, UsageLine)
+
+
+class BucketParts(NamedTuple, Generic[R]):
+    """A bucket handed on with the digests of its results batches (see
     `AdminApi.fetch_usage_parts`): `batches` holds each batch's digest in order,
     with how many of `lines` it gave, or a negative count (`parsers.NOT_PARSED`)
     for a batch not parsed, whose lines the caller had from the same bytes."""
 
     start: int
-    lines: list[UsageLine]
+    lines: list[R]
     batches: tuple[tuple[bytes, int], ...]
+
+
+UsageParts = BucketParts[UsageLine]
+"""A usage bucket with its batches' digests (`AdminApi.fetch_usage_parts`)."""
+CostParts = BucketParts[CostLine]
+"""A costs bucket with its batches' digests (`AdminApi.fetch_cost_parts`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +289,11 @@ class Columns(Generic[K]):
     def add(self, key: K, ts: int, value: float) -> None:
         """Add `value` to the value of `key` at `ts`, creating it if absent."""
         _put(self._column(ts), self.number(key), value)
+
+    @property
+    def index(self) -> dict[K, int]:
+        """The numbers of the series, kept from table to table by the caller."""
+        return self._index
 
     def number(self, key: K) -> int:
         """Return the number of `key`, giving it the next one if it is new: a

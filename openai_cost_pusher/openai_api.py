@@ -95,6 +95,7 @@ from openai_cost_pusher.jsonstream import (
 from openai_cost_pusher.model import (
     ApiKey,
     CostLine,
+    CostParts,
     Project,
     Rejected,
     UsageLine,
@@ -368,10 +369,31 @@ class AdminApi:
         its page is whole; a bad page or bucket envelope still raises. With
         `rejected` None, a malformed result raises `BadResponse` too.
         """
+        for _, records, _ in self._costs(group_by, start, end, _Fetch(rejected)):
+            yield records
+
+    def fetch_cost_parts(
+        self,
+        start: int,
+        end: int,
+        rejected: list[Rejected] | None,
+        known: Container[bytes],
+        group_by: Sequence[str] = COSTS_GROUP_BY,
+    ) -> Iterator[CostParts]:
+        """Yield the days of `[start, end)` as `fetch_costs` does, each as
+        `CostParts`, with its batches' digests as `fetch_usage_parts` gives them:
+        a batch whose digest `known` holds is not parsed."""
+        fetch = _Fetch(rejected, digests=True, known=known)
+        for at, records, batches in self._costs(group_by, start, end, fetch):
+            yield CostParts(at, records, tuple(batches))
+
+    def _costs(
+        self, group_by: Sequence[str], start: int, end: int, fetch: _Fetch
+    ) -> Iterator[Handed[CostLine]]:
         self._bound_shared()
         params = [("bucket_width", "1d")]
         params += [("group_by[]", dim) for dim in group_by]
-        for _, records, _ in self._buckets(
+        yield from self._buckets(
             COSTS_PATH,
             params,
             start,
@@ -379,9 +401,8 @@ class AdminApi:
             DAY,
             COSTS_MAX_LIMIT,
             lambda where: CostBucket(where, self._strings),
-            _Fetch(rejected),
-        ):
-            yield records
+            fetch,
+        )
 
     def _bound_shared(self) -> None:
         """Empty the strings and tuples the parsers share once either holds

@@ -2,7 +2,8 @@
 
 `CostSource` is the Admin API client (`openai_api.AdminApi`) or the demo organization
 (`demo`); `KeyedCostSource` the same, able to group costs by API key and list keys;
-`UsagePartsSource` one that leaves unparsed the usage it gave before (the client);
+`UsagePartsSource` and `CostPartsSource` one that leaves unparsed the usage or costs
+it gave before (the client);
 `Sink` where exposition chunks are pushed (`push.VmClient`, stdout, a test recorder);
 `Reader` where pushed data is read back (`vmread.VmReader`); `SpendSource` where spend
 limits and alerts come from. Types only: nothing here does any I/O.
@@ -16,6 +17,7 @@ from typing import Protocol, runtime_checkable
 from openai_cost_pusher.model import (
     ApiKey,
     CostLine,
+    CostParts,
     Project,
     Rejected,
     UsageLine,
@@ -94,6 +96,23 @@ class UsagePartsSource(Protocol):
         known: Container[bytes],
     ) -> Iterator[UsageParts]:
         """Yield one usage endpoint's buckets of `[start, end)` as `UsageParts`."""
+        ...
+
+
+@runtime_checkable
+class CostPartsSource(Protocol):
+    """A source that hands costs on with the digests of their results batches, as
+    `UsagePartsSource` does usage (`AdminApi.fetch_cost_parts`)."""
+
+    def fetch_cost_parts(
+        self,
+        start: int,
+        end: int,
+        rejected: list[Rejected] | None,
+        known: Container[bytes],
+        group_by: Sequence[str] = ...,
+    ) -> Iterator[CostParts]:
+        """Yield the days of `[start, end)` grouped by `group_by` as `CostParts`."""
         ...
 
 

@@ -836,6 +836,13 @@ class FakeOpenAI:
         with self._lock:
             return dict(self._costs)
 
+    def quantities(
+        self,
+    ) -> dict[tuple[int, str | None, str | None, str], tuple[float, str | None]]:
+        """Return a copy of the stored quantities and units, keyed as `costs`."""
+        with self._lock:
+            return dict(self._quantities)
+
     def add_usage(self, kind: str, start_time: int, **fields: object) -> None:
         """Store one usage record of `kind` in the minute starting at `start_time`.
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import random
 import threading
+from typing import Any
 
+import pytest
+
+from openai_cost_pusher import jsonstream, parsers
 from openai_cost_pusher.app import Pusher, UsagePlan
 from openai_cost_pusher.config import Secret
 from openai_cost_pusher.metrics import SelfStats
@@ -154,3 +158,25 @@ def dead_url() -> str:
     from tests.procs import free_port
 
     return f"http://127.0.0.1:{free_port()}/api/v1/import/prometheus"
+
+
+def spy_on_parsed_cost_batches(
+    monkeypatch: pytest.MonkeyPatch, batch_bytes: int | None = None
+) -> list[int]:
+    """Return the day of each costs results batch parsed from now on (an empty
+    `results` array is no batch); with `batch_bytes`, cut days into batches that
+    long."""
+    if batch_bytes is not None:
+        monkeypatch.setattr(jsonstream, "BATCH_BYTES", batch_bytes)
+    parsed: list[int] = []
+    real = parsers.CostBucket._add
+
+    def spy(
+        self: parsers.CostBucket, batch: list[Any], offset: int, start: int
+    ) -> None:
+        if batch:
+            parsed.append(start)
+        real(self, batch, offset, start)
+
+    monkeypatch.setattr(parsers.CostBucket, "_add", spy)
+    return parsed

@@ -28,7 +28,7 @@ from openai_cost_pusher.openai_api import KEY_COSTS_FROM
 from openai_cost_pusher.parsers import BadField, parse_api_keys_page
 from tests.conftest import Clock
 from tests.fake_openai import FakeOpenAI, Fault, RecordedRequest
-from tests.orgs import DAY, make_pusher, seed_odd_org
+from tests.orgs import DAY, make_pusher, seed_odd_org, spy_on_parsed_cost_batches
 from tests.test_cli import run_cli
 from tests.vm import VictoriaMetrics
 
@@ -203,6 +203,39 @@ def test_a_key_that_disappears_keeps_its_name_and_lists_are_read_hourly(
     assert ("key_new", "fresh_key") in names
     assert ("key_ops", "ops") in names  # gone from the list, still named
     assert not any(k == "key_ops" and n == "unknown" for k, n in names)
+
+
+def test_per_key_costs_sent_again_are_not_parsed(
+    fake: FakeOpenAI,
+    vm: VictoriaMetrics,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A steady cycle parses none of the per-key costs (nor the costs) it was sent
+    before byte for byte; a day whose split changed is parsed, and lands."""
+    today = _today(clock)
+    seed_keyed_org(fake, today)
+    parsed = spy_on_parsed_cost_batches(monkeypatch)
+    pusher = make_pusher(fake, vm.push_url, clock, costs_by_api_key=True)
+    assert pusher.run_cycle().ok
+    assert len(pusher._kept_costs[app.KEY_COSTS].batches) == 3  # the lookback
+    parsed.clear()
+    clock.now += 60
+    assert pusher.run_cycle().ok
+    assert parsed == []
+    fake.set_cost(
+        today - DAY,
+        "proj_ml",
+        "gpt-4o, input",
+        90.0,
+        api_keys={"key_train": 50.0, None: 40.0},
+    )
+    clock.now += 60
+    assert pusher.run_cycle().ok
+    assert parsed == [today - DAY] * 2  # the day's costs, then its per-key costs
+    stored = {(p, k, ts): v for (p, k, _, ts), v in _per_key(vm).items()}
+    assert stored == pytest.approx(_key_sums(fake, today - 30 * DAY), rel=1e-9)
+    assert pusher.stats.downward_revisions == 0
 
 
 def test_days_the_api_refuses_are_no_failure_and_said_once(

@@ -666,42 +666,59 @@ def test_other_keys_of_a_bucket_are_members() -> None:
     ]
 
 
+_KNOWN_READERS: dict[str, tuple[Callable[[str], BucketReader[Any]], Any]] = {
+    "usage": (
+        lambda where: UsageBucket(where, "completions", 3600),
+        _bucket(_usage_result(), 3600),
+    ),
+    "costs": (lambda where: CostBucket(where), _bucket(_cost_result(), DAY)),
+}
+"""Per reader that takes known digests: how to build it, and its buckets."""
+
+
 def _read_known(
-    body: bytes, batch: int, known: Container[bytes]
+    body: bytes,
+    batch: int,
+    known: Container[bytes],
+    reader: Callable[[str], BucketReader[Any]],
 ) -> list[tuple[Outcome, list[tuple[bytes, int]]]]:
-    """Read a usage page as `fetch_usage_parts` does: each bucket's outcome, and
-    its batches' digests with how many lines each gave (negative: not parsed)."""
+    """Read a page as `fetch_usage_parts` and `fetch_cost_parts` do: each bucket's
+    outcome, and its batches' digests with how many lines each gave (negative: not
+    parsed)."""
     parts = stream_parts(
         [body], "data", "results", lambda k, v: None, batch_bytes=batch, digests=True
     )
     read: list[tuple[Outcome, list[tuple[bytes, int]]]] = []
     while True:
-        reader = UsageBucket(f"w: data[{len(read)}]", "completions", 3600)
-        reader.known = known
-        if not _read_bucket(parts, reader):
+        bucket = reader(f"w: data[{len(read)}]")
+        bucket.known = known
+        if not _read_bucket(parts, bucket):
             return read
-        read.append((_outcome(reader.finish), list(reader.batches)))
+        read.append((_outcome(bucket.finish), list(bucket.batches)))
 
 
 def _unstamped(lines: Iterable[Any]) -> list[Any]:
-    return [line._replace(start=0) for line in lines]
+    """The lines without their start (`start` or `day`, their first field)."""
+    return [line._replace(**{line._fields[0]: 0}) for line in lines]
 
 
+@pytest.mark.parametrize("kind", sorted(_KNOWN_READERS))
 @settings(max_examples=200, deadline=None)
 @given(
-    buckets=st.lists(_bucket(_usage_result(), 3600), max_size=4),
+    data=st.data(),
     batch=st.integers(min_value=0, max_value=3000),
     keep=st.sets(st.integers(min_value=0, max_value=30)),
 )
 def test_known_batches_stand_for_the_lines_they_gave(
-    buckets: list[str], batch: int, keep: set[int]
+    kind: str, data: st.DataObject, batch: int, keep: set[int]
 ) -> None:
     """Read again with some digests of the good buckets' batches known, a page
     gives the same outcome bucket by bucket: a bad bucket fails as it did, and a
     good bucket's lines are, batch by batch in order, those parsed and those its
     known batches gave before, which are not parsed."""
-    body = _page(buckets)
-    first = _read_known(body, batch, ())
+    reader, bucket = _KNOWN_READERS[kind]
+    body = _page(data.draw(st.lists(bucket, max_size=4)))
+    first = _read_known(body, batch, (), reader)
     gave: dict[bytes, list[Any]] = {}
     for outcome, batches in first:
         if outcome[0] == "ok":
@@ -710,7 +727,7 @@ def test_known_batches_stand_for_the_lines_they_gave(
                 assert count >= 0
                 gave[digest] = _unstamped(itertools.islice(lines, count))
     known = {d for i, d in enumerate(sorted(gave)) if i in keep}
-    second = _read_known(body, batch, known)
+    second = _read_known(body, batch, known, reader)
     for (one, batches_one), (two, batches_two) in zip(first, second, strict=True):
         if one[0] != "ok":
             assert two == one

@@ -1,0 +1,158 @@
+"""Results batches sent again: what each added to a cycle's table, kept for the next.
+
+A steady cycle fetches its lookback again, and the API sends most of it again byte
+for byte. The client digests each results batch's bytes as it decodes them, and
+leaves unparsed a batch whose digest the caller knows (`AdminApi.fetch_cost_parts`,
+`AdminApi.fetch_usage_parts`); the functions here add such a batch as the same
+bytes added it last cycle, from the series numbers and values kept for it, and keep
+what this cycle's batches of the next lookback add.
+
+The series numbers are those of the tables' indexes (`model.Columns`): what is kept
+holds while the caller keeps the same index objects, and goes with them. Pure: no
+I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+from array import array
+from collections.abc import Callable, Iterable, Mapping
+from operator import itemgetter
+
+from openai_cost_pusher.metrics import CostColumns, CostKey, UsageColumns, UsageNumbers
+from openai_cost_pusher.model import CostLine, CostParts, UsageParts
+
+UsageBatch = tuple["array[int]", "array[float]"]
+"""What the lines of one results batch added: series numbers (`NO_SERIES` where
+none), and the values added to them, in the same order."""
+UsageBatches = dict[bytes, UsageBatch]
+"""One endpoint's results batches by the digest of their bytes."""
+
+CostBatch = tuple["array[int]", "array[float]", "array[int]", "array[float]"]
+"""What the lines of one costs results batch added: series numbers and values in
+the costs table, then in the quantities table (none without one), each in the
+lines' order."""
+CostBatches = dict[bytes, CostBatch]
+"""One costs query's results batches by the digest of their bytes."""
+
+CostKeyOf = Callable[[CostLine], CostKey]
+"""Where a `CostLine` goes in a table: its series there."""
+
+COST_KEY: CostKeyOf = itemgetter(1, 2, 3)
+"""A `CostLine`'s series in the costs table: project id, line item, currency."""
+KEY_COST_KEY: CostKeyOf = itemgetter(1, 7, 3)
+"""A `CostLine`'s series in the per-key costs table: project id, API key id,
+currency."""
+QUANTITY_KEY: CostKeyOf = itemgetter(1, 2, 6)
+"""A `CostLine`'s series in the quantities table: project id, line item, unit."""
+
+
+def add_usage_parts(
+    table: UsageColumns,
+    buckets: Iterable[UsageParts],
+    numbers_of: UsageNumbers,
+    kept: Mapping[bytes, UsageBatch],
+    keep: UsageBatches,
+    keep_from: int,
+    budget: int,
+) -> int:
+    """Add one endpoint's buckets to `table` as `metrics.add_usage_lines` adds
+    lines, and each results batch not parsed (see `UsageParts`) as it was added
+    before (`kept`, the last cycle's batches of the endpoint, which the fetch was
+    given as known), batch after batch in the bucket's order, so that values summed
+    on one series are summed in the order parsing them would. Each batch of a bucket
+    from `keep_from` on (seconds: the next cycle's lookback) goes to `keep`, as long
+    as the values kept stay within `budget`.
+    Return how many values went to `keep`.
+
+    A batch is kept by the digest of its bytes: the same bytes give the same lines,
+    and, while the caller keeps `numbers_of`'s cache (the same names, the same
+    index), the same series numbers.
+    """
+    add = table.add_numbered
+    held = 0
+    for bucket in buckets:
+        keeping = bucket.start >= keep_from
+        lines = iter(bucket.lines)
+        for digest, count in bucket.batches:
+            if count < 0:  # not parsed: as the same bytes added it last cycle
+                numbers, values = kept[digest]
+                add(numbers, bucket.start, values)
+            else:
+                numbers, values = array("q"), array("d")
+                for line in itertools.islice(lines, count):
+                    line_numbers = numbers_of(line)
+                    add(line_numbers, line.start, line.values)
+                    numbers.extend(line_numbers)
+                    values.extend(line.values)
+            if keeping and held + len(values) <= budget:
+                keep[digest] = (numbers, values)
+                held += len(values)
+    return held
+
+
+def add_cost_parts(
+    buckets: Iterable[CostParts],
+    table: CostColumns,
+    quantities: CostColumns | None,
+    kept: Mapping[bytes, CostBatch],
+    keep: CostBatches,
+    keep_from: int,
+    budget: int,
+    key: CostKeyOf = COST_KEY,
+) -> int:
+    """Add costs buckets to `table` (each line's value on its `key` series) and,
+    where given, to `quantities` (each line's quantity on its `QUANTITY_KEY`
+    series; lines without one add none), as `add_usage_parts` adds usage: a batch
+    not parsed adds what it added last cycle (`kept`), in the bucket's order; a
+    batch of a day from `keep_from` on goes to `keep` while the values kept stay
+    within `budget`. Return how many values went to `keep`.
+    """
+    add = table.add_numbered
+    add_quantities = None if quantities is None else quantities.add_numbered
+    held = 0
+    for bucket in buckets:
+        day = bucket.start
+        keeping = day >= keep_from
+        lines = iter(bucket.lines)
+        for digest, count in bucket.batches:
+            if count < 0:  # not parsed: as the same bytes added it last cycle
+                batch = kept[digest]
+            else:
+                batch = _numbered(
+                    itertools.islice(lines, count), table, quantities, key
+                )
+            numbers, values, units, amounts = batch
+            add(numbers, day, values)
+            if add_quantities is not None:
+                add_quantities(units, day, amounts)
+            size = len(values) + len(amounts)
+            if keeping and held + size <= budget:
+                keep[digest] = batch
+                held += size
+    return held
+
+
+def _numbered(
+    lines: Iterable[CostLine],
+    table: CostColumns,
+    quantities: CostColumns | None,
+    key: CostKeyOf,
+) -> CostBatch:
+    """Return the series numbers and values `lines` add, in their order."""
+    number = table.number
+    numbers, values = array("q"), array("d")
+    units, amounts = array("q"), array("d")
+    if quantities is None:
+        for line in lines:
+            numbers.append(number(key(line)))
+            values.append(line.value)
+        return numbers, values, units, amounts
+    unit_number = quantities.number
+    for line in lines:
+        numbers.append(number(key(line)))
+        values.append(line.value)
+        if line.quantity is not None:
+            units.append(unit_number(QUANTITY_KEY(line)))
+            amounts.append(line.quantity)
+    return numbers, values, units, amounts
