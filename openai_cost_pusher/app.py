@@ -138,13 +138,13 @@ which holds the labels anyway), so that 16,384 hold about 4 MiB, the series of a
 build their labels every cycle."""
 USAGE_VALUES_KEPT = 1 << 20
 """Usage values whose results batches a cycle keeps for the next (`_UsageState`):
-16 bytes each with its series number, so 16 MiB at most, about the lookback of a
-1,000-project organization at `1h`. A larger organization's other batches are
-parsed every cycle."""
+12 bytes each with its series number (4 bytes), so 12 MiB at most, about the
+lookback of a 1,000-project organization at `1h`. A larger organization's other
+batches are parsed every cycle."""
 COST_VALUES_KEPT = 1 << 20
 """Costs and quantities whose results batches a cycle keeps for the next, per
-costs data set (`_KeptCosts`): 16 MiB at most, the lookback of some 8,000 projects
-with 20 line items."""
+costs data set (`_KeptCosts`): 12 bytes each, so 12 MiB at most, the lookback of
+some 8,000 projects with 20 line items."""
 
 
 @dataclass(slots=True)

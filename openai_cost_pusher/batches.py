@@ -24,7 +24,9 @@ from openai_cost_pusher.model import CostLine, CostParts, UsageParts
 
 UsageBatch = tuple["array[int]", "array[float]"]
 """What the lines of one results batch added: series numbers (`NO_SERIES` where
-none), and the values added to them, in the same order."""
+none; 4-byte integers, `array("i")`: an index renewed past twice the series held
+stays far below 2^31), and the values added to them, in the same order: 12 bytes
+a value."""
 UsageBatches = dict[bytes, UsageBatch]
 """One endpoint's results batches by the digest of their bytes."""
 
@@ -79,7 +81,7 @@ def add_usage_parts(
                 numbers, values = kept[digest]
                 add(numbers, bucket.start, values)
             else:
-                numbers, values = array("q"), array("d")
+                numbers, values = array("i"), array("d")
                 for line in itertools.islice(lines, count):
                     line_numbers = numbers_of(line)
                     add(line_numbers, line.start, line.values)
@@ -141,8 +143,8 @@ def _numbered(
 ) -> CostBatch:
     """Return the series numbers and values `lines` add, in their order."""
     number = table.number
-    numbers, values = array("q"), array("d")
-    units, amounts = array("q"), array("d")
+    numbers, values = array("i"), array("d")
+    units, amounts = array("i"), array("d")
     if quantities is None:
         for line in lines:
             numbers.append(number(key(line)))

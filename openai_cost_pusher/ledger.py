@@ -28,8 +28,6 @@ from dataclasses import dataclass
 
 from openai_cost_pusher.model import Labels, Sample
 
-Series = tuple[str, Labels]
-
 _ABSENT = math.nan
 
 
@@ -48,10 +46,14 @@ class Ledger:
     """The last value pushed for each series and timestamp, since start."""
 
     def __init__(self) -> None:
-        self._index: dict[Series, int] = {}  # series -> its number
-        self._series: list[Series | None] = []  # number -> series (None: free)
+        # metric name -> labels -> the series' number: keyed by the very labels
+        # tuples the samples carry (kept by the caller's labels caches), with no
+        # `(name, labels)` tuple of its own, 56 bytes a series
+        self._index: dict[str, dict[Labels, int]] = {}
+        self._names: list[str | None] = []  # number -> metric name (None: free)
+        self._labels: list[Labels] = []  # number -> labels (() when free)
         self._free: list[int] = []  # numbers of series that hold nothing
-        self._held = array("q")  # number -> how many values the series holds
+        self._held = array("i")  # number -> how many values the series holds
         self._columns: dict[int, array[float]] = {}  # ts_ms -> values by number
         # how many values each timestamp holds: a commit that saw every value its
         # range held (or a range holding none, as in a backfill) has no value that
@@ -75,7 +77,7 @@ class Ledger:
     @property
     def series(self) -> int:
         """How many series hold at least one value."""
-        return len(self._index)
+        return sum(map(len, self._index.values()))
 
     def held_between(self, start_ms: int, end_ms: int) -> int:
         """Return how many values of `[start_ms, end_ms)` the ledger holds, those
@@ -126,7 +128,8 @@ class Ledger:
         seen = 0
         index, columns = self._index, self._columns
         for sample in samples:
-            number = index.get((sample.name, sample.labels))
+            by_name = index.get(sample.name)
+            number = None if by_name is None else by_name.get(sample.labels)
             if number is None:
                 fresh.append(sample)
                 continue
@@ -175,9 +178,9 @@ class Ledger:
         gone: list[Revision] = []
         for number, ts_ms, old in self._values(self._between(start_ms, end_ms)):
             if (number, ts_ms) not in landed:
-                series = self._series[number]
-                assert series is not None
-                gone.append(Revision(*series, ts_ms, old, None))
+                name = self._names[number]
+                assert name is not None
+                gone.append(Revision(name, self._labels[number], ts_ms, old, None))
                 self._drop(number, ts_ms)
         return gone
 
@@ -192,10 +195,13 @@ class Ledger:
             self._held,
         )
         for sample in samples:
-            key = (sample.name, sample.labels)
-            number = index.get(key)
+            name, labels = sample.name, sample.labels
+            by_name = index.get(name)
+            if by_name is None:
+                by_name = index[name] = {}
+            number = by_name.get(labels)
             if number is None:
-                number = index[key] = self._number(key)
+                number = by_name[labels] = self._number(name, labels)
             ts_ms = sample.ts_ms
             column = columns.get(ts_ms)
             if column is None:
@@ -214,15 +220,16 @@ class Ledger:
             if landed is not None:
                 landed.add((number, ts_ms))
 
-    def _number(self, series: Series) -> int:
+    def _number(self, name: str, labels: Labels) -> int:
         """Return a number for a new series: a free one, else the next."""
         if self._free:
             number = self._free.pop()
-            self._series[number] = series
+            self._names[number], self._labels[number] = name, labels
             return number
-        self._series.append(series)
+        self._names.append(name)
+        self._labels.append(labels)
         self._held.append(0)
-        return len(self._series) - 1
+        return len(self._names) - 1
 
     def _drop(self, number: int, ts_ms: int) -> None:
         """Forget one value; a series left with none frees its number."""
@@ -239,10 +246,13 @@ class Ledger:
             self._release(number)
 
     def _release(self, number: int) -> None:
-        series = self._series[number]
-        assert series is not None
-        del self._index[series]
-        self._series[number] = None
+        name = self._names[number]
+        assert name is not None
+        by_name = self._index[name]
+        del by_name[self._labels[number]]
+        if not by_name:
+            del self._index[name]
+        self._names[number], self._labels[number] = None, ()
         self._free.append(number)
 
     @staticmethod
@@ -295,9 +305,9 @@ class Ledger:
         looked_up: dict[int, Mapping[int, float] | None] = {}
         for number, ts_ms, value in list(self._values(self._between(start_ms, end_ms))):
             if number not in looked_up:
-                series = self._series[number]
-                assert series is not None
-                looked_up[number] = held(*series)
+                name = self._names[number]
+                assert name is not None
+                looked_up[number] = held(name, self._labels[number])
             stored = looked_up[number]
             have = None if stored is None else stored.get(ts_ms)
             if have is None or have < value - rel_tolerance * abs(value):
