@@ -22,6 +22,7 @@ D0 = 1_730_419_200_000  # 2024-11-01 00:00 UTC in ms
 A: Labels = (("project_id", "proj_a"),)
 B: Labels = (("project_id", "proj_b"),)
 NAME = "openai_daily_cost"
+OTHER = "openai_daily_cost_quantity"
 
 
 def _s(labels: Labels, day: int, value: float) -> Sample:
@@ -308,8 +309,15 @@ def test_the_ledger_holds_what_a_plain_dict_would(
     for op, arg, n in ops:
         if op == "commit":
             start, end = _window(n, 2)
+            # odd days under a second metric name: the same labels tuple is a
+            # second series there, and numbers freed by one name go to the other
             samples = [
-                _s(lab if lab in (A, B) else next(fresh_labels), d, v)
+                Sample(
+                    NAME if d % 2 == 0 else OTHER,
+                    lab if lab in (A, B) else next(fresh_labels),
+                    v,
+                    D0 + d * DAY_MS,
+                )
                 for lab, d, v in arg
                 if start <= D0 + d * DAY_MS < end
             ]
