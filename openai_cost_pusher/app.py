@@ -16,20 +16,16 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 import schedule
 
-from openai_cost_pusher import __version__
+from openai_cost_pusher import __version__, tables
 from openai_cost_pusher.batches import (
-    COST_KEY,
     KEY_COST_KEY,
-    CostBatches,
-    CostKeyOf,
     UsageBatches,
-    add_cost_parts,
     add_usage_parts,
 )
 from openai_cost_pusher.cycle_report import CycleReport as CycleReport
@@ -87,7 +83,6 @@ from openai_cost_pusher.metrics import (
 )
 from openai_cost_pusher.model import (
     Columns,
-    CostParts,
     Labels,
     Project,
     Rejected,
@@ -112,6 +107,7 @@ from openai_cost_pusher.ports import (
 from openai_cost_pusher.ports import Sink as Sink
 from openai_cost_pusher.push import PRINTED, STORED, UNANSWERED, PushStats
 from openai_cost_pusher.spend_step import SPEND_READ_BUDGET_S, SpendStep
+from openai_cost_pusher.tables import SeriesTables
 from openai_cost_pusher.vmread import selector
 from openai_cost_pusher.window import (
     DAY,
@@ -123,85 +119,6 @@ from openai_cost_pusher.window import (
 )
 
 log = logging.getLogger(__name__)
-
-CostKey = tuple[str, str, str]
-LabelsCache = dict[CostKey, Labels]
-"""A series' table key to its labels (see `metrics.cost_samples`)."""
-
-SERIES_SLACK = 10_000
-"""Series numbers an index may hold beyond twice the ledger's series."""
-USAGE_LINES_KEPT = 1 << 14
-"""Usage lines (endpoint and dimensions) whose series a cycle keeps for the next:
-about 260 bytes each (their key and the counters' numbers in the table's index,
-which holds the labels anyway), so that 16,384 hold about 4 MiB, the series of a
-1,000-project organization with ten models. A larger organization's other lines
-build their labels every cycle."""
-USAGE_VALUES_KEPT = 1 << 20
-"""Usage values whose results batches a cycle keeps for the next (`_UsageState`):
-12 bytes each with its series number (4 bytes), so 12 MiB at most, about the
-lookback of a 1,000-project organization at `1h`. A larger organization's other
-batches are parsed every cycle."""
-COST_VALUES_KEPT = 1 << 20
-"""Costs and quantities whose results batches a cycle keeps for the next, per
-costs data set (`_KeptCosts`): 12 bytes each, so 12 MiB at most, the lookback of
-some 8,000 projects with 20 line items."""
-
-
-@dataclass(slots=True)
-class _SeriesState:
-    """What a daily metric's series keep from cycle to cycle.
-
-    `index` numbers the series of its table (`Columns`), so that a day's values sit
-    at the same numbers cycle after cycle and a day's digest can be compared with
-    that of its last landing. `labels` holds each series' labels, built once while
-    the names they come from (`built_from`) stay the same: a steady cycle builds
-    none, and the ledger finds its series by the very same tuples. `generation`
-    changes whenever either is renewed.
-    """
-
-    generation: int
-    index: dict[CostKey, int] = field(default_factory=dict)
-    labels: LabelsCache = field(default_factory=dict)
-    built_from: tuple[object, ...] | None = None
-
-
-@dataclass(slots=True)
-class _UsageState:
-    """What the usage series keep from cycle to cycle (see `_SeriesState`).
-
-    `index` numbers the series of the usage table; `series` is the last cycle's
-    cache of each counter's number there (`add_usage_lines`), valid while the names
-    it was built from (`built_from`) stay the same, and the index with it: a steady
-    cycle builds no usage labels, and hashes none. Where the source hands on the
-    digests of results batches, `batches` keeps what each batch of the lookback
-    added, so that a batch sent again byte for byte is neither parsed nor looked up.
-    """
-
-    generation: int
-    index: dict[tuple[str, Labels], int] = field(default_factory=dict)
-    series: UsageSeriesCache = field(default_factory=dict)
-    built_from: Mapping[str, str | None] | None = None
-    batches: dict[str, UsageBatches] = field(default_factory=dict)
-    """Per endpoint, what each results batch of the lookback added, by the digest
-    of its bytes (`add_usage_parts`): numbers of `index`, so dropped with `series`."""
-
-
-@dataclass(frozen=True, slots=True)
-class _KeptCosts:
-    """What a costs data set's results batches of the lookback added
-    (`batches.add_cost_parts`), valid for the very indexes whose numbers they hold:
-    a renewed index (`_series_index`) leaves them behind."""
-
-    indexes: tuple[dict[CostKey, int], ...]
-    batches: CostBatches
-
-    def valid_for(self, *indexes: dict[CostKey, int]) -> CostBatches:
-        """Return the batches if they were numbered in `indexes`, else none."""
-        same = len(indexes) == len(self.indexes) and all(
-            a is b for a, b in zip(indexes, self.indexes, strict=True)
-        )
-        return self.batches if same else {}
-
 
 REPAIR_HINT = (
     "; to correct it run `openai-cost-pusher verify --repair --days N` (N reaching "
@@ -393,13 +310,10 @@ class Pusher:
         self.chunk_bytes = chunk_bytes
         self.stats = stats or SelfStats(version=__version__)
         self.names: dict[str, str | None] = {}
-        # each series' labels, kept from cycle to cycle while the names they are
-        # built from stay the same: a steady cycle builds none, and the ledger finds
-        # its series by the very same tuples
-        self._series: dict[str, _SeriesState] = {}
-        self._usage: _UsageState | None = None
-        self._kept_costs: dict[str, _KeptCosts] = {}
-        self._generations = 0
+        # each series' number and labels, and the results batches of the lookback,
+        # kept from cycle to cycle: a steady cycle builds no labels, and the ledger
+        # finds its series by the very same tuples
+        self.tables = SeriesTables()
         self.last_report: CycleReport | None = None
         # for the health listener: the start-up grace of /healthz counts from here,
         # and /livez watches the heartbeat (loop ticks and every Admin API request)
@@ -736,33 +650,6 @@ class Pusher:
                     },
                 )
 
-    def _series_index(self, metric: str, ds: _Dataset) -> dict[CostKey, int]:
-        """Return the numbers of `metric`'s series for this cycle's table: those of
-        earlier cycles, so that a day's values sit where they sat, unless the index
-        holds more than twice the series the ledger holds (series that came and
-        went): then a new one, with new labels."""
-        held = self._series.get(metric)
-        if held is None or len(held.index) > 2 * ds.ledger.series + SERIES_SLACK:
-            self._generations += 1
-            held = self._series[metric] = _SeriesState(generation=self._generations)
-        return held.index
-
-    def _series_labels(
-        self, metric: str, *built_from: object
-    ) -> tuple[LabelsCache, int]:
-        """Return the labels cache of `metric`'s series and the generation of its
-        state: the cache of earlier cycles while `built_from` (names) is equal to
-        theirs, else a new one, of a new generation."""
-        held = self._series[metric]
-        if held.built_from != built_from:
-            self._generations += 1
-            held.built_from = tuple(
-                dict(b) if isinstance(b, Mapping) else b for b in built_from
-            )
-            held.labels = {}
-            held.generation = self._generations
-        return held.labels, held.generation
-
     def _fetch_costs(
         self,
         ds: _Dataset,
@@ -771,26 +658,27 @@ class Pusher:
         now: float,
         bad: list[Rejected],
     ) -> Fetched:
-        table: CostColumns = Columns(self._series_index(DAILY_COST, ds))
-        quantities: CostColumns = Columns(self._series_index(DAILY_COST_QUANTITY, ds))
+        held = ds.ledger.series
+        table: CostColumns = Columns(self.tables.index(DAILY_COST, held))
+        quantities: CostColumns = Columns(self.tables.index(DAILY_COST_QUANTITY, held))
         source = self.source
         if isinstance(source, CostPartsSource):
-            self._add_cost_parts(
-                ds,
-                now,
+            self.tables.add_cost_parts(
+                ds.name,
                 lambda known: source.fetch_cost_parts(
                     window.start, window.end, bad, known
                 ),
                 table,
                 quantities,
+                self._keep_from(ds, now),
             )
         else:  # a source without batch digests (the demo): every line is read
             for lines in source.fetch_costs(window.start, window.end, bad):
                 add_cost_lines(table, lines, quantities)
         today = int(now // DAY) * DAY
         live = today_samples(table, names, self.extra, today, int(now * 1000))
-        labels_cache, labels_gen = self._series_labels(DAILY_COST, names)
-        units_cache, units_gen = self._series_labels(DAILY_COST_QUANTITY, names)
+        labels_cache, labels_gen = self.tables.labels(DAILY_COST, names)
+        units_cache, units_gen = self.tables.labels(DAILY_COST_QUANTITY, names)
 
         def samples(start: int, end: int) -> Iterable[Sample]:
             yield from cost_samples(table, names, self.extra, start, end, labels_cache)
@@ -824,7 +712,7 @@ class Pusher:
         named_keys = "api_key_id" in plan.optional_dims
         # packed by bucket, over numbers kept from cycle to cycle (renamed after
         # the fetch where series carry the `api_key` label: see `name_usage_keys`)
-        state = self._usage_state(ds, names)
+        state = self.tables.usage_state(ds.ledger.series, names)
         generation = state.generation
         table: UsageColumns = Columns(state.index)
         series: UsageSeriesCache = {}  # this cycle's; the last one's is state.series
@@ -832,7 +720,7 @@ class Pusher:
             table, names, self.extra, plan.optional_dims, series, state.series
         )
         batches: dict[str, UsageBatches] = {}  # this cycle's; see state.batches
-        budget = USAGE_VALUES_KEPT
+        budget = tables.USAGE_VALUES_KEPT
         keep_from = self._keep_from(ds, now)
         for kind, group_by in plan.group_by.items():
             if isinstance(self.source, UsagePartsSource):
@@ -859,8 +747,8 @@ class Pusher:
         # what this cycle saw, and no more, up to USAGE_LINES_KEPT combinations
         state.series = (
             series
-            if len(series) <= USAGE_LINES_KEPT
-            else dict(itertools.islice(series.items(), USAGE_LINES_KEPT))
+            if len(series) <= tables.USAGE_LINES_KEPT
+            else dict(itertools.islice(series.items(), tables.USAGE_LINES_KEPT))
         )
         if named_keys:
             named = self._keys.name_usage_keys(
@@ -886,56 +774,11 @@ class Pusher:
 
         return Fetched(samples, [], release, digest)
 
-    def _add_cost_parts(
-        self,
-        ds: _Dataset,
-        now: float,
-        parts: Callable[[Container[bytes]], Iterable[CostParts]],
-        table: CostColumns,
-        quantities: CostColumns | None,
-        key: CostKeyOf = COST_KEY,
-    ) -> None:
-        """Add the costs `parts` fetches, given the digests of the batches kept by
-        the last cycle, to `table` and `quantities` (`batches.add_cost_parts`), and
-        keep this cycle's batches of the next lookback, numbered in these tables'
-        indexes."""
-        indexes = (
-            (table.index,) if quantities is None else (table.index, quantities.index)
-        )
-        kept = self._kept_costs.get(ds.name)
-        known = {} if kept is None else kept.valid_for(*indexes)
-        keep: CostBatches = {}
-        add_cost_parts(
-            parts(known),
-            table,
-            quantities,
-            known,
-            keep,
-            self._keep_from(ds, now),
-            COST_VALUES_KEPT,
-            key,
-        )
-        self._kept_costs[ds.name] = _KeptCosts(indexes, keep)
-
     @staticmethod
     def _keep_from(ds: _Dataset, now: float) -> int:
         """Return where the next cycle's lookback starts (seconds): it fetches that
         again, so its results batches are the ones to keep."""
         return cycle_window(now, ds.lookback, ds.backfill, None, ds.unit).start
-
-    def _usage_state(self, ds: _Dataset, names: Names) -> _UsageState:
-        """Return what the usage series keep from cycle to cycle: their numbers,
-        renewed (with a new generation) when they hold more than twice the ledger's
-        series plus `SERIES_SLACK` (series that came and went); and the series each
-        counter went to, dropped when the names they were built from change."""
-        held = self._usage
-        if held is None or len(held.index) > 2 * ds.ledger.series + SERIES_SLACK:
-            self._generations += 1
-            held = self._usage = _UsageState(self._generations)
-        if held.built_from != names:
-            held.built_from = dict(names)
-            held.series, held.batches = {}, {}
-        return held
 
     def _key_state(self, on: bool, lookback_days: int, backfill_days: int) -> KeyNames:
         """Add the per-key costs data set when `on`; return the key names' state."""
@@ -977,17 +820,18 @@ class Pusher:
             )
         if start >= window.end:
             return None
-        table: CostColumns = Columns(self._series_index(DAILY_COST_BY_API_KEY, ds))
+        index = self.tables.index(DAILY_COST_BY_API_KEY, ds.ledger.series)
+        table: CostColumns = Columns(index)
         try:
             if isinstance(source, CostPartsSource):
-                self._add_cost_parts(
-                    ds,
-                    now,
+                self.tables.add_cost_parts(
+                    ds.name,
                     lambda known: source.fetch_cost_parts(
                         start, window.end, bad, known, COSTS_BY_KEY_GROUP_BY
                     ),
                     table,
                     None,
+                    self._keep_from(ds, now),
                     KEY_COST_KEY,
                 )
             else:
@@ -1005,7 +849,7 @@ class Pusher:
             return None
         self._keys.refresh({(pid, kid) for pid, kid, _ in table}, now)
         key_names = dict(self._keys.names)  # as of this fetch
-        labels_cache, labels_gen = self._series_labels(
+        labels_cache, labels_gen = self.tables.labels(
             DAILY_COST_BY_API_KEY, names, key_names
         )
 

@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "report": 4,
     "clients": 4,  # the HTTP clients a command builds from its settings
     "spend_step": 5,  # the cycle's spend-limit step and its state
+    "tables": 4,  # the tables' series numbers, labels and batches between cycles
     "key_names": 5,  # the API key names of the per-key series, and their state
     "verify": 5,  # reads VictoriaMetrics' days as report does (rows_from_series)
     "arguments": 5,  # the command line's grammar (report's days and formats)

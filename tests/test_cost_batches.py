@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openai_cost_pusher import app
+from openai_cost_pusher import tables
 from openai_cost_pusher.batches import (
     COST_KEY,
     KEY_COST_KEY,
@@ -108,7 +108,7 @@ def test_costs_sent_again_are_not_parsed(
     assert pusher.run_cycle().ok
     per_day = {day: parsed.count(day) for day in set(parsed)}
     assert len(per_day) == 9 and min(per_day.values()) >= 3  # days come in batches
-    kept = pusher._kept_costs["costs"].batches
+    kept = pusher.tables.kept_costs["costs"].batches
     assert len(kept) == sum(n for day, n in per_day.items() if day >= today - 2 * DAY)
     start = today - 8 * DAY
     _assert_store_equals_api(fake, vm, start)
@@ -150,7 +150,7 @@ def test_a_renewed_index_leaves_the_kept_costs_behind(
     value still lands on its own series."""
     today = _today(clock)
     _seed(fake, today, days=3)
-    monkeypatch.setattr(app, "SERIES_SLACK", -(10**9))  # renewed every cycle
+    monkeypatch.setattr(tables, "SERIES_SLACK", -(10**9))  # renewed every cycle
     parsed = spy_on_parsed_cost_batches(monkeypatch, BATCH_BYTES)
     pusher = make_pusher(fake, vm.push_url, clock, backfill_days=3)
     assert pusher.run_cycle().ok
@@ -174,11 +174,11 @@ def test_kept_costs_are_bounded(
     and the store still equals the API."""
     today = _today(clock)
     _seed(fake, today, days=3)
-    monkeypatch.setattr(app, "COST_VALUES_KEPT", 40)
+    monkeypatch.setattr(tables, "COST_VALUES_KEPT", 40)
     parsed = spy_on_parsed_cost_batches(monkeypatch, BATCH_BYTES)
     pusher = make_pusher(fake, vm.push_url, clock, backfill_days=3)
     assert pusher.run_cycle().ok
-    kept = pusher._kept_costs["costs"].batches
+    kept = pusher.tables.kept_costs["costs"].batches
     held = sum(len(b[1]) + len(b[3]) for b in kept.values())
     assert 0 < held <= 40
     lookback = len([day for day in parsed if day >= today - 2 * DAY])
@@ -250,16 +250,16 @@ def test_known_batches_add_what_parsing_them_added(
     units: dict[CostKey, int] = {}
     key = KEY_COST_KEY if by_key else COST_KEY
 
-    def tables() -> tuple[CostColumns, CostColumns | None]:
+    def fresh_tables() -> tuple[CostColumns, CostColumns | None]:
         return Columns(index), None if by_key else Columns(units)
 
-    table, quantities = tables()
+    table, quantities = fresh_tables()
     kept: CostBatches = {}
     held = add_cost_parts(
         _parts(days, set()), table, quantities, {}, kept, 0, 1 << 20, key
     )
     assert held == sum(len(b[1]) + len(b[3]) for b in kept.values())
-    again, again_quantities = tables()
+    again, again_quantities = fresh_tables()
     known = {n for n in keep if b"%d" % n in kept}
     add_cost_parts(_parts(days, known), again, again_quantities, kept, {}, 0, 0, key)
     assert _columns(again, len(days)) == _columns(table, len(days))
@@ -268,7 +268,9 @@ def test_known_batches_add_what_parsing_them_added(
     # only the days from keep_from on, and no more values than the budget
     later: CostBatches = {}
     budget = 7
-    held = add_cost_parts(_parts(days, set()), *tables(), {}, later, DAY, budget, key)
+    held = add_cost_parts(
+        _parts(days, set()), *fresh_tables(), {}, later, DAY, budget, key
+    )
     assert held == sum(len(b[1]) + len(b[3]) for b in later.values()) <= budget
     first_day = {b"%d" % n for n in range(len(days[0]))}
     assert not first_day & later.keys()

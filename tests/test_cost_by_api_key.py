@@ -218,7 +218,7 @@ def test_per_key_costs_sent_again_are_not_parsed(
     parsed = spy_on_parsed_cost_batches(monkeypatch)
     pusher = make_pusher(fake, vm.push_url, clock, costs_by_api_key=True)
     assert pusher.run_cycle().ok
-    assert len(pusher._kept_costs[app.KEY_COSTS].batches) == 3  # the lookback
+    assert len(pusher.tables.kept_costs[app.KEY_COSTS].batches) == 3  # the lookback
     parsed.clear()
     clock.now += 60
     assert pusher.run_cycle().ok

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from openai_cost_pusher import app, metrics, parsers
+from openai_cost_pusher import app, metrics, parsers, tables
 from openai_cost_pusher.app import UsagePlan
 from openai_cost_pusher.demo import DemoOrganization
 from openai_cost_pusher.metrics import UsageColumns, add_usage_lines, usage_points
@@ -774,18 +774,18 @@ def test_a_cycle_keeps_the_series_of_at_most_usage_lines_kept_lines(
     API."""
     today = _today(clock)
     seed_usage(fake, today, days=3)
-    monkeypatch.setattr(app, "USAGE_LINES_KEPT", 3)
+    monkeypatch.setattr(tables, "USAGE_LINES_KEPT", 3)
     built = _spy_on_usage_series(monkeypatch)
     pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
     assert pusher.run_cycle().ok
     first = len(built)
-    assert pusher._usage is not None and len(pusher._usage.series) == 3
+    assert pusher.tables.usage is not None and len(pusher.tables.usage.series) == 3
     built.clear()
     clock.now += 60
     _one_completion(fake, today, 5)
     assert pusher.run_cycle().ok
     assert 0 < len(built) < first
-    assert len(pusher._usage.series) == 3
+    assert len(pusher.tables.usage.series) == 3
     assert stored_series(vm) == pytest.approx(
         expected_series(fake, today - 30 * DAY, "1d"), rel=1e-12
     )
@@ -802,19 +802,19 @@ def test_renewed_series_numbers_take_the_kept_numbers_with_them(
     every value still lands on its own series, and the labels are built again."""
     today = _today(clock)
     seed_usage(fake, today, days=3)
-    monkeypatch.setattr(app, "SERIES_SLACK", -(10**9))  # renewed every cycle
+    monkeypatch.setattr(tables, "SERIES_SLACK", -(10**9))  # renewed every cycle
     built = _spy_on_usage_series(monkeypatch)
     pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
     assert pusher.run_cycle().ok
-    assert pusher._usage is not None
-    generation = pusher._usage.generation
+    assert pusher.tables.usage is not None
+    generation = pusher.tables.usage.generation
     for tokens in (777, 778):
         built.clear()
         clock.now += 60
         _one_completion(fake, today, tokens)
         assert pusher.run_cycle().ok
-        assert pusher._usage.generation != generation
-        generation = pusher._usage.generation
+        assert pusher.tables.usage.generation != generation
+        generation = pusher.tables.usage.generation
         assert set(built) >= set(PROJECTS)
         assert stored_series(vm) == pytest.approx(
             expected_series(fake, today - 30 * DAY, "1d"), rel=1e-12
@@ -854,7 +854,7 @@ def test_usage_batches_sent_again_are_not_parsed(
     pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
     assert pusher.run_cycle().ok
     assert "completions" in parsed
-    state = pusher._usage
+    state = pusher.tables.usage
     assert state is not None
     # 3 days of lookback (today and the two before) of each endpoint with usage
     kept = {kind: len(batches) for kind, batches in state.batches.items()}
@@ -887,12 +887,12 @@ def test_usage_batches_kept_are_bounded(
     and the store still equals the API."""
     today = _today(clock)
     seed_usage(fake, today, days=3)
-    monkeypatch.setattr(app, "USAGE_VALUES_KEPT", 40)
+    monkeypatch.setattr(tables, "USAGE_VALUES_KEPT", 40)
     parsed = _spy_on_parsed_batches(monkeypatch)
     pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
     assert pusher.run_cycle().ok
     first = len(parsed)
-    state = pusher._usage
+    state = pusher.tables.usage
     assert state is not None
     held = [len(v) for b in state.batches.values() for _, v in b.values()]
     assert 0 < sum(held) <= 40

@@ -1,0 +1,187 @@
+"""What the cycle's tables keep from cycle to cycle: series numbers, labels, batches.
+
+Each cycle adds a data set's values to tables packed by timestamp (`model.Columns`).
+Their series keep their numbers from cycle to cycle, so that a day's values sit where
+they sat and its digest can be compared with that of its last landing; their labels
+are built once while the names they come from stay the same; and what the results
+batches of the lookback added is kept for the next cycle (`batches`). `SeriesTables`
+holds all of it for one pusher, and renews an index (with a new generation) once it
+holds more than twice the series the ledger holds plus `SERIES_SLACK`: series that
+came and went.
+
+Pure state: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from openai_cost_pusher.batches import (
+    COST_KEY,
+    CostBatches,
+    CostKeyOf,
+    UsageBatches,
+    add_cost_parts,
+)
+from openai_cost_pusher.metrics import CostColumns, CostKey, UsageSeriesCache
+from openai_cost_pusher.model import CostParts, Labels
+
+LabelsCache = dict[CostKey, Labels]
+"""A series' table key to its labels (see `metrics.cost_samples`)."""
+
+SERIES_SLACK = 10_000
+"""Series numbers an index may hold beyond twice the ledger's series."""
+USAGE_LINES_KEPT = 1 << 14
+"""Usage lines (endpoint and dimensions) whose series a cycle keeps for the next:
+about 260 bytes each (their key and the counters' numbers in the table's index,
+which holds the labels anyway), so that 16,384 hold about 4 MiB, the series of a
+1,000-project organization with ten models. A larger organization's other lines
+build their labels every cycle."""
+USAGE_VALUES_KEPT = 1 << 20
+"""Usage values whose results batches a cycle keeps for the next (`UsageState`):
+12 bytes each with its series number (4 bytes), so 12 MiB at most, about the
+lookback of a 1,000-project organization at `1h`. A larger organization's other
+batches are parsed every cycle."""
+COST_VALUES_KEPT = 1 << 20
+"""Costs and quantities whose results batches a cycle keeps for the next, per
+costs data set (`KeptCosts`): 12 bytes each, so 12 MiB at most, the lookback of
+some 8,000 projects with 20 line items."""
+
+
+@dataclass(slots=True)
+class SeriesState:
+    """What a daily metric's series keep from cycle to cycle.
+
+    `index` numbers the series of its table (`Columns`), so that a day's values sit
+    at the same numbers cycle after cycle and a day's digest can be compared with
+    that of its last landing. `labels` holds each series' labels, built once while
+    the names they come from (`built_from`) stay the same: a steady cycle builds
+    none, and the ledger finds its series by the very same tuples. `generation`
+    changes whenever either is renewed.
+    """
+
+    generation: int
+    index: dict[CostKey, int] = field(default_factory=dict)
+    labels: LabelsCache = field(default_factory=dict)
+    built_from: tuple[object, ...] | None = None
+
+
+@dataclass(slots=True)
+class UsageState:
+    """What the usage series keep from cycle to cycle (see `SeriesState`).
+
+    `index` numbers the series of the usage table; `series` is the last cycle's
+    cache of each counter's number there (`add_usage_lines`), valid while the names
+    it was built from (`built_from`) stay the same, and the index with it: a steady
+    cycle builds no usage labels, and hashes none. Where the source hands on the
+    digests of results batches, `batches` keeps what each batch of the lookback
+    added, so that a batch sent again byte for byte is neither parsed nor looked up.
+    """
+
+    generation: int
+    index: dict[tuple[str, Labels], int] = field(default_factory=dict)
+    series: UsageSeriesCache = field(default_factory=dict)
+    built_from: Mapping[str, str | None] | None = None
+    batches: dict[str, UsageBatches] = field(default_factory=dict)
+    """Per endpoint, what each results batch of the lookback added, by the digest
+    of its bytes (`add_usage_parts`): numbers of `index`, so dropped with `series`."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeptCosts:
+    """What a costs data set's results batches of the lookback added
+    (`batches.add_cost_parts`), valid for the very indexes whose numbers they hold:
+    a renewed index (`SeriesTables.index`) leaves them behind."""
+
+    indexes: tuple[dict[CostKey, int], ...]
+    batches: CostBatches
+
+    def valid_for(self, *indexes: dict[CostKey, int]) -> CostBatches:
+        """Return the batches if they were numbered in `indexes`, else none."""
+        same = len(indexes) == len(self.indexes) and all(
+            a is b for a, b in zip(indexes, self.indexes, strict=True)
+        )
+        return self.batches if same else {}
+
+
+class SeriesTables:
+    """The series state of one pusher's tables, kept from cycle to cycle."""
+
+    def __init__(self) -> None:
+        self.series: dict[str, SeriesState] = {}  # by daily metric
+        self.usage: UsageState | None = None
+        self.kept_costs: dict[str, KeptCosts] = {}  # by costs data set
+        self._generations = 0
+
+    def _generation(self) -> int:
+        self._generations += 1
+        return self._generations
+
+    def index(self, metric: str, held: int) -> dict[CostKey, int]:
+        """Return the numbers of `metric`'s series for this cycle's table: those of
+        earlier cycles, so that a day's values sit where they sat, unless the index
+        holds more than twice the `held` series of the ledger (series that came and
+        went) plus `SERIES_SLACK`: then a new one, with new labels."""
+        state = self.series.get(metric)
+        if state is None or len(state.index) > 2 * held + SERIES_SLACK:
+            state = self.series[metric] = SeriesState(self._generation())
+        return state.index
+
+    def labels(self, metric: str, *built_from: object) -> tuple[LabelsCache, int]:
+        """Return the labels cache of `metric`'s series (whose index `index`
+        returned) and the generation of its state: the cache of earlier cycles while
+        `built_from` (names) is equal to theirs, else a new one, of a new
+        generation."""
+        state = self.series[metric]
+        if state.built_from != built_from:
+            state.built_from = tuple(
+                dict(b) if isinstance(b, Mapping) else b for b in built_from
+            )
+            state.labels = {}
+            state.generation = self._generation()
+        return state.labels, state.generation
+
+    def usage_state(self, held: int, names: Mapping[str, str | None]) -> UsageState:
+        """Return what the usage series keep from cycle to cycle: their numbers,
+        renewed (with a new generation) as `index` renews a metric's; and the series
+        each counter went to, with the batches kept, dropped when the names they
+        were built from change."""
+        state = self.usage
+        if state is None or len(state.index) > 2 * held + SERIES_SLACK:
+            state = self.usage = UsageState(self._generation())
+        if state.built_from != names:
+            state.built_from = dict(names)
+            state.series, state.batches = {}, {}
+        return state
+
+    def add_cost_parts(
+        self,
+        dataset: str,
+        parts: Callable[[Container[bytes]], Iterable[CostParts]],
+        table: CostColumns,
+        quantities: CostColumns | None,
+        keep_from: int,
+        key: CostKeyOf = COST_KEY,
+    ) -> None:
+        """Add the costs `parts` fetches, given the digests of the batches `dataset`
+        kept last cycle, to `table` and `quantities` (`batches.add_cost_parts`), and
+        keep this cycle's batches from `keep_from` on (the next lookback), numbered
+        in these tables' indexes."""
+        indexes = (
+            (table.index,) if quantities is None else (table.index, quantities.index)
+        )
+        kept = self.kept_costs.get(dataset)
+        known = {} if kept is None else kept.valid_for(*indexes)
+        keep: CostBatches = {}
+        add_cost_parts(
+            parts(known),
+            table,
+            quantities,
+            known,
+            keep,
+            keep_from,
+            COST_VALUES_KEPT,
+            key,
+        )
+        self.kept_costs[dataset] = KeptCosts(indexes, keep)
