@@ -21,7 +21,12 @@ from openai_cost_pusher.batches import (
     CostBatches,
     add_cost_parts,
 )
-from openai_cost_pusher.metrics import CostColumns, CostKey
+from openai_cost_pusher.metrics import (
+    CostColumns,
+    CostKey,
+    add_cost_lines,
+    add_key_cost_lines,
+)
 from openai_cost_pusher.model import Columns, CostLine, CostParts
 from openai_cost_pusher.parsers import NOT_PARSED
 from tests.conftest import Clock
@@ -242,10 +247,11 @@ def _columns(table: CostColumns, days: int) -> list[bytes]:
 def test_known_batches_add_what_parsing_them_added(
     days: list[list[list[CostLine]]], keep: set[int], by_key: bool
 ) -> None:
-    """Added with some batches kept from the last time, a fetch gives the tables it
-    gives with every batch parsed, bit for bit: values summed on one series are
-    summed in the same order. Only the days from `keep_from` on are kept, within
-    the budget."""
+    """Every batch parsed, the tables hold what the plain path (`add_cost_lines`,
+    `add_key_cost_lines`) gives. Added with some batches kept from the last time, a
+    fetch gives the tables it gives with every batch parsed, bit for bit: values
+    summed on one series are summed in the same order. Only the days from
+    `keep_from` on are kept, within the budget."""
     index: dict[CostKey, int] = {}
     units: dict[CostKey, int] = {}
     key = KEY_COST_KEY if by_key else COST_KEY
@@ -259,6 +265,18 @@ def test_known_batches_add_what_parsing_them_added(
         _parts(days, set()), table, quantities, {}, kept, 0, 1 << 20, key
     )
     assert held == sum(len(b[1]) + len(b[3]) for b in kept.values())
+    # the same series and sums as the plain path (`add_cost_lines`) gives
+    plain: CostColumns = Columns()
+    plain_quantities: CostColumns = Columns()
+    lines = [line for part in _parts(days, set()) for line in part.lines]
+    if by_key:
+        add_key_cost_lines(plain, lines)
+    else:
+        add_cost_lines(plain, lines, plain_quantities)
+    for d in range(len(days)):
+        assert dict(table.at(d * DAY)) == dict(plain.at(d * DAY))
+        if quantities is not None:
+            assert dict(quantities.at(d * DAY)) == dict(plain_quantities.at(d * DAY))
     again, again_quantities = fresh_tables()
     known = {n for n in keep if b"%d" % n in kept}
     add_cost_parts(_parts(days, known), again, again_quantities, kept, {}, 0, 0, key)
