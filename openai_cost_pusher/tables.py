@@ -173,6 +173,9 @@ class SeriesTables:
         )
         kept = self.kept_costs.get(dataset)
         known = {} if kept is None else kept.valid_for(*indexes)
+        if kept is not None and not known:
+            # numbered in a renewed index: let it go before the fetch, not after
+            del self.kept_costs[dataset], kept
         keep: CostBatches = {}
         add_cost_parts(
             parts(known),
