@@ -16,11 +16,18 @@ from __future__ import annotations
 
 import itertools
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from operator import itemgetter
+from typing import Any, TypeVar
 
 from openai_cost_pusher.metrics import CostColumns, CostKey, UsageColumns, UsageNumbers
-from openai_cost_pusher.model import CostLine, CostParts, UsageParts
+from openai_cost_pusher.model import (
+    BucketParts,
+    CostLine,
+    CostParts,
+    UsageLine,
+    UsageParts,
+)
 
 UsageBatch = tuple["array[int]", "array[float]"]
 """What the lines of one results batch added: series numbers (`NO_SERIES` where
@@ -72,25 +79,20 @@ def add_usage_parts(
     index), the same series numbers.
     """
     add = table.add_numbered
-    held = 0
-    for bucket in buckets:
-        keeping = bucket.start >= keep_from
-        lines = iter(bucket.lines)
-        for digest, count in bucket.batches:
-            if count < 0:  # not parsed: as the same bytes added it last cycle
-                numbers, values = kept[digest]
-                add(numbers, bucket.start, values)
-            else:
-                numbers, values = array("i"), array("d")
-                for line in itertools.islice(lines, count):
-                    line_numbers = numbers_of(line)
-                    add(line_numbers, line.start, line.values)
-                    numbers.extend(line_numbers)
-                    values.extend(line.values)
-            if keeping and held + len(values) <= budget:
-                keep[digest] = (numbers, values)
-                held += len(values)
-    return held
+
+    def numbered(lines: Iterable[UsageLine]) -> UsageBatch:
+        numbers, values = array("i"), array("d")
+        for line in lines:
+            numbers.extend(numbers_of(line))
+            values.extend(line.values)
+        return numbers, values
+
+    def add_batch(batch: UsageBatch, start: int) -> None:
+        add(batch[0], start, batch[1])
+
+    return _add_batches(
+        buckets, kept, keep, keep_from, budget, numbered, add_batch, _usage_size
+    )
 
 
 def add_cost_parts(
@@ -112,27 +114,60 @@ def add_cost_parts(
     """
     add = table.add_numbered
     add_quantities = None if quantities is None else quantities.add_numbered
+
+    def numbered(lines: Iterable[CostLine]) -> CostBatch:
+        return _numbered(lines, table, quantities, key)
+
+    def add_batch(batch: CostBatch, day: int) -> None:
+        add(batch[0], day, batch[1])
+        if add_quantities is not None:
+            add_quantities(batch[2], day, batch[3])
+
+    return _add_batches(
+        buckets, kept, keep, keep_from, budget, numbered, add_batch, _cost_size
+    )
+
+
+B = TypeVar("B", UsageBatch, CostBatch)
+
+
+def _add_batches(
+    buckets: Iterable[BucketParts[Any]],
+    kept: Mapping[bytes, B],
+    keep: dict[bytes, B],
+    keep_from: int,
+    budget: int,
+    numbered: Callable[[Iterator[Any]], B],
+    add: Callable[[B, int], None],
+    size: Callable[[B], int],
+) -> int:
+    """Add each bucket's batches in order, each as `numbered` numbers its lines
+    (parsed) or as `kept` holds it (not parsed), at the bucket's start; keep the
+    batches of buckets from `keep_from` on while their `size` stays within
+    `budget`. Return the values kept."""
     held = 0
     for bucket in buckets:
-        day = bucket.start
-        keeping = day >= keep_from
+        keeping = bucket.start >= keep_from
         lines = iter(bucket.lines)
         for digest, count in bucket.batches:
             if count < 0:  # not parsed: as the same bytes added it last cycle
                 batch = kept[digest]
             else:
-                batch = _numbered(
-                    itertools.islice(lines, count), table, quantities, key
-                )
-            numbers, values, units, amounts = batch
-            add(numbers, day, values)
-            if add_quantities is not None:
-                add_quantities(units, day, amounts)
-            size = len(values) + len(amounts)
-            if keeping and held + size <= budget:
+                batch = numbered(itertools.islice(lines, count))
+            add(batch, bucket.start)
+            n = size(batch)
+            if keeping and held + n <= budget:
                 keep[digest] = batch
-                held += size
+                held += n
     return held
+
+
+def _usage_size(batch: UsageBatch) -> int:
+    return len(batch[1])
+
+
+def _cost_size(batch: CostBatch) -> int:
+    return len(batch[1]) + len(batch[3])
 
 
 def _numbered(
