@@ -26,7 +26,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from openai_cost_pusher.model import Labels, Sample
+from openai_cost_pusher.model import Labels, Sample, shared_number
 
 _ABSENT = math.nan
 
@@ -223,13 +223,13 @@ class Ledger:
     def _number(self, name: str, labels: Labels) -> int:
         """Return a number for a new series: a free one, else the next."""
         if self._free:
-            number = self._free.pop()
+            number = shared_number(self._free.pop())
             self._names[number], self._labels[number] = name, labels
             return number
         self._names.append(name)
         self._labels.append(labels)
         self._held.append(0)
-        return len(self._names) - 1
+        return shared_number(len(self._names) - 1)
 
     def _drop(self, number: int, ts_ms: int) -> None:
         """Forget one value; a series left with none frees its number."""

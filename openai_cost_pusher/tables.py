@@ -24,11 +24,17 @@ from openai_cost_pusher.batches import (
     UsageBatches,
     add_cost_parts,
 )
-from openai_cost_pusher.metrics import CostColumns, CostKey, UsageSeriesCache
+from openai_cost_pusher.metrics import (
+    CostColumns,
+    CostKey,
+    LabelsByNumber,
+    UsageSeriesCache,
+)
 from openai_cost_pusher.model import CostParts, Labels
 
-LabelsCache = dict[CostKey, Labels]
-"""A series' table key to its labels (see `metrics.cost_samples`)."""
+LabelsCache = LabelsByNumber
+"""Each series' labels by its number in the table's index (see
+`metrics.cost_samples`)."""
 
 SERIES_SLACK = 10_000
 """Series numbers an index may hold beyond twice the ledger's series."""
@@ -63,7 +69,7 @@ class SeriesState:
 
     generation: int
     index: dict[CostKey, int] = field(default_factory=dict)
-    labels: LabelsCache = field(default_factory=dict)
+    labels: LabelsCache = field(default_factory=list)
     built_from: tuple[object, ...] | None = None
 
 
@@ -138,7 +144,7 @@ class SeriesTables:
             state.built_from = tuple(
                 dict(b) if isinstance(b, Mapping) else b for b in built_from
             )
-            state.labels = {}
+            state.labels = []
             state.generation = self._generation()
         return state.labels, state.generation
 

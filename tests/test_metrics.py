@@ -35,6 +35,7 @@ from openai_cost_pusher.metrics import (
     UNKNOWN,
     CostColumns,
     CostTable,
+    LabelsByNumber,
     SelfStats,
     add_cost_lines,
     cost_samples,
@@ -641,3 +642,47 @@ def test_daily_samples_of_any_window_are_the_points_inside_it(
             for s in cost_samples(packed, {}, (), lo, hi)
         ]
         assert by_day == sorted(want, key=lambda row: row[1])  # stable: series order
+
+
+def test_labels_are_built_once_per_series_and_kept_by_number() -> None:
+    """A labels cache passed to every call of the cycles holds one labels tuple per
+    series, at its number in the table's index: later calls yield the very same
+    tuples (none built again), and a series added later gets its own."""
+    index: dict[tuple[str, str, str], int] = {}
+    day = 1_700_006_400 - 1_700_006_400 % 86_400
+    names = {"proj_a": "Alpha", "proj_b": "Beta"}
+    cache: LabelsByNumber = []
+
+    def cycle(lines: list[CostLine]) -> dict[tuple[str, str], Labels]:
+        table: CostColumns = Columns(index)
+        add_cost_lines(table, lines)
+        return {
+            (dict(s.labels)["project_id"], dict(s.labels)["line_item"]): s.labels
+            for s in cost_samples(table, names, (), labels_cache=cache)
+        }
+
+    first = cycle(
+        [
+            CostLine(day, "proj_a", "in", "usd", 1.0),
+            CostLine(day, "proj_b", "out", "usd", 2.0),
+        ]
+    )
+    assert len(cache) == 2
+    second = cycle(
+        [
+            CostLine(day, "proj_b", "out", "usd", 3.0),
+            CostLine(day, "proj_a", "new", "usd", 4.0),
+        ]
+    )
+    assert second[("proj_b", "out")] is first[("proj_b", "out")]
+    assert dict(second[("proj_a", "new")]) == {
+        "project_id": "proj_a",
+        "project": "alpha",
+        "line_item": "new",
+        "currency": "usd",
+    }
+    assert cache == [
+        first[("proj_a", "in")],
+        first[("proj_b", "out")],
+        second[("proj_a", "new")],
+    ]

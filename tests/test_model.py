@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from openai_cost_pusher.model import Columns, Points
+from openai_cost_pusher.ledger import Ledger
+from openai_cost_pusher.model import Columns, Points, Sample, shared_number
 
 STEP = 86_400
 
@@ -133,3 +137,52 @@ def test_columns_hold_what_a_dict_of_sums_holds(
         for key in "abcdef":
             assert columns.get(key, ts) == dict(want).get(key)
     assert columns.timestamps() == sorted({ts for _, ts in sums} - dropped)
+
+
+def test_series_numbers_are_one_object_per_number() -> None:
+    """The tables' indexes and the ledgers hold one int object per number, past the
+    ints CPython shares anyway (up to 256): not one per index entry."""
+    costs: Columns[tuple[str, str]] = Columns()
+    quantities: Columns[tuple[str, str]] = Columns()
+    ledger = Ledger()
+    for i in range(400):
+        costs.number(("p", str(i)))
+        quantities.number(("q", str(i)))
+    ledger.commit([Sample("m", (("i", str(i)),), 1.0, 0) for i in range(400)], 0, 1)
+    number = costs.index[("p", "399")]
+    assert number == 399
+    assert quantities.index[("q", "399")] is number
+    numbered = ledger._index["m"][(("i", "399"),)]
+    assert numbered == 399 and numbered is number
+    # a freed number handed out again is the shared object too
+    ledger.forget_before(1)
+    ledger.commit([Sample("m", (("i", "x"),), 1.0, 5)], 5, 6)
+    assert ledger._index["m"][(("i", "x"),)] is shared_number(
+        ledger._index["m"][(("i", "x"),)]
+    )
+
+
+def test_shared_numbers_grow_right_from_many_threads() -> None:
+    """Grown from several threads at once, every entry is still its own number."""
+    base = 1 << 16  # past what other tests grew the pool to
+    wanted = [base + (i * 7919) % 50_000 for i in range(20_000)]
+    got: list[list[int]] = [[] for _ in range(4)]
+
+    def take(out: list[int], order: list[int]) -> None:
+        out.extend(shared_number(n) for n in order)
+
+    threads = [
+        threading.Thread(target=take, args=(got[t], wanted[t::4] + wanted[::-1]))
+        for t in range(4)
+    ]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    for t in range(4):
+        assert got[t] == wanted[t::4] + wanted[::-1]
