@@ -12,7 +12,6 @@ goes on. The self-monitoring samples are pushed after every cycle, success or no
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -743,13 +742,7 @@ class Pusher:
             # a source without batch digests (the demo): every line is read, and
             # added by number like the rest
             numbers_of.add(line for lines in buckets for line in lines)
-        state.batches = batches
-        # what this cycle saw, and no more, up to USAGE_LINES_KEPT combinations
-        state.series = (
-            series
-            if len(series) <= tables.USAGE_LINES_KEPT
-            else dict(itertools.islice(series.items(), tables.USAGE_LINES_KEPT))
-        )
+        state.keep(series, batches)
         if named_keys:
             named = self._keys.name_usage_keys(
                 usage_points(table, plan.step), self.clock, self.reader, self.extra

@@ -223,7 +223,7 @@ class Ledger:
     def _number(self, name: str, labels: Labels) -> int:
         """Return a number for a new series: a free one, else the next."""
         if self._free:
-            number = shared_number(self._free.pop())
+            number = self._free.pop()
             self._names[number], self._labels[number] = name, labels
             return number
         self._names.append(name)
@@ -253,7 +253,8 @@ class Ledger:
         if not by_name:
             del self._index[name]
         self._names[number], self._labels[number] = None, ()
-        self._free.append(number)
+        # the shared object, not the one `enumerate` or `range` made for the scan
+        self._free.append(shared_number(number))
 
     @staticmethod
     def _values(

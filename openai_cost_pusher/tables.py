@@ -14,6 +14,7 @@ Pure state: no I/O, no clock.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -92,6 +93,16 @@ class UsageState:
     batches: dict[str, UsageBatches] = field(default_factory=dict)
     """Per endpoint, what each results batch of the lookback added, by the digest
     of its bytes (`add_usage_parts`): numbers of `index`, so dropped with `series`."""
+
+    def keep(self, series: UsageSeriesCache, batches: dict[str, UsageBatches]) -> None:
+        """Keep what this cycle's usage saw for the next: its batches of the
+        lookback, and the series of at most `USAGE_LINES_KEPT` of its lines."""
+        self.batches = batches
+        self.series = (
+            series
+            if len(series) <= USAGE_LINES_KEPT
+            else dict(itertools.islice(series.items(), USAGE_LINES_KEPT))
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from openai_cost_pusher import model
 from openai_cost_pusher.ledger import Ledger
 from openai_cost_pusher.model import Columns, Points, Sample, shared_number
 
@@ -164,7 +165,7 @@ def test_series_numbers_are_one_object_per_number() -> None:
 
 def test_shared_numbers_grow_right_from_many_threads() -> None:
     """Grown from several threads at once, every entry is still its own number."""
-    base = 1 << 16  # past what other tests grew the pool to
+    base = len(model._NUMBERS)  # past what other tests grew the pool to
     wanted = [base + (i * 7919) % 50_000 for i in range(20_000)]
     got: list[list[int]] = [[] for _ in range(4)]
 
