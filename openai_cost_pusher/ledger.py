@@ -16,7 +16,10 @@ A timestamp no later cycle compares value by value (a day before the lookback) c
 reduced to how many values it held and their sum (`summarize`): what the read-back
 compares. Its values still count as held, but cannot be compared one by one: `diff`
 finds none of them, a commit of it replaces the summary with its samples (reporting
-no value gone), and `reconcile` forgets it whole.
+no value gone), and `reconcile` forgets it whole. A series a summary leaves with no
+value keeps its number until `forget_before` (once a cycle): a backfill summarizes
+each day before the lookback as it lands, and the next day's commit finds every
+series where it was, instead of freeing and numbering them all again day after day.
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ class Ledger:
         self._labels: list[Labels] = []  # number -> labels (() when free)
         self._free: list[int] = []  # numbers of series that hold nothing
         self._held = array("i")  # number -> how many values the series holds
+        # numbers a summary left holding nothing, still indexed (see `summarize`):
+        # flagged, and counted, until a commit gives them a value or a sweep frees them
+        self._idle = bytearray()
+        self._idles = 0
         self._columns: dict[int, array[float]] = {}  # ts_ms -> values by number
         # how many values each timestamp holds: a commit that saw every value its
         # range held (or a range holding none, as in a backfill) has no value that
@@ -77,7 +84,7 @@ class Ledger:
     @property
     def series(self) -> int:
         """How many series hold at least one value."""
-        return sum(map(len, self._index.values()))
+        return sum(map(len, self._index.values())) - self._idles
 
     def held_between(self, start_ms: int, end_ms: int) -> int:
         """Return how many values of `[start_ms, end_ms)` the ledger holds, those
@@ -98,7 +105,8 @@ class Ledger:
         (`held_between`, `totals_between`), but `diff` finds none of them (a sample
         there is new), a commit there replaces the summary with its samples and
         reports nothing gone, and `reconcile` can only forget it whole. Nothing is
-        forgotten: `removals` stays.
+        forgotten: `removals` stays. A series left with no value keeps its number
+        until the next `forget_before`.
         """
         for ts_ms, column in self._between(start_ms, end_ms):
             values = [value for value in column if value == value]
@@ -106,7 +114,7 @@ class Ledger:
             self._totals[ts_ms] = (old_n + len(values), math.fsum([old_sum, *values]))
             self._columns.pop(ts_ms)
             self._counts.pop(ts_ms, None)
-            self._unhold(column)
+            self._unhold(column, release=False)
 
     def _between(self, start_ms: int, end_ms: int) -> list[tuple[int, array[float]]]:
         """Return the columns of `[start_ms, end_ms)`, oldest first."""
@@ -188,11 +196,12 @@ class Ledger:
         self, samples: Iterable[Sample], landed: set[tuple[int, int]] | None = None
     ) -> None:
         """Set each sample's value; add `(number, ts_ms)` to `landed` if given."""
-        index, columns, counts, held = (
+        index, columns, counts, held, idle = (
             self._index,
             self._columns,
             self._counts,
             self._held,
+            self._idle,
         )
         for sample in samples:
             name, labels = sample.name, sample.labels
@@ -215,6 +224,9 @@ class Ledger:
             old = column[number]
             if old != old:  # NaN: a new value
                 counts[ts_ms] = counts.get(ts_ms, 0) + 1
+                if not held[number] and idle[number]:  # numbered, holding nothing
+                    idle[number] = 0
+                    self._idles -= 1
                 held[number] += 1
             column[number] = sample.value
             if landed is not None:
@@ -229,6 +241,7 @@ class Ledger:
         self._names.append(name)
         self._labels.append(labels)
         self._held.append(0)
+        self._idle.append(0)
         return shared_number(len(self._names) - 1)
 
     def _drop(self, number: int, ts_ms: int) -> None:
@@ -327,12 +340,19 @@ class Ledger:
         return gone
 
     def forget_before(self, ts_ms: int) -> None:
-        """Drop the values older than `ts_ms`: they will never be fetched again."""
+        """Drop the values older than `ts_ms`: they will never be fetched again.
+        Free the numbers of the series that summaries left holding nothing."""
         for old in [ts for ts in self._columns if ts < ts_ms]:
             self._forget_column(old)
         for old in [ts for ts in self._totals if ts < ts_ms]:
             self._removals += 1
             del self._totals[old]
+        if self._idles:
+            idle = self._idle
+            for number in [n for n, flag in enumerate(idle) if flag]:
+                idle[number] = 0
+                self._release(number)
+            self._idles = 0
 
     def _forget_column(self, ts_ms: int) -> int:
         """Forget every value at `ts_ms`; return how many."""
@@ -341,15 +361,20 @@ class Ledger:
         self._counts.pop(ts_ms, None)
         return self._unhold(column)
 
-    def _unhold(self, column: array[float]) -> int:
+    def _unhold(self, column: array[float], *, release: bool = True) -> int:
         """Count off the values of a column let go; free the numbers of the series
-        left with none. Return how many values it held."""
-        held = self._held
+        left with none, or flag them idle (`release` false: see `summarize`). Return
+        how many values it held."""
+        held, idle = self._held, self._idle
         gone = 0
         for number, value in enumerate(column):
             if value == value:
                 gone += 1
                 held[number] -= 1
                 if not held[number]:
-                    self._release(number)
+                    if release:
+                        self._release(number)
+                    else:
+                        idle[number] = 1
+                        self._idles += 1
         return gone

@@ -209,6 +209,35 @@ def test_a_summarized_day_counts_its_values_and_a_commit_replaces_them() -> None
     assert ledger.held_between(*_window(0, 2)) == 1 and ledger.series == 0
 
 
+def test_a_summary_keeps_series_numbered_until_the_cycle_ends() -> None:
+    """A backfill summarizes each day before the lookback as it lands: the next
+    day's series keep their numbers (no index entry freed and made again, series by
+    series, day after day), still count as holding nothing, and `forget_before`
+    (once a cycle) frees those that got no value since."""
+    ledger = Ledger()
+    series = [(("project_id", f"p{i}"),) for i in range(300)]
+    ledger.commit([_s(lab, 0, 1.0) for lab in series], *_window(0, 1))
+    numbers = dict(ledger._index[NAME])
+    ledger.summarize(*_window(0, 1))
+    assert ledger.series == 0
+    assert ledger.held_between(*_window(0, 1)) == 300
+    day = [_s(lab, 1, 2.0) for lab in series[:200]]
+    assert ledger.diff(day, []) == (day, 0)
+    ledger.commit(day, *_window(1, 1))
+    assert ledger._index[NAME] == numbers  # the same series, the same numbers
+    assert ledger.series == 200
+    ledger.forget_before(D0)  # nothing older: only the sweep
+    assert ledger.series == 200 and len(ledger._index[NAME]) == 200
+    assert ledger.held_between(*_window(0, 2)) == 500
+    # the freed numbers go to new series, which hold only their own values
+    ledger.commit([_s((("project_id", "new"),), 2, 3.0)], *_window(2, 1))
+    assert ledger._index[NAME][(("project_id", "new"),)] in set(
+        numbers[lab] for lab in series[200:]
+    )
+    assert ledger.totals_between(*_window(2, 1)) == (1, 3.0)
+    assert ledger.series == 201
+
+
 _ANSWERS = st.lists(
     st.lists(
         st.tuples(
