@@ -21,7 +21,7 @@ from typing import cast
 
 import schedule
 
-from openai_cost_pusher import __version__, tables
+from openai_cost_pusher import __version__, heap, tables
 from openai_cost_pusher.batches import (
     KEY_COST_KEY,
     UsageBatches,
@@ -292,6 +292,7 @@ class Pusher:
         spend_refresh_s: float = 3600.0,
         spend_budget_s: float = SPEND_READ_BUDGET_S,
         costs_by_api_key: bool = False,
+        trim: Callable[[], None] = heap.trim,
     ) -> None:
         # spend limits and alerts are read from `spend` when given (SPEND_LIMITS)
         self.spend = (
@@ -307,6 +308,8 @@ class Pusher:
         self.usage = usage
         self.clock = clock
         self.chunk_bytes = chunk_bytes
+        # returns the heap's free pages once a day's tables are let go (`heap`)
+        self.trim = trim
         self.stats = stats or SelfStats(version=__version__)
         self.names: dict[str, str | None] = {}
         # each series' number and labels, and the results batches of the lookback,
@@ -423,6 +426,8 @@ class Pusher:
             return DatasetReport(
                 ds.name, False, window, error=f"unexpected {type(exc).__name__}: {exc}"
             )
+        finally:
+            self.trim()  # the data set's tables and batches are let go
 
     def _land(
         self, ds: _Dataset, now: float, window: Window, names: Names
@@ -493,6 +498,7 @@ class Pusher:
                     ds.pending.pushed(first, self.monotonic(), len(fresh[0]))
                 del day, fresh
                 fetched.release(first)
+                self.trim()
                 days += 1
             total = _add_stats(
                 total, self.sink.push(render_chunks(fetched.live, self.chunk_bytes))

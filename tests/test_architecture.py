@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "parsers": 1,  # pure: decoded answers in, records out; openai_api does the I/O
     "transport": 2,
     "logs": 2,
+    "heap": 2,  # returns the C heap's free pages to the system (ctypes)
     "batches": 2,  # pure: what results batches sent again added (metrics' tables)
     "spend_limits": 2,  # pure: spend answers in, records and samples out (metrics)
     "openai_api": 3,
