@@ -139,6 +139,12 @@ def test_a_seen_combination_is_quick_and_an_int_is_no_bool(
     assert checked == [good]  # the second took the quick path
     assert first.dims is second.dims and first.fields is second.fields
     assert second.values == (6.0, 2.0, 1.0)
+    # another project's line shares the pairs it has in common with the first
+    reader._add([{**good, "project_id": "proj_b"}], 0, T0)
+    third = reader._lines[-1]
+    assert third.dims != first.dims
+    shared = [a is b for a, b in zip(first.dims, third.dims, strict=True)]
+    assert shared == [pair[0] != "project_id" for pair in first.dims]
     assert _read(reader, [{**good, "batch": 1}], 2) == (
         "bad",
         "results[2].batch",
