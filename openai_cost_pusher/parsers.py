@@ -608,7 +608,10 @@ class UsageBucket(BucketReader[UsageLine]):
             line = _usage_line(item, start, at, kind, spec, expected, shared)
             given = tuple(map(item.get, names))
             if set(map(type, given)) <= _DIM_TYPES:
-                dims_of[given] = line.dims  # a function of `given`, types included
+                # a function of `given`, types included; kept by texts shared with
+                # the other combinations (a model's, a project's), not the result's
+                key = tuple(_shared(shared, v) if type(v) is str else v for v in given)
+                dims_of[key] = line.dims
             append(line)
 
     def _restamp(self, line: UsageLine, start: int) -> UsageLine:

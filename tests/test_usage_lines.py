@@ -133,18 +133,24 @@ def test_a_seen_combination_is_quick_and_an_int_is_no_bool(
         "model": "gpt-4o",
         "batch": True,
     }
-    reader = UsageBucket("data[0]", kind, 3600, {})
+    shared: dict[Any, Any] = {}
+    reader = UsageBucket("data[0]", kind, 3600, shared)
     reader._add([good, {**good, "input_tokens": 6}], 0, T0)
     first, second = reader._lines
     assert checked == [good]  # the second took the quick path
     assert first.dims is second.dims and first.fields is second.fields
     assert second.values == (6.0, 2.0, 1.0)
-    # another project's line shares the pairs it has in common with the first
-    reader._add([{**good, "project_id": "proj_b"}], 0, T0)
+    # another project's line shares the pairs it has in common with the first,
+    # and the combinations kept share their texts (a model's), not the results'
+    model = "".join(["gpt-", "4o"])  # equal to the first's, not the same object
+    reader._add([{**good, "project_id": "proj_b", "model": model}], 0, T0)
     third = reader._lines[-1]
     assert third.dims != first.dims
-    shared = [a is b for a, b in zip(first.dims, third.dims, strict=True)]
-    assert shared == [pair[0] != "project_id" for pair in first.dims]
+    same = [a is b for a, b in zip(first.dims, third.dims, strict=True)]
+    assert same == [pair[0] != "project_id" for pair in first.dims]
+    at = USAGE_KINDS[kind].dims.index("model")
+    kept = list(shared[(parsers._DIMS_OF, kind)])
+    assert len(kept) == 2 and kept[0][at] is kept[1][at] is not model
     assert _read(reader, [{**good, "batch": 1}], 2) == (
         "bad",
         "results[2].batch",
