@@ -9,7 +9,8 @@ returned (docs/performance.md). `malloc_trim(0)` returns every free whole page o
 the heap to the system (it stays mapped, and costs nothing to reuse but the page
 faults), in some 3 ms at that size.
 
-Where the C library has no `malloc_trim` (musl, macOS), trimming does nothing.
+Where the C library has no `malloc_trim` (musl, macOS, Windows), trimming does
+nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
     """Return the C library's `malloc_trim`, or None where it has none."""
     try:
         libc = ctypes.CDLL(None)  # the process' own symbols: its C library's
-    except OSError:  # pragma: no cover - only where no C library is loaded
+    except (OSError, TypeError):  # pragma: no cover - Windows takes no None here
         return None
     trim = getattr(libc, "malloc_trim", None)
     if trim is None:

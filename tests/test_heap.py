@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,22 @@ def test_trim_returns_the_free_pages_a_structure_left_between_live_blocks() -> N
     trimmed = _resident_mib()
     assert freed_resident - trimmed > 40, (freed_resident, trimmed)
     assert len(kept) == 751
+
+
+@pytest.mark.parametrize("libc", ["refused", "no malloc_trim"])
+def test_without_malloc_trim_nothing_is_called(
+    libc: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A C library without `malloc_trim` (musl, macOS), or none to open by
+    `CDLL(None)` (Windows raises TypeError there), leaves trimming off, no error."""
+
+    def cdll(name: object) -> object:
+        if libc == "refused":
+            raise TypeError("expected str, bytes or os.PathLike object, not NoneType")
+        return object()  # no such symbol
+
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    assert heap._malloc_trim() is None
 
 
 def test_a_cycle_trims_after_each_landed_day_and_each_data_set(
