@@ -57,9 +57,8 @@ class Ledger:
         self._labels: list[Labels] = []  # number -> labels (() when free)
         self._free: list[int] = []  # numbers of series that hold nothing
         self._held = array("i")  # number -> how many values the series holds
-        # numbers a summary left holding nothing, still indexed (see `summarize`):
-        # flagged, and counted, until a commit gives them a value or a sweep frees them
-        self._idle = bytearray()
+        # how many indexed series hold nothing, left so by a summary (see
+        # `summarize`) until a commit gives them a value or a sweep frees them
         self._idles = 0
         self._columns: dict[int, array[float]] = {}  # ts_ms -> values by number
         # how many values each timestamp holds: a commit that saw every value its
@@ -196,12 +195,11 @@ class Ledger:
         self, samples: Iterable[Sample], landed: set[tuple[int, int]] | None = None
     ) -> None:
         """Set each sample's value; add `(number, ts_ms)` to `landed` if given."""
-        index, columns, counts, held, idle = (
+        index, columns, counts, held = (
             self._index,
             self._columns,
             self._counts,
             self._held,
-            self._idle,
         )
         for sample in samples:
             name, labels = sample.name, sample.labels
@@ -211,6 +209,8 @@ class Ledger:
             number = by_name.get(labels)
             if number is None:
                 number = by_name[labels] = self._number(name, labels)
+            elif not held[number]:  # a series a summary left idle takes a value
+                self._idles -= 1
             ts_ms = sample.ts_ms
             column = columns.get(ts_ms)
             if column is None:
@@ -224,9 +224,6 @@ class Ledger:
             old = column[number]
             if old != old:  # NaN: a new value
                 counts[ts_ms] = counts.get(ts_ms, 0) + 1
-                if not held[number] and idle[number]:  # numbered, holding nothing
-                    idle[number] = 0
-                    self._idles -= 1
                 held[number] += 1
             column[number] = sample.value
             if landed is not None:
@@ -241,7 +238,6 @@ class Ledger:
         self._names.append(name)
         self._labels.append(labels)
         self._held.append(0)
-        self._idle.append(0)
         return shared_number(len(self._names) - 1)
 
     def _drop(self, number: int, ts_ms: int) -> None:
@@ -347,10 +343,11 @@ class Ledger:
         for old in [ts for ts in self._totals if ts < ts_ms]:
             self._removals += 1
             del self._totals[old]
-        if self._idles:
-            idle = self._idle
-            for number in [n for n, flag in enumerate(idle) if flag]:
-                idle[number] = 0
+        if self._idles:  # indexed series holding nothing: those summaries left
+            names, held = self._names, self._held
+            for number in [
+                n for n, h in enumerate(held) if not h and names[n] is not None
+            ]:
                 self._release(number)
             self._idles = 0
 
@@ -363,9 +360,9 @@ class Ledger:
 
     def _unhold(self, column: array[float], *, release: bool = True) -> int:
         """Count off the values of a column let go; free the numbers of the series
-        left with none, or flag them idle (`release` false: see `summarize`). Return
-        how many values it held."""
-        held, idle = self._held, self._idle
+        left with none, or count them idle (`release` false: see `summarize`).
+        Return how many values it held."""
+        held = self._held
         gone = 0
         for number, value in enumerate(column):
             if value == value:
@@ -375,6 +372,5 @@ class Ledger:
                     if release:
                         self._release(number)
                     else:
-                        idle[number] = 1
                         self._idles += 1
         return gone
