@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -65,6 +65,7 @@ from openai_cost_pusher.metrics import (
     UNKNOWN,
     USAGE_METRICS,
     CostColumns,
+    CostKey,
     SelfStats,
     UsageColumns,
     UsageNumbers,
@@ -72,6 +73,7 @@ from openai_cost_pusher.metrics import (
     add_cost_lines,
     add_key_cost_lines,
     cost_samples,
+    daily_labels,
     key_cost_samples,
     merge_names,
     quantity_samples,
@@ -240,8 +242,10 @@ def _stamp(ts: int, unit: int) -> str:
     return time.strftime(fmt, time.gmtime(ts))
 
 
-SampleSource = Callable[[int, int], Iterable[Sample]]
-"""The samples of a fetched data set with timestamps in `[start, end)` (seconds)."""
+SampleSource = Callable[[int, int, list[Hashable] | None], Iterable[Sample]]
+"""The samples of a fetched data set with timestamps in `[start, end)` (seconds),
+and each one's key in its table appended to the list where one is given: what a
+keyed ledger finds its series by (see `Ledger`)."""
 
 
 def _keep(day: int) -> None:
@@ -312,9 +316,10 @@ class Pusher:
         self.trim = trim
         self.stats = stats or SelfStats(version=__version__)
         self.names: dict[str, str | None] = {}
-        # each series' number and labels, and the results batches of the lookback,
-        # kept from cycle to cycle: a steady cycle builds no labels, and the ledger
-        # finds its series by the very same tuples
+        # each series' number, the usage series' labels, and the results batches of
+        # the lookback, kept from cycle to cycle: a steady cycle builds no labels
+        # where no day changed, and the ledgers find their series by the very same
+        # keys and tuples
         self.tables = SeriesTables()
         self.last_report: CycleReport | None = None
         # for the health listener: the start-up grace of /healthz counts from here,
@@ -327,7 +332,7 @@ class Pusher:
             DAY,
             lookback_days,
             backfill_days,
-            Ledger(),
+            Ledger(self._daily_labels),
             f"{DAILY_COST}|{DAILY_COST_QUANTITY}",
         )
         self.datasets = [self.costs]
@@ -343,6 +348,13 @@ class Pusher:
                     USAGE_METRICS,
                 )
             )
+
+    def _daily_labels(self, name: str, key: Hashable) -> Labels:
+        """The labels of a daily metric's series by its key, with today's names: how
+        the keyed ledgers of the costs data sets report and read back a series."""
+        return daily_labels(
+            name, cast(CostKey, key), self.names, self._keys.names, self.extra
+        )
 
     def run_cycle(self) -> CycleReport:
         """Run one cycle over every data set; never raises except for `Stopped`."""
@@ -455,6 +467,8 @@ class Pusher:
                     continue  # a day is pushed whole or not at all
                 start, end = max(first, window.start), min(first + DAY, window.end)
                 digest = fetched.digest(first)
+                keys: list[Hashable] | None = [] if ds.ledger.keyed else None
+                fresh_keys: list[Hashable] | None = [] if ds.ledger.keyed else None
                 if digest is not None and ds.landed.get(first) == (
                     digest,
                     ds.ledger.removals,
@@ -464,8 +478,8 @@ class Pusher:
                     day: list[Sample] = []
                     fresh = (day, ds.ledger.held_between(start * 1000, end * 1000))
                 else:
-                    day = list(fetched.samples(start, end))  # each built once
-                    fresh = ds.ledger.diff(day, revisions)
+                    day = list(fetched.samples(start, end, keys))  # each built once
+                    fresh = ds.ledger.diff(day, revisions, keys, fresh_keys)
                 try:
                     stats = self.sink.push(
                         render_chunks(fresh[0], self.chunk_bytes, cache=render_cache)
@@ -490,13 +504,15 @@ class Pusher:
                         ds.unpushed_from or window.start, window.start
                     )
                     return DatasetReport(ds.name, True, window, pushed, total)
-                revisions += ds.ledger.commit(day, start * 1000, end * 1000, fresh)
+                revisions += ds.ledger.commit(
+                    day, start * 1000, end * 1000, fresh, keys, fresh_keys
+                )
                 ds.summarize(first, start, end, now)
                 if digest is not None:
                     ds.landed[first] = (digest, ds.ledger.removals)
                 if stats.where == STORED:
                     ds.pending.pushed(first, self.monotonic(), len(fresh[0]))
-                del day, fresh
+                del day, fresh, keys, fresh_keys
                 fetched.release(first)
                 self.trim()
                 days += 1
@@ -685,10 +701,14 @@ class Pusher:
         labels_cache, labels_gen = self.tables.labels(DAILY_COST, names)
         units_cache, units_gen = self.tables.labels(DAILY_COST_QUANTITY, names)
 
-        def samples(start: int, end: int) -> Iterable[Sample]:
-            yield from cost_samples(table, names, self.extra, start, end, labels_cache)
+        def samples(
+            start: int, end: int, keys: list[Hashable] | None
+        ) -> Iterable[Sample]:
+            yield from cost_samples(
+                table, names, self.extra, start, end, labels_cache, keys
+            )
             yield from quantity_samples(
-                quantities, names, self.extra, start, end, units_cache
+                quantities, names, self.extra, start, end, units_cache, keys
             )
 
         def release(day: int) -> None:
@@ -753,12 +773,12 @@ class Pusher:
             named = self._keys.name_usage_keys(
                 usage_points(table, plan.step), self.clock, self.reader, self.extra
             )
-            return Fetched(lambda start, end: usage_samples(named, start, end), [])
+            return Fetched(lambda start, end, _: usage_samples(named, start, end), [])
         packed = table
         offsets = range(0, DAY, plan.step)
 
-        def samples(start: int, end: int) -> Iterable[Sample]:
-            return usage_samples(packed, start, end)
+        def samples(start: int, end: int, _: object) -> Iterable[Sample]:
+            return usage_samples(packed, start, end)  # keyed by their labels
 
         def release(day: int) -> None:
             for offset in offsets:
@@ -791,7 +811,7 @@ class Pusher:
                     DAY,
                     lookback_days,
                     backfill_days,
-                    Ledger(),
+                    Ledger(self._daily_labels),
                     DAILY_COST_BY_API_KEY,
                 )
             )
@@ -852,9 +872,11 @@ class Pusher:
             DAILY_COST_BY_API_KEY, names, key_names
         )
 
-        def samples(start: int, end: int) -> Iterable[Sample]:
+        def samples(
+            start: int, end: int, keys: list[Hashable] | None
+        ) -> Iterable[Sample]:
             return key_cost_samples(
-                table, names, key_names, self.extra, start, end, labels_cache
+                table, names, key_names, self.extra, start, end, labels_cache, keys
             )
 
         def digest(day: int) -> bytes:

@@ -26,12 +26,24 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 from openai_cost_pusher.model import Labels, Sample, shared_number
 
 _ABSENT = math.nan
+_LABELS = itemgetter(1)  # a `Sample`'s labels
+
+LabelsOf = Callable[[str, Hashable], Labels]
+"""The labels of a keyed ledger's series: its metric name and key to its labels, as
+the samples of the series carry them now (see `Ledger`)."""
+
+
+def _labels_are_keys(name: str, key: Hashable) -> Labels:
+    """A ledger keyed by labels: each series' key is its labels."""
+    del name
+    return key  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +58,29 @@ class Revision:
 
 
 class Ledger:
-    """The last value pushed for each series and timestamp, since start."""
+    """The last value pushed for each series and timestamp, since start.
 
-    def __init__(self) -> None:
-        # metric name -> labels -> the series' number: keyed by the very labels
-        # tuples the samples carry (kept by the caller's labels caches), with no
-        # `(name, labels)` tuple of its own, 56 bytes a series
-        self._index: dict[str, dict[Labels, int]] = {}
+    A series is found by its metric name and its key: by default its labels, the
+    very tuples the samples carry (kept by the caller's tables), with no `(name,
+    labels)` tuple of its own. A ledger given `labels_of` is keyed instead by what
+    the caller gives with each sample (`keys`: a table's key, which its index keeps
+    anyway), so that no labels need outlive the cycle that built them: it keeps a
+    hash of each series' labels (8 bytes), and a series whose labels changed under
+    the same key (a renamed project) is a new series, whose earlier values are
+    forgotten (they were pushed under the old labels) and pushed again.
+    `labels_of(name, key)` gives a series' labels as they are now, for the
+    revisions it reports gone and the read-back (`reconcile`).
+    """
+
+    def __init__(self, labels_of: LabelsOf | None = None) -> None:
+        # metric name -> key -> the series' number
+        self._index: dict[str, dict[Hashable, int]] = {}
         self._names: list[str | None] = []  # number -> metric name (None: free)
-        self._labels: list[Labels] = []  # number -> labels (() when free)
+        self._keys: list[Hashable] = []  # number -> key (() when free)
+        self._keyed = labels_of is not None
+        self._labels_of: LabelsOf = labels_of or _labels_are_keys
+        # keyed: number -> hash of the labels its values were pushed under
+        self._hashes = array("q")
         self._free: list[int] = []  # numbers of series that hold nothing
         self._held = array("i")  # number -> how many values the series holds
         # how many indexed series hold nothing, left so by a summary (see
@@ -69,6 +95,12 @@ class Ledger:
         # sum (`summarize`): all a read-back compares, 16 bytes instead of 8 a series
         self._totals: dict[int, tuple[int, float]] = {}
         self._removals = 0
+
+    @property
+    def keyed(self) -> bool:
+        """Whether series are found by the keys given with the samples (`labels_of`
+        given), rather than by their labels."""
+        return self._keyed
 
     @property
     def removals(self) -> int:
@@ -123,37 +155,68 @@ class Ledger:
             if start_ms <= ts < end_ms
         )
 
+    def _pairs(
+        self, samples: Sequence[Sample], keys: Sequence[Hashable] | None
+    ) -> Iterator[tuple[Sample, Hashable]]:
+        """Pair each sample with its key: `keys` in a keyed ledger, else its labels."""
+        if self._keyed:
+            if keys is None or len(keys) != len(samples):
+                raise ValueError("a keyed ledger needs one key per sample")
+            return zip(samples, keys, strict=True)
+        if isinstance(samples, list | tuple):
+            return zip(samples, map(_LABELS, samples), strict=True)
+        return ((sample, sample.labels) for sample in samples)
+
     def diff(
-        self, samples: Iterable[Sample], revisions: list[Revision]
+        self,
+        samples: Sequence[Sample],
+        revisions: list[Revision],
+        keys: Sequence[Hashable] | None = None,
+        fresh_keys: list[Hashable] | None = None,
     ) -> tuple[list[Sample], int]:
         """Return the samples that are new or changed, and how many of `samples`
         the ledger already held a value for (changed or not), for `commit`.
 
         Each value lower than the one pushed before is also appended to `revisions`.
+        A keyed ledger takes each sample's key in `keys`, and appends those of the
+        samples returned to `fresh_keys`; a sample whose labels changed since its
+        series' last value is new.
         """
         fresh: list[Sample] = []
         seen = 0
-        index, columns = self._index, self._columns
-        for sample in samples:
+        index, columns, hashes = self._index, self._columns, self._hashes
+        keyed = self._keyed
+        if keyed and fresh_keys is None:
+            raise ValueError("a keyed ledger needs fresh_keys")
+        for sample, key in self._pairs(samples, keys):
             by_name = index.get(sample.name)
-            number = None if by_name is None else by_name.get(sample.labels)
-            if number is None:
-                fresh.append(sample)
-                continue
-            column = columns.get(sample.ts_ms)
-            old = _ABSENT if column is None or number >= len(column) else column[number]
-            if old != old:  # NaN: no value
-                fresh.append(sample)
-                continue
-            seen += 1
-            if old != sample.value:
-                if sample.value < old:
-                    revisions.append(
-                        Revision(
-                            sample.name, sample.labels, sample.ts_ms, old, sample.value
+            number = None if by_name is None else by_name.get(key)
+            if number is not None:
+                column = columns.get(sample.ts_ms)
+                old = (
+                    _ABSENT
+                    if column is None or number >= len(column)
+                    else column[number]
+                )
+                if old == old and (  # NaN: no value
+                    not keyed or hashes[number] == hash(sample.labels)
+                ):
+                    seen += 1
+                    if old == sample.value:
+                        continue
+                    if sample.value < old:
+                        revisions.append(
+                            Revision(
+                                sample.name,
+                                sample.labels,
+                                sample.ts_ms,
+                                old,
+                                sample.value,
+                            )
                         )
-                    )
-                fresh.append(sample)
+            fresh.append(sample)
+            if fresh_keys is not None:
+                fresh_keys.append(key)
         return fresh, seen
 
     def commit(
@@ -162,55 +225,70 @@ class Ledger:
         start_ms: int,
         end_ms: int,
         fresh: tuple[Sequence[Sample], int] | None = None,
+        keys: Sequence[Hashable] | None = None,
+        fresh_keys: Sequence[Hashable] | None = None,
     ) -> list[Revision]:
         """Record that `samples`, the whole answer for `[start_ms, end_ms)`, landed.
 
         `fresh` is what `diff` returned for these samples: then only the new and
         changed samples are recorded (the others are held already), and where the
         answer had a sample for every value the ledger held, nothing is scanned.
+        A keyed ledger takes the samples' keys in `keys`, and those `diff` gave with
+        `fresh` in `fresh_keys`.
         Returns the series and days that were pushed before inside the window but are
         missing from the answer now: their values went down to nothing.
         """
         held = self.held_between(start_ms, end_ms)
         if fresh is not None and fresh[1] == held:
-            self._record(fresh[0])
+            self._record(fresh[0], fresh_keys)
             return []
         for ts_ms in self.summarized_between(start_ms, end_ms):
             held -= self._totals.pop(ts_ms)[0]  # replaced by this answer
         if not held:
-            self._record(samples)
+            self._record(samples, keys)
             return []
         landed: set[tuple[int, int]] = set()
-        self._record(samples, landed)
+        self._record(samples, keys, landed)
         gone: list[Revision] = []
         for number, ts_ms, old in self._values(self._between(start_ms, end_ms)):
             if (number, ts_ms) not in landed:
                 name = self._names[number]
                 assert name is not None
-                gone.append(Revision(name, self._labels[number], ts_ms, old, None))
+                labels = self._labels_of(name, self._keys[number])
+                gone.append(Revision(name, labels, ts_ms, old, None))
                 self._drop(number, ts_ms)
         return gone
 
     def _record(
-        self, samples: Iterable[Sample], landed: set[tuple[int, int]] | None = None
+        self,
+        samples: Sequence[Sample],
+        keys: Sequence[Hashable] | None,
+        landed: set[tuple[int, int]] | None = None,
     ) -> None:
         """Set each sample's value; add `(number, ts_ms)` to `landed` if given."""
-        index, columns, counts, held = (
+        index, columns, counts, held, hashes = (
             self._index,
             self._columns,
             self._counts,
             self._held,
+            self._hashes,
         )
-        for sample in samples:
-            name, labels = sample.name, sample.labels
+        keyed = self._keyed
+        for sample, key in self._pairs(samples, keys):
+            name = sample.name
             by_name = index.get(name)
             if by_name is None:
                 by_name = index[name] = {}
-            number = by_name.get(labels)
+            number = by_name.get(key)
             if number is None:
-                number = by_name[labels] = self._number(name, labels)
-            elif not held[number]:  # a series a summary left idle takes a value
-                self._idles -= 1
+                number = by_name[key] = self._number(name, key)
+                if keyed:
+                    hashes[number] = hash(sample.labels)
+            else:
+                if not held[number]:  # a series a summary left idle takes a value
+                    self._idles -= 1
+                if keyed and hashes[number] != hash(sample.labels):
+                    self._relabel(number, hash(sample.labels))
             ts_ms = sample.ts_ms
             column = columns.get(ts_ms)
             if column is None:
@@ -229,20 +307,42 @@ class Ledger:
             if landed is not None:
                 landed.add((number, ts_ms))
 
-    def _number(self, name: str, labels: Labels) -> int:
+    def _relabel(self, number: int, labels_hash: int) -> None:
+        """Forget every value of a series whose labels changed under its key (they
+        were pushed under the old ones), without freeing its number, and keep the
+        hash of its new labels."""
+        self._hashes[number] = labels_hash
+        if not self._held[number]:
+            return
+        self._removals += 1
+        for ts_ms, column in list(self._columns.items()):
+            if number < len(column) and column[number] == column[number]:
+                self._clear(number, ts_ms)
+        self._held[number] = 0
+
+    def _number(self, name: str, key: Hashable) -> int:
         """Return a number for a new series: a free one, else the next."""
         if self._free:
             number = self._free.pop()
-            self._names[number], self._labels[number] = name, labels
+            self._names[number], self._keys[number] = name, key
             return number
         self._names.append(name)
-        self._labels.append(labels)
+        self._keys.append(key)
         self._held.append(0)
+        if self._keyed:
+            self._hashes.append(0)
         return shared_number(len(self._names) - 1)
 
     def _drop(self, number: int, ts_ms: int) -> None:
         """Forget one value; a series left with none frees its number."""
         self._removals += 1
+        self._clear(number, ts_ms)
+        self._held[number] -= 1
+        if not self._held[number]:
+            self._release(number)
+
+    def _clear(self, number: int, ts_ms: int) -> None:
+        """Take a held value out of its column, and the column out once empty."""
         self._columns[ts_ms][number] = _ABSENT
         left = self._counts[ts_ms] - 1
         if left:
@@ -250,18 +350,15 @@ class Ledger:
         else:
             del self._counts[ts_ms]
             del self._columns[ts_ms]
-        self._held[number] -= 1
-        if not self._held[number]:
-            self._release(number)
 
     def _release(self, number: int) -> None:
         name = self._names[number]
         assert name is not None
         by_name = self._index[name]
-        del by_name[self._labels[number]]
+        del by_name[self._keys[number]]
         if not by_name:
             del self._index[name]
-        self._names[number], self._labels[number] = None, ()
+        self._names[number], self._keys[number] = None, ()
         # the shared object, not the one `enumerate` or `range` made for the scan
         self._free.append(shared_number(number))
 
@@ -317,7 +414,9 @@ class Ledger:
             if number not in looked_up:
                 name = self._names[number]
                 assert name is not None
-                looked_up[number] = held(name, self._labels[number])
+                looked_up[number] = held(
+                    name, self._labels_of(name, self._keys[number])
+                )
             stored = looked_up[number]
             have = None if stored is None else stored.get(ts_ms)
             if have is None or have < value - rel_tolerance * abs(value):

@@ -20,7 +20,7 @@ import hashlib
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import cast
@@ -262,6 +262,34 @@ LabelsByNumber = list[Labels | None]
 """Each series' labels by its number in a table's index (None: not built yet)."""
 
 
+def daily_labels(
+    name: str,
+    key: CostKey,
+    names: Mapping[str, str | None],
+    key_names: Mapping[str, str],
+    extra: Labels,
+) -> Labels:
+    """Return the labels of the `name` series whose key in its table is `key`, as
+    `cost_samples`, `quantity_samples` and `key_cost_samples` label them."""
+    project_id, second, third = key
+    if name == DAILY_COST:
+        return _series_labels(
+            extra, names, project_id, line_item=second, currency=third
+        )
+    if name == DAILY_COST_QUANTITY:
+        return _series_labels(extra, names, project_id, line_item=second, unit=third)
+    if name == DAILY_COST_BY_API_KEY:
+        return _series_labels(
+            extra,
+            names,
+            project_id,
+            api_key_id=second,
+            api_key=api_key_label(second, key_names),
+            currency=third,
+        )
+    raise ValueError(f"not a daily metric with keyed series: {name!r}")
+
+
 def _daily_samples(
     name: str,
     table: Mapping[tuple[str, str, str], Points] | CostColumns,
@@ -269,12 +297,14 @@ def _daily_samples(
     start: int | None,
     end: int | None,
     labels_cache: LabelsByNumber | None,
+    keys: list[Hashable] | None = None,
 ) -> Iterator[Sample]:
     """Yield one `name` sample per series of `table` and day, stamped at 00:00 UTC;
     only the days in `[start, end)` (Unix seconds) where given. A series' labels are
     `labels_of(key)`, built once; those of a `Columns` table are kept by the
     series' number in `labels_cache` across calls (8 bytes a series, where a dict
-    by key took about 50), valid while the table's index is the same."""
+    by key took about 50), valid while the table's index is the same. Each sample's
+    key goes to `keys` where given (for a keyed `Ledger`)."""
     if isinstance(table, Columns):
         cache: LabelsByNumber = [] if labels_cache is None else labels_cache
         for day in table.timestamps():
@@ -286,6 +316,8 @@ def _daily_samples(
                     labels = cache[number]
                     if labels is None:
                         labels = cache[number] = labels_of(key)
+                    if keys is not None:
+                        keys.append(key)
                     yield Sample(name, labels, value, ts_ms)
         return
     for key, days in table.items():
@@ -293,6 +325,8 @@ def _daily_samples(
         for day, value in days.items(start, end):
             if labels is None:
                 labels = labels_of(key)
+            if keys is not None:
+                keys.append(key)
             yield Sample(name, labels, value, day * 1000)
 
 
@@ -303,16 +337,14 @@ def cost_samples(
     start: int | None = None,
     end: int | None = None,
     labels_cache: LabelsByNumber | None = None,
+    keys: list[Hashable] | None = None,
 ) -> Iterator[Sample]:
     """Yield one `openai_daily_cost` sample per series and day (`_daily_samples`)."""
 
-    def labels_of(key: tuple[str, str, str]) -> Labels:
-        project_id, line_item, currency = key
-        return _series_labels(
-            extra, names, project_id, line_item=line_item, currency=currency
-        )
+    def labels_of(key: CostKey) -> Labels:
+        return daily_labels(DAILY_COST, key, names, {}, extra)
 
-    return _daily_samples(DAILY_COST, table, labels_of, start, end, labels_cache)
+    return _daily_samples(DAILY_COST, table, labels_of, start, end, labels_cache, keys)
 
 
 def quantity_samples(
@@ -322,16 +354,16 @@ def quantity_samples(
     start: int | None = None,
     end: int | None = None,
     labels_cache: LabelsByNumber | None = None,
+    keys: list[Hashable] | None = None,
 ) -> Iterator[Sample]:
     """Yield one `openai_daily_cost_quantity` sample per series and day, as
     `cost_samples` does (`unit` is `""` where the API gave none)."""
 
-    def labels_of(key: tuple[str, str, str]) -> Labels:
-        project_id, line_item, unit = key
-        return _series_labels(extra, names, project_id, line_item=line_item, unit=unit)
+    def labels_of(key: CostKey) -> Labels:
+        return daily_labels(DAILY_COST_QUANTITY, key, names, {}, extra)
 
     return _daily_samples(
-        DAILY_COST_QUANTITY, quantities, labels_of, start, end, labels_cache
+        DAILY_COST_QUANTITY, quantities, labels_of, start, end, labels_cache, keys
     )
 
 
@@ -343,23 +375,16 @@ def key_cost_samples(
     start: int | None = None,
     end: int | None = None,
     labels_cache: LabelsByNumber | None = None,
+    keys: list[Hashable] | None = None,
 ) -> Iterator[Sample]:
     """Yield one `openai_daily_cost_by_api_key` sample per project, API key, currency
     and day of `table` (see `add_key_cost_lines`), as `cost_samples` does."""
 
-    def labels_of(key: tuple[str, str, str]) -> Labels:
-        project_id, key_id, currency = key
-        return _series_labels(
-            extra,
-            names,
-            project_id,
-            api_key_id=key_id,
-            api_key=api_key_label(key_id, key_names),
-            currency=currency,
-        )
+    def labels_of(key: CostKey) -> Labels:
+        return daily_labels(DAILY_COST_BY_API_KEY, key, names, key_names, extra)
 
     return _daily_samples(
-        DAILY_COST_BY_API_KEY, table, labels_of, start, end, labels_cache
+        DAILY_COST_BY_API_KEY, table, labels_of, start, end, labels_cache, keys
     )
 
 

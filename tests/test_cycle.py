@@ -289,7 +289,8 @@ def test_a_day_that_landed_unchanged_is_not_built_again(
         real = getattr(app, name)
 
         def spy(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
-            built.append(args[-3] if len(args) > 5 else kwargs.get("start", -1))
+            # (..., start, end, labels_cache, keys)
+            built.append(args[-4] if len(args) > 6 else kwargs.get("start", -1))
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(app, name, spy)

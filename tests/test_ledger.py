@@ -7,7 +7,7 @@ replace a pushed one: the ledger reports it. Equal values are never pushed twice
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import pytest
@@ -323,17 +323,52 @@ _OPS = st.lists(
 )
 
 
+def _key_of(labels: Labels) -> str:
+    """A key for each of the model's labels (a project id), as a table keys them."""
+    return labels[0][1]
+
+
+def _labels_of(name: str, key: Hashable) -> Labels:
+    """The labels of a keyed series in the model: those `_key_of` took the key of."""
+    del name
+    return (("project_id", str(key)),)
+
+
+def _diff(ledger: Ledger, samples: list[Sample]) -> tuple[list[Sample], int]:
+    """`diff`, with each sample's key where the ledger is keyed."""
+    if not ledger.keyed:
+        return ledger.diff(samples, [])
+    return ledger.diff(samples, [], [_key_of(s.labels) for s in samples], [])
+
+
+def _commit(
+    ledger: Ledger, samples: list[Sample], start: int, end: int
+) -> list[Revision]:
+    """`commit` of `diff`'s fresh samples, with their keys where the ledger is keyed."""
+    if not ledger.keyed:
+        return ledger.commit(samples, start, end, ledger.diff(samples, []))
+    keys: list[Hashable] = [_key_of(s.labels) for s in samples]
+    fresh_keys: list[Hashable] = []
+    fresh = ledger.diff(samples, [], keys, fresh_keys)
+    assert fresh_keys == [_key_of(s.labels) for s in fresh[0]]
+    return ledger.commit(samples, start, end, fresh, keys, fresh_keys)
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["by labels", "by keys"])
 @settings(max_examples=600, deadline=None)
-@given(_OPS)
+@given(ops=_OPS)
 def test_the_ledger_holds_what_a_plain_dict_would(
+    keyed: bool,
     ops: list[tuple[str, Any, int]],
 ) -> None:
     """Any run of commits, forgets, read-backs and summaries leaves the ledger
     holding exactly what a dict of (series, timestamp) to value holds: numbers freed
     by vanished series and reused by new ones never carry a value over; a
     summarized timestamp still counts and sums its values, but `diff` finds none of
-    them, a commit replaces them and a read-back forgets them whole."""
-    ledger, ref = Ledger(), _Reference()
+    them, a commit replaces them and a read-back forgets them whole. A ledger keyed
+    by what the caller gives with each sample holds the very same, and reports and
+    reads back its series by the labels `labels_of` gives."""
+    ledger, ref = Ledger(_labels_of if keyed else None), _Reference()
     fresh_labels = iter((("project_id", f"new_{i}"),) for i in range(10_000))
     for op, arg, n in ops:
         if op == "commit":
@@ -350,7 +385,7 @@ def test_the_ledger_holds_what_a_plain_dict_would(
                 for lab, d, v in arg
                 if start <= D0 + d * DAY_MS < end
             ]
-            gone = ledger.commit(samples, start, end, ledger.diff(samples, []))
+            gone = _commit(ledger, samples, start, end)
             assert {(r.name, r.labels, r.ts_ms, r.old) for r in gone} == ref.commit(
                 samples, start, end
             )
@@ -402,8 +437,70 @@ def test_the_ledger_holds_what_a_plain_dict_would(
         assert ledger.summarized_between(*window) == sorted(ref.summed)
         probe = [Sample(k[0], k[1], v, k[2]) for k, v in ref.values.items()]
         unknown = [p for p in probe if p.ts_ms in ref.summed]
-        assert ledger.diff(probe, []) == (unknown, len(probe) - len(unknown))
+        assert _diff(ledger, probe) == (unknown, len(probe) - len(unknown))
         # a series left with no value is forgotten: the ledger stays bounded
         assert ledger.series == len(
             {(k[0], k[1]) for k in ref.values if k[2] not in ref.summed}
         )
+
+
+def test_a_keyed_series_whose_labels_changed_is_pushed_again_whole() -> None:
+    """Under a key whose labels changed (a renamed project), every value is new, day
+    after day, and none is reported: they were pushed under the old labels, which
+    the store keeps. A value lower than before is then no downward revision."""
+    names = {"proj_a": "old"}
+
+    def labels_of(name: str, key: Hashable) -> Labels:
+        return (("project", names[str(key)]), ("project_id", str(key)))
+
+    ledger = Ledger(labels_of)
+    days = [
+        Sample(NAME, labels_of(NAME, "proj_a"), 5.0, D0 + d * DAY_MS) for d in range(3)
+    ]
+    for day in days:
+        assert _commit_keyed(ledger, [day], "proj_a") == ([day], [])
+    names["proj_a"] = "new"
+    renamed = [s._replace(labels=labels_of(NAME, "proj_a"), value=4.0) for s in days]
+    removals = ledger.removals
+    for i, day in enumerate(renamed):
+        # the first day's commit forgets the old labels' values of the other days
+        assert _commit_keyed(ledger, [day], "proj_a") == ([day], [])
+        assert ledger.held_between(*_window(0, 3)) == i + 1
+    assert ledger.removals == removals + 1
+    assert ledger.series == 1
+    assert ledger.totals_between(*_window(0, 3)) == (3, 12.0)
+    # unchanged since: nothing new, and no gone value reported by the old labels
+    for day in renamed:
+        assert _commit_keyed(ledger, [day], "proj_a") == ([], [])
+    # gone values are reported by the labels `labels_of` gives now
+    gone = ledger.commit([], *_window(0, 1), None, [])
+    assert [(r.labels, r.old) for r in gone] == [(labels_of(NAME, "proj_a"), 4.0)]
+
+
+def _commit_keyed(
+    ledger: Ledger, samples: list[Sample], key: Hashable
+) -> tuple[list[Sample], list[Revision]]:
+    """Diff and commit `samples` of one day, all under `key`; return the fresh
+    samples and the revisions both reported."""
+    revisions: list[Revision] = []
+    fresh_keys: list[Hashable] = []
+    keys = [key] * len(samples)
+    fresh = ledger.diff(samples, revisions, keys, fresh_keys)
+    ts = samples[0].ts_ms
+    revisions += ledger.commit(samples, ts, ts + DAY_MS, fresh, keys, fresh_keys)
+    return fresh[0], revisions
+
+
+def test_a_keyed_ledger_refuses_samples_without_keys() -> None:
+    """A keyed ledger cannot find a series by its labels: samples given without
+    their keys (or not one each) are refused before anything is recorded."""
+    ledger = Ledger(_labels_of)
+    samples = [_s(A, 0, 1.0), _s(B, 0, 2.0)]
+    for keys in (None, ["proj_a"]):
+        with pytest.raises(ValueError, match="one key per sample"):
+            ledger.diff(samples, [], keys, [])
+        with pytest.raises(ValueError, match="one key per sample"):
+            ledger.commit(samples, *_window(0, 1), None, keys)
+    with pytest.raises(ValueError, match="fresh_keys"):
+        ledger.diff(samples, [], ["proj_a", "proj_b"])
+    assert len(ledger) == 0 and ledger.series == 0
