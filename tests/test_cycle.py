@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from openai_cost_pusher import app
+from openai_cost_pusher import app, metrics
 from openai_cost_pusher.push import VmClient
 from openai_cost_pusher.transport import Timeouts, make_session, retry_policy
 from tests.conftest import Clock
@@ -316,3 +316,56 @@ def test_a_day_that_landed_unchanged_is_not_built_again(
         for s in vm.export('{__name__="openai_daily_cost",project_id="proj_x"}')
     }
     assert "x_renamed" in names
+
+
+def test_the_costs_labels_live_one_cycle_and_a_steady_cycle_builds_none(
+    fake: FakeOpenAI,
+    vm: VictoriaMetrics,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cycle builds each costs series' labels once for all the days it builds,
+    and keeps none for the next (the ledgers find the series by their keys): a
+    steady cycle builds none, and a later cycle that builds a changed day builds
+    the labels of that day's series again, once each."""
+    today = _today(clock)
+    for project in ("proj_a", "proj_b"):
+        fake.add_project(project, project.upper())
+        for day in range(today - 3 * DAY, today + DAY, DAY):
+            fake.set_cost(day, project, "gpt-4o, input", 1.0)
+    fake.set_cost(today - DAY, "proj_a", "web search", 2.0, quantity=3.0)
+    built: list[tuple[str, tuple[str, str, str]]] = []
+    real = metrics.daily_labels
+
+    def spy(name: str, key: tuple[str, str, str], *args: Any) -> Any:
+        built.append((name, key))
+        return real(name, key, *args)
+
+    monkeypatch.setattr(metrics, "daily_labels", spy)
+    pusher = make_pusher(fake, vm.push_url, clock, backfill_days=3)
+    assert pusher.run_cycle().ok
+    # three series (two costs, one quantity), each built once for all its days
+    assert sorted(built) == sorted(
+        [
+            ("openai_daily_cost", ("proj_a", "gpt-4o, input", "usd")),
+            ("openai_daily_cost", ("proj_b", "gpt-4o, input", "usd")),
+            ("openai_daily_cost", ("proj_a", "web search", "usd")),
+            ("openai_daily_cost_quantity", ("proj_a", "web search", "")),
+        ]
+    )
+    built.clear()
+    clock.now += 900
+    assert pusher.run_cycle().ok
+    assert built == []  # nothing changed: no day built, no labels built
+    fake.set_cost(today - DAY, "proj_b", "gpt-4o, input", 1.5)
+    clock.now += 900
+    assert pusher.run_cycle().ok
+    assert sorted(built) == sorted(  # that day's series, once each
+        [
+            ("openai_daily_cost", ("proj_a", "gpt-4o, input", "usd")),
+            ("openai_daily_cost", ("proj_b", "gpt-4o, input", "usd")),
+            ("openai_daily_cost", ("proj_a", "web search", "usd")),
+            ("openai_daily_cost_quantity", ("proj_a", "web search", "")),
+        ]
+    )
+    assert_equal_costs(fake_costs(fake, *_window(clock, 3)), vm_costs(vm, labels=None))
