@@ -405,27 +405,13 @@ def test_the_ledger_holds_what_a_plain_dict_would(
             ref.summed |= {k[2] for k in ref.values if start <= k[2] < end}
             assert ledger.removals == removals  # nothing forgotten
         else:  # the store kept only values of at least 2.0
-            start, end = _window(arg, n)
-            lost = ledger.reconcile(
-                lambda name, labels: {
-                    k[2]: v
-                    for k, v in ref.values.items()
-                    if (k[0], k[1]) == (name, labels) and v >= 2.0
-                },
-                start,
-                end,
-            )
             # forgotten: what the store lacks, and summarized timestamps whole
-            lacked = [
-                k
-                for k, v in ref.values.items()
-                if start <= k[2] < end and (v < 2.0 or k[2] in ref.summed)
-            ]
-            for k in lacked:
-                del ref.values[k]
-            ref.summed &= {k[2] for k in ref.values}
-            kept = len(lacked)
-            assert len(lost) == kept
+            _reconcile_both(
+                ledger,
+                ref,
+                *_window(arg, n),
+                lambda k, v: v < 2.0 or k[2] in ref.summed,
+            )
         window = _window(0, 8)
         assert len(ledger) == len(ref.values)
         assert ledger.held_between(*window) == len(ref.values)
@@ -504,3 +490,147 @@ def test_a_keyed_ledger_refuses_samples_without_keys() -> None:
     with pytest.raises(ValueError, match="fresh_keys"):
         ledger.diff(samples, [], ["proj_a", "proj_b"])
     assert len(ledger) == 0 and ledger.series == 0
+
+
+_KEYS = ["p0", "p1", "p2"]
+_RENAMING_OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("commit"),
+            st.lists(
+                st.tuples(
+                    st.sampled_from(_KEYS),
+                    st.integers(0, 3),
+                    st.sampled_from([0.0, 1.0, 2.5, 7.0]),
+                ),
+                max_size=6,
+                unique_by=lambda t: (t[0], t[1]),
+            ),
+            st.integers(0, 3),
+        ),
+        st.tuples(st.just("rename"), st.sampled_from(_KEYS), st.integers(0, 2)),
+        st.tuples(st.just("before"), st.integers(0, 4), st.just(0)),
+        st.tuples(st.just("reconcile"), st.integers(0, 3), st.integers(1, 3)),
+        st.tuples(st.just("summarize"), st.integers(0, 3), st.integers(1, 3)),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_RENAMING_OPS)
+def test_a_keyed_ledger_holds_what_a_plain_dict_would_through_renames(
+    ops: list[tuple[str, Any, int]],
+) -> None:
+    """A keyed ledger over series renamed at any point holds what a dict of (series,
+    labels, timestamp) to value holds, where a value recorded under new labels
+    silently takes the place of every value its key held under others (those of
+    summarized timestamps stay counted); gone values are reported, and series read
+    back, by the labels their keys have now."""
+    names = dict.fromkeys(_KEYS, "n0")
+
+    def labels_of(name: str, key: Hashable) -> Labels:
+        del name
+        return (("project", names[str(key)]), ("project_id", str(key)))
+
+    def key_of(labels: Labels) -> str:
+        return labels[1][1]
+
+    ledger, ref = Ledger(labels_of), _Reference()
+    for op, arg, n in ops:
+        if op == "commit":
+            start, end = _window(n, 2)
+            samples = [
+                Sample(NAME, labels_of(NAME, k), v, D0 + d * DAY_MS)
+                for k, d, v in arg
+                if start <= D0 + d * DAY_MS < end
+            ]
+            for s in samples:  # the values the new labels take the place of
+                ref.values = {
+                    k: v
+                    for k, v in ref.values.items()
+                    if key_of(k[1]) != key_of(s.labels)
+                    or k[1] == s.labels
+                    or k[2] in ref.summed
+                }
+            gone = _commit_all_keyed(ledger, samples, start, end, key_of)
+            expected = ref.commit(samples, start, end)
+            assert {(r.name, key_of(r.labels), r.ts_ms, r.old) for r in gone} == {
+                (name, key_of(labels), ts, old) for name, labels, ts, old in expected
+            }
+            assert all(r.labels == labels_of(r.name, key_of(r.labels)) for r in gone)
+        elif op == "rename":
+            names[arg] = f"n{n}"
+        elif op == "before":
+            ledger.forget_before(D0 + arg * DAY_MS)
+            ref.drop(lambda k, v, cut=D0 + arg * DAY_MS: k[2] >= cut)
+        elif op == "summarize":
+            start, end = _window(arg, n)
+            ledger.summarize(start, end)
+            ref.summed |= {k[2] for k in ref.values if start <= k[2] < end}
+        else:  # the store kept only values of at least 2.0, under their labels
+            _reconcile_both(
+                ledger,
+                ref,
+                *_window(arg, n),
+                lambda k, v: (
+                    v < 2.0
+                    or k[2] in ref.summed
+                    or k[1] != labels_of(k[0], key_of(k[1]))
+                ),
+            )
+        window = _window(0, 8)
+        assert len(ledger) == len(ref.values)
+        assert ledger.held_between(*window) == len(ref.values)
+        assert ledger.totals_between(*window)[0] == len(ref.values)
+        assert ledger.summarized_between(*window) == sorted(ref.summed)
+        probe = [Sample(k[0], k[1], v, k[2]) for k, v in ref.values.items()]
+        unknown = [p for p in probe if p.ts_ms in ref.summed]
+        keys = [key_of(p.labels) for p in probe]
+        assert ledger.diff(probe, [], keys, []) == (
+            unknown,
+            len(probe) - len(unknown),
+        )
+        assert ledger.series == len(
+            {(k[0], key_of(k[1])) for k in ref.values if k[2] not in ref.summed}
+        )
+
+
+def _commit_all_keyed(
+    ledger: Ledger,
+    samples: list[Sample],
+    start: int,
+    end: int,
+    key_of: Callable[[Labels], str],
+) -> list[Revision]:
+    """`commit` of `diff`'s fresh samples in a keyed ledger, keyed by `key_of`."""
+    keys: list[Hashable] = [key_of(s.labels) for s in samples]
+    fresh_keys: list[Hashable] = []
+    fresh = ledger.diff(samples, [], keys, fresh_keys)
+    return ledger.commit(samples, start, end, fresh, keys, fresh_keys)
+
+
+def _reconcile_both(
+    ledger: Ledger,
+    ref: _Reference,
+    start: int,
+    end: int,
+    lacks: Callable[[tuple[str, Labels, int], float], bool],
+) -> None:
+    """Read `[start, end)` back into `ledger` from a store holding the reference's
+    values of at least 2.0 under their labels; forget in the reference what `lacks`
+    says the ledger must forget, and check that it forgot as many."""
+    lost = ledger.reconcile(
+        lambda name, labels: {
+            k[2]: v
+            for k, v in ref.values.items()
+            if (k[0], k[1]) == (name, labels) and v >= 2.0
+        },
+        start,
+        end,
+    )
+    lacked = [k for k, v in ref.values.items() if start <= k[2] < end and lacks(k, v)]
+    for k in lacked:
+        del ref.values[k]
+    ref.summed &= {k[2] for k in ref.values}
+    assert len(lost) == len(lacked)
