@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import requests
 import yaml
@@ -139,6 +139,14 @@ class Alertmanager:
             "alertmanager", args, workdir / f"alertmanager-{self.port}.log"
         )
         self.process.wait_http(f"{self.url}/-/ready")
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Return the alerts Alertmanager holds, with their state (`/api/v2/alerts`:
+        `status.state` is `active` or `suppressed`, `status.inhibitedBy` the
+        fingerprints of the alerts inhibiting one)."""
+        response = requests.get(f"{self.url}/api/v2/alerts", timeout=10)
+        response.raise_for_status()
+        return cast(list[dict[str, Any]], response.json())
 
     def stop(self) -> None:
         """Stop Alertmanager by its process id."""
@@ -314,7 +322,9 @@ def alertmanager_test_config(workdir: Path, webhook_url: str) -> Path:
 
     Only what a test must change changes: the webhook URL file points at a temporary
     file holding the fake Slack URL, the template path is absolute, and the waits are
-    seconds instead of minutes.
+    seconds instead of minutes: a group waits 1s where the shipped config waits its
+    default minute, and as many seconds as a route that waits longer has minutes (so
+    the budget alert still waits for the limit alert that inhibits it).
     """
     url_file = workdir / "slack-webhook-url"
     url_file.write_text(webhook_url + "\n")
@@ -324,7 +334,8 @@ def alertmanager_test_config(workdir: Path, webhook_url: str) -> Path:
         for slack in receiver.get("slack_configs", []):
             slack["api_url_file"] = str(url_file)
     for route in [config["route"], *config["route"].get("routes", [])]:
-        route.update({"group_wait": "1s", "group_interval": "2s"})
+        minutes = int(str(route.get("group_wait", "1m")).removesuffix("m"))
+        route.update({"group_wait": f"{minutes}s", "group_interval": "2s"})
     out = workdir / "alertmanager.yml"
     out.write_text(yaml.safe_dump(config, sort_keys=False))
     return out
@@ -356,6 +367,7 @@ class SlackDelivery:
     payloads: list[dict[str, Any]]
     firing: list[dict[str, Any]]
     first_after: float  # seconds from vmalert being ready to the first message
+    held: list[dict[str, Any]]  # the alerts Alertmanager holds, with their state
 
 
 class Stoppable(Protocol):
@@ -409,4 +421,4 @@ def deliver_to_slack(
         slack.wait_for(count, timeout=max(0.0, wait - first_after))
     time.sleep(settle)
     firing = [a for a in vmalert.alerts() if a["state"] == "firing"]
-    return SlackDelivery(slack.payloads, firing, first_after)
+    return SlackDelivery(slack.payloads, firing, first_after, am.alerts())

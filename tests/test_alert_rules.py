@@ -357,8 +357,10 @@ def test_spend_limit_and_openai_spend_alerts_reach_slack(
     forecast and the day; the budget alert of the same project is inhibited."""
     case = _LimitCase(datetime.now(UTC))
     near = case.month_to_date >= 0.8 * case.limit
+    # settle past the budget alert's group wait (30s here, 30m shipped), which
+    # lets the limit alert fire first: its message would have come by then
     delivery = deliver_to_slack(
-        tmp_path, started, seed=case.seed, expect=5 if near else 4
+        tmp_path, started, seed=case.seed, expect=5 if near else 4, settle=30.0
     )
     texts = []
     for payload in delivery.payloads:
@@ -388,6 +390,14 @@ def test_spend_limit_and_openai_spend_alerts_reach_slack(
     assert case.reached.strftime("%a %-d %b") in limit.splitlines()[1], limit
     firing = {(a["name"], a["labels"].get("project")) for a in delivery.firing}
     assert ("OpenAICostMonthlyForecastOverBudget", "steady") in firing
+    # held by Alertmanager, inhibited by the limit alert
+    (budget,) = [
+        a
+        for a in delivery.held
+        if a["labels"]["alertname"] == "OpenAICostMonthlyForecastOverBudget"
+    ]
+    assert budget["status"]["state"] == "suppressed", budget
+    assert budget["status"]["inhibitedBy"], budget
 
 
 @pytest.mark.vm
