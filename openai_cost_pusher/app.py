@@ -66,6 +66,7 @@ from openai_cost_pusher.metrics import (
     USAGE_METRICS,
     CostColumns,
     CostKey,
+    LabelsByNumber,
     SelfStats,
     UsageColumns,
     UsageNumbers,
@@ -698,8 +699,12 @@ class Pusher:
                 add_cost_lines(table, lines, quantities)
         today = int(now // DAY) * DAY
         live = today_samples(table, names, self.extra, today, int(now * 1000))
-        labels_cache, labels_gen = self.tables.labels(DAILY_COST, names)
-        units_cache, units_gen = self.tables.labels(DAILY_COST_QUANTITY, names)
+        # this cycle's labels, each built once for all the days built, and let go
+        # with the data set: the keyed ledger needs none kept
+        labels_cache: LabelsByNumber = []
+        units_cache: LabelsByNumber = []
+        labels_gen = self.tables.generation(DAILY_COST, names)
+        units_gen = self.tables.generation(DAILY_COST_QUANTITY, names)
 
         def samples(
             start: int, end: int, keys: list[Hashable] | None
@@ -868,9 +873,8 @@ class Pusher:
             return None
         self._keys.refresh({(pid, kid) for pid, kid, _ in table}, now)
         key_names = dict(self._keys.names)  # as of this fetch
-        labels_cache, labels_gen = self.tables.labels(
-            DAILY_COST_BY_API_KEY, names, key_names
-        )
+        labels_cache: LabelsByNumber = []  # this cycle's, as for the costs
+        labels_gen = self.tables.generation(DAILY_COST_BY_API_KEY, names, key_names)
 
         def samples(
             start: int, end: int, keys: list[Hashable] | None

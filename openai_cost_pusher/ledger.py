@@ -287,8 +287,10 @@ class Ledger:
             else:
                 if not held[number]:  # a series a summary left idle takes a value
                     self._idles -= 1
-                if keyed and hashes[number] != hash(sample.labels):
-                    self._relabel(number, hash(sample.labels))
+                if keyed:
+                    labels_hash = hash(sample.labels)
+                    if hashes[number] != labels_hash:
+                        self._relabel(number, labels_hash)
             ts_ms = sample.ts_ms
             column = columns.get(ts_ms)
             if column is None:

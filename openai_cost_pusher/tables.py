@@ -30,14 +30,9 @@ from openai_cost_pusher.batches import (
 from openai_cost_pusher.metrics import (
     CostColumns,
     CostKey,
-    LabelsByNumber,
     UsageSeriesCache,
 )
 from openai_cost_pusher.model import CostParts, Labels
-
-LabelsCache = LabelsByNumber
-"""Each series' labels by its number in the table's index (see
-`metrics.cost_samples`)."""
 
 SERIES_SLACK = 10_000
 """Series numbers an index may hold beyond twice the ledger's series."""
@@ -65,7 +60,8 @@ class SeriesState:
     `index` numbers the series of its table (`Columns`), so that a day's values sit
     at the same numbers cycle after cycle and a day's digest can be compared with
     that of its last landing. Their labels are not kept: each cycle builds those of
-    the days it builds, once (`SeriesTables.labels`), where a large organization's
+    the days it builds, once (a cache of the cycle's data set), where a large
+    organization's
     labels kept from cycle to cycle held about 90 bytes a series. `generation`
     changes whenever the index is renewed or the names the labels come from
     (`built_from`) change, so that a day's digest changes with its labels.
@@ -147,18 +143,18 @@ class SeriesTables:
             state = self.series[metric] = SeriesState(self._generation())
         return state.index
 
-    def labels(self, metric: str, *built_from: object) -> tuple[LabelsCache, int]:
-        """Return a new labels cache for this cycle's series of `metric` (whose index
-        `index` returned), to let go with the cycle's data set, and the generation of
-        its state: that of earlier cycles while `built_from` (names) is equal to
-        theirs, else a new one."""
+    def generation(self, metric: str, *built_from: object) -> int:
+        """Return the generation of `metric`'s series (whose index `index` returned)
+        labelled from `built_from` (names): that of earlier cycles while `built_from`
+        is equal to theirs, else a new one. The labels themselves are the caller's
+        to build and let go with the cycle's data set."""
         state = self.series[metric]
         if state.built_from != built_from:
             state.built_from = tuple(
                 dict(b) if isinstance(b, Mapping) else b for b in built_from
             )
             state.generation = self._generation()
-        return [], state.generation
+        return state.generation
 
     def usage_state(self, held: int, names: Mapping[str, str | None]) -> UsageState:
         """Return what the usage series keep from cycle to cycle: their numbers,

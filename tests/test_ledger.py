@@ -342,15 +342,20 @@ def _diff(ledger: Ledger, samples: list[Sample]) -> tuple[list[Sample], int]:
 
 
 def _commit(
-    ledger: Ledger, samples: list[Sample], start: int, end: int
+    ledger: Ledger,
+    samples: list[Sample],
+    start: int,
+    end: int,
+    key_of: Callable[[Labels], str] = _key_of,
 ) -> list[Revision]:
-    """`commit` of `diff`'s fresh samples, with their keys where the ledger is keyed."""
+    """`commit` of `diff`'s fresh samples, with their keys (`key_of` their labels)
+    where the ledger is keyed."""
     if not ledger.keyed:
         return ledger.commit(samples, start, end, ledger.diff(samples, []))
-    keys: list[Hashable] = [_key_of(s.labels) for s in samples]
+    keys: list[Hashable] = [key_of(s.labels) for s in samples]
     fresh_keys: list[Hashable] = []
     fresh = ledger.diff(samples, [], keys, fresh_keys)
-    assert fresh_keys == [_key_of(s.labels) for s in fresh[0]]
+    assert fresh_keys == [key_of(s.labels) for s in fresh[0]]
     return ledger.commit(samples, start, end, fresh, keys, fresh_keys)
 
 
@@ -553,7 +558,7 @@ def test_a_keyed_ledger_holds_what_a_plain_dict_would_through_renames(
                     or k[1] == s.labels
                     or k[2] in ref.summed
                 }
-            gone = _commit_all_keyed(ledger, samples, start, end, key_of)
+            gone = _commit(ledger, samples, start, end, key_of)
             expected = ref.commit(samples, start, end)
             assert {(r.name, key_of(r.labels), r.ts_ms, r.old) for r in gone} == {
                 (name, key_of(labels), ts, old) for name, labels, ts, old in expected
@@ -594,20 +599,6 @@ def test_a_keyed_ledger_holds_what_a_plain_dict_would_through_renames(
         assert ledger.series == len(
             {(k[0], key_of(k[1])) for k in ref.values if k[2] not in ref.summed}
         )
-
-
-def _commit_all_keyed(
-    ledger: Ledger,
-    samples: list[Sample],
-    start: int,
-    end: int,
-    key_of: Callable[[Labels], str],
-) -> list[Revision]:
-    """`commit` of `diff`'s fresh samples in a keyed ledger, keyed by `key_of`."""
-    keys: list[Hashable] = [key_of(s.labels) for s in samples]
-    fresh_keys: list[Hashable] = []
-    fresh = ledger.diff(samples, [], keys, fresh_keys)
-    return ledger.commit(samples, start, end, fresh, keys, fresh_keys)
 
 
 def _reconcile_both(
