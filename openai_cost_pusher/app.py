@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import schedule
 
@@ -42,6 +42,7 @@ from openai_cost_pusher.exposition import (
     render,
     render_chunks,
 )
+from openai_cost_pusher.feed import DayFeed
 from openai_cost_pusher.health import (
     HEARTBEAT_TICK_S,
     HealthSnapshot,
@@ -85,10 +86,12 @@ from openai_cost_pusher.metrics import (
 )
 from openai_cost_pusher.model import (
     Columns,
+    CostParts,
     Labels,
     Project,
     Rejected,
     Sample,
+    UsageParts,
 )
 from openai_cost_pusher.openai_api import (
     COSTS_BY_KEY_GROUP_BY,
@@ -258,14 +261,36 @@ def _no_digest(day: int) -> bytes | None:
     return None
 
 
+def _fetched_whole(end: int) -> None:
+    """A data set fetched whole before its first day lands."""
+
+
+def _no_live() -> list[Sample]:
+    return []
+
+
+def _nothing_open() -> None:
+    pass
+
+
+def _whole_before(fetched: Fetched) -> bool:
+    """Read what the answers hold after a day that failed to land, without adding
+    it: True when they end whole and in time order, so that the days before landed
+    whole (otherwise the next cycle fetches the window again from its start)."""
+    try:
+        fetched.skip_rest()
+    except CostPusherError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A fetched data set, for `_land`."""
+    """A data set being fetched, for `_land`: its days are taken from the answers
+    one at a time (`ready`), each landing before the next is read."""
 
     samples: SampleSource
     """The samples of a UTC day (or any range), built anew on each call."""
-    live: list[Sample]
-    """Samples stamped now (`openai_cost_today`), pushed after the days."""
     release: Callable[[int], None] = _keep
     """Let go of a day's values (Unix seconds) once it has landed: the cycle's tables
     shrink as the ledger grows."""
@@ -273,6 +298,32 @@ class Fetched:
     """A digest of a day's series, values and labels: equal to the one of the day's
     last landing (and the ledger unchanged since) means the same samples landed
     already, and none need be built; None: no digest."""
+    ready: Callable[[int], None] = _fetched_whole
+    """Read the answers until they have handed on every bucket before `end` (Unix
+    seconds): the days before it are then whole, their rejections listed."""
+    finish: Callable[[], list[Sample]] = _no_live
+    """Read the answers to their ends; return the samples stamped now
+    (`openai_cost_today`), pushed after the days."""
+    close: Callable[[], None] = _nothing_open
+    """Let go of the answers still open (a data set that failed)."""
+    skip_rest: Callable[[], None] = _nothing_open
+    """Read the answers to their ends without adding what they hold: raises where
+    `finish` would (an answer out of order, say)."""
+
+    @classmethod
+    def fed(
+        cls,
+        feed: DayFeed[Any],
+        samples: SampleSource,
+        release: Callable[[int], None],
+        digest: Callable[[int], bytes | None],
+        finish: Callable[[], list[Sample]],
+    ) -> Fetched:
+        """A data set whose days are read from `feed` as they land; `finish`
+        drains it."""
+        return cls(
+            samples, release, digest, feed.upto, finish, feed.close, feed.skip_rest
+        )
 
 
 class Pusher:
@@ -457,16 +508,35 @@ class Pusher:
         else:
             fetched = self._fetch_usage(ds, window, names, now, bad)
         assert fetched is not None
-        withheld = {day_of(r.start) for r in bad}
-        self._report_rejected(ds, bad)
+        try:
+            return self._land_days(ds, now, window, fetched, bad)
+        finally:
+            fetched.close()
+            self._report_rejected(ds, bad)
+
+    def _land_days(
+        self,
+        ds: _Dataset,
+        now: float,
+        window: Window,
+        fetched: Fetched,
+        bad: list[Rejected],
+    ) -> DatasetReport:
+        """Land the window's days one by one as the answers move past each, then
+        the samples stamped now."""
         revisions: list[Revision] = []
         render_cache = RenderCache()  # each series' text built once per cycle
         total, pushed, days = PushStats(), 0, 0
         try:
             for first in range(day_of(window.start), window.end, DAY):
-                if first in withheld:
-                    continue  # a day is pushed whole or not at all
                 start, end = max(first, window.start), min(first + DAY, window.end)
+                # a failed fetch fails the data set (below) from its window's
+                # start: had the answer been out of order before it failed, the
+                # days it seemed to have moved past were not whole
+                fetched.ready(end)
+                if any(day_of(r.start) == first for r in bad):
+                    fetched.release(first)
+                    continue  # a day is pushed whole or not at all
                 digest = fetched.digest(first)
                 keys: list[Hashable] | None = [] if ds.ledger.keyed else None
                 fresh_keys: list[Hashable] | None = [] if ds.ledger.keyed else None
@@ -495,7 +565,7 @@ class Pusher:
                         total,
                         error=str(exc),
                         landed_days=days,
-                        unlanded_from=start,
+                        unlanded_from=start if _whole_before(fetched) else None,
                     )
                 total = _add_stats(total, stats)
                 pushed += len(fresh[0])
@@ -517,10 +587,11 @@ class Pusher:
                 fetched.release(first)
                 self.trim()
                 days += 1
+            live = fetched.finish()
             total = _add_stats(
-                total, self.sink.push(render_chunks(fetched.live, self.chunk_bytes))
+                total, self.sink.push(render_chunks(live, self.chunk_bytes))
             )
-            pushed += len(fetched.live)
+            pushed += len(live)
         except CostPusherError as exc:
             self._report_revisions(ds, revisions)
             return DatasetReport(
@@ -536,7 +607,7 @@ class Pusher:
             del ds.landed[old]
         ds.whole = {d for d in ds.whole if d * 1000 >= oldest_ms}
         # a withheld day is fetched again by every cycle until it is whole
-        ds.unpushed_from = min(withheld) if withheld else None
+        ds.unpushed_from = min((day_of(r.start) for r in bad), default=None)
         self.stats.last_success[ds.name] = now
         self._report_revisions(ds, revisions)
         return DatasetReport(
@@ -684,8 +755,10 @@ class Pusher:
         table: CostColumns = Columns(self.tables.index(DAILY_COST, held))
         quantities: CostColumns = Columns(self.tables.index(DAILY_COST_QUANTITY, held))
         source = self.source
+        feed: DayFeed[CostParts] | None = None
         if isinstance(source, CostPartsSource):
-            self.tables.add_cost_parts(
+            # read day by day as the days land (`Fetched.ready`)
+            feed, kept = self.tables.cost_feed(
                 ds.name,
                 lambda known: source.fetch_cost_parts(
                     window.start, window.end, bad, known
@@ -698,7 +771,6 @@ class Pusher:
             for lines in source.fetch_costs(window.start, window.end, bad):
                 add_cost_lines(table, lines, quantities)
         today = int(now // DAY) * DAY
-        live = today_samples(table, names, self.extra, today, int(now * 1000))
         # this cycle's labels, each built once for all the days built, and let go
         # with the data set: the keyed ledger needs none kept
         labels_cache: LabelsByNumber = []
@@ -717,8 +789,9 @@ class Pusher:
             )
 
         def release(day: int) -> None:
-            table.drop(day)
-            quantities.drop(day)
+            if day != today:  # `finish` takes today's spend from it
+                table.drop(day)
+                quantities.drop(day)
 
         def digest(day: int) -> bytes:
             return (
@@ -727,7 +800,18 @@ class Pusher:
                 + quantities.digest(day)
             )
 
-        return Fetched(samples, live, release, digest)
+        def finish() -> list[Sample]:
+            if feed is not None:
+                feed.drain()
+                kept()
+            live = today_samples(table, names, self.extra, today, int(now * 1000))
+            table.drop(today)
+            quantities.drop(today)
+            return live
+
+        if feed is None:
+            return Fetched(samples, release, digest, finish=finish)
+        return Fetched.fed(feed, samples, release, digest, finish)
 
     def _fetch_usage(
         self,
@@ -750,35 +834,37 @@ class Pusher:
             table, names, self.extra, plan.optional_dims, series, state.series
         )
         batches: dict[str, UsageBatches] = {}  # this cycle's; see state.batches
-        budget = tables.USAGE_VALUES_KEPT
-        keep_from = self._keep_from(ds, now)
-        for kind, group_by in plan.group_by.items():
-            if isinstance(self.source, UsagePartsSource):
-                kept = state.batches.get(kind, {})
-                budget -= add_usage_parts(
-                    table,
-                    self.source.fetch_usage_parts(
-                        kind, window.start, window.end, plan.width, group_by, bad, kept
-                    ),
-                    numbers_of,
-                    kept,
-                    batches.setdefault(kind, {}),
-                    keep_from,
-                    budget,
-                )
-                continue
-            buckets = self.source.fetch_usage(
-                kind, window.start, window.end, plan.width, group_by, bad
+        feed = None
+        source = self.source
+        if isinstance(source, UsagePartsSource):
+            feed = self._usage_feed(
+                source,
+                window,
+                table,
+                numbers_of,
+                (state.batches, batches, self._keep_from(ds, now)),
+                bad,
             )
-            # a source without batch digests (the demo): every line is read, and
-            # added by number like the rest
-            numbers_of.add(line for lines in buckets for line in lines)
-        state.keep(series, batches)
+        else:
+            for kind, group_by in plan.group_by.items():
+                buckets = source.fetch_usage(
+                    kind, window.start, window.end, plan.width, group_by, bad
+                )
+                # a source without batch digests (the demo): every line is read, and
+                # added by number like the rest
+                numbers_of.add(line for lines in buckets for line in lines)
+            state.keep(series, batches)
+        if named_keys and feed is not None:
+            try:
+                feed.drain()  # keys are named from the whole window
+            finally:
+                feed.close()
+            state.keep(series, batches)
         if named_keys:
             named = self._keys.name_usage_keys(
                 usage_points(table, plan.step), self.clock, self.reader, self.extra
             )
-            return Fetched(lambda start, end, _: usage_samples(named, start, end), [])
+            return Fetched(lambda start, end, _: usage_samples(named, start, end))
         packed = table
         offsets = range(0, DAY, plan.step)
 
@@ -796,7 +882,63 @@ class Pusher:
                 packed.digest(day + offset) for offset in offsets
             )
 
-        return Fetched(samples, [], release, digest)
+        if feed is None:
+            return Fetched(samples, release, digest)
+        lazy = feed
+
+        def finish() -> list[Sample]:
+            lazy.drain()
+            state.keep(series, batches)
+            return []
+
+        return Fetched.fed(lazy, samples, release, digest, finish)
+
+    def _usage_feed(
+        self,
+        source: UsagePartsSource,
+        window: Window,
+        table: UsageColumns,
+        numbers_of: UsageNumbers,
+        batches: tuple[dict[str, UsageBatches], dict[str, UsageBatches], int],
+        bad: list[Rejected],
+    ) -> DayFeed[UsageParts]:
+        """Return a feed of every usage endpoint's buckets side by side, each added
+        to `table` as it is taken. `batches` holds the results batches the last
+        cycle kept, by endpoint (known: not parsed again), where this cycle's go
+        (`add_usage_parts`) while they fit `USAGE_VALUES_KEPT`, and where the next
+        lookback starts (seconds): what is kept from."""
+        plan = self.usage
+        assert plan is not None
+        last, this, keep_from = batches
+        kinds = list(plan.group_by)
+        kept = [last.get(kind, {}) for kind in kinds]
+        keep = [this.setdefault(kind, {}) for kind in kinds]
+        left = [tables.USAGE_VALUES_KEPT]
+
+        def add(i: int, bucket: UsageParts) -> None:
+            left[0] -= add_usage_parts(
+                table,
+                (bucket,),
+                numbers_of,
+                kept[i],
+                keep[i],
+                keep_from,
+                left[0],
+            )
+
+        streams = [
+            source.fetch_usage_parts(
+                kind,
+                window.start,
+                window.end,
+                plan.width,
+                plan.group_by[kind],
+                bad,
+                kept[i],
+            )
+            for i, kind in enumerate(kinds)
+        ]
+        return DayFeed(streams, add)
 
     @staticmethod
     def _keep_from(ds: _Dataset, now: float) -> int:
@@ -848,7 +990,8 @@ class Pusher:
         table: CostColumns = Columns(index)
         try:
             if isinstance(source, CostPartsSource):
-                self.tables.add_cost_parts(
+                # read whole: the keys' names come from the whole window's table
+                feed, kept = self.tables.cost_feed(
                     ds.name,
                     lambda known: source.fetch_cost_parts(
                         start, window.end, bad, known, COSTS_BY_KEY_GROUP_BY
@@ -858,6 +1001,11 @@ class Pusher:
                     self._keep_from(ds, now),
                     KEY_COST_KEY,
                 )
+                try:
+                    feed.drain()
+                finally:
+                    feed.close()
+                kept()
             else:
                 for lines in source.fetch_costs(
                     start, window.end, bad, COSTS_BY_KEY_GROUP_BY
@@ -886,7 +1034,7 @@ class Pusher:
         def digest(day: int) -> bytes:
             return b"%d," % labels_gen + table.digest(day)
 
-        return Fetched(samples, [], table.drop, digest)
+        return Fetched(samples, table.drop, digest)
 
     def health(self, interval_s: float, call_s: float = 0.0) -> HealthSnapshot:
         """Return what the health listener reports, as of now; `call_s` is the

@@ -11,19 +11,23 @@ fetch like any other bad answer.
 Costs and usage are handed on one bucket at a time, as soon as each is parsed, so that
 a page (up to 180 days of a large organization) is never held whole; a bucket's
 results are decoded and parsed in batches (`jsonstream.stream_parts`), so that a
-bucket is never held decoded whole either, only its records. The caller adds
-each bucket's lines to its table and treats any exception from the fetch as a failed
-data set: lines handed on before a page turns out broken are never pushed, since the
-caller pushes nothing of a failed fetch. Within one fetch:
+bucket is never held decoded whole either, only its records. The caller adds each
+bucket's lines to its table and may land a day as soon as the answer has moved past
+it (`feed.DayFeed`): the time the caller takes between two buckets does not count
+against the call's deadline (`transport.paused`). Any exception from the fetch fails
+the data set from the day it was reading on. Within one fetch:
+- buckets come in time order: a bucket that starts no later than the one before it
+  (on the same page, or the last of the page before) is a bad answer, so that a
+  caller that has seen a later bucket holds every bucket before it;
 - a bucket (one start time) is handed on at most once. A page retried after a
   transient failure (a broken connection, the deadline, a 5xx) is read again from its
-  start, and the buckets an earlier attempt already handed on are checked as usual
-  (range, duplicates within the answer) but neither handed on again nor, if now
-  malformed, rejected: the caller never counts a day twice, and each day it holds
-  comes whole from one answer. A retry may also page differently: such a bucket is
-  skipped on whichever page it comes again;
-- a page's rejected buckets join `rejected` once the page is whole (before the next
-  page's first bucket is handed on); a failed attempt adds none;
+  start, and the buckets an earlier attempt already handed on or rejected are
+  checked as usual (range, order, duplicates within the answer) but neither handed on
+  again nor rejected again: the caller never counts a day twice, and each day it
+  holds comes whole from one answer. A retry may also page differently: such a
+  bucket is skipped on whichever page it comes again;
+- a rejected bucket joins `rejected` as soon as it is read, before any later bucket
+  is handed on, so that the caller withholds its day before it could land it;
 - a bucket served by two pages that completed is a bad answer, never summed.
 
 `fetch_usage_parts` hands usage on with a digest of each results batch's bytes, and
@@ -126,6 +130,7 @@ from openai_cost_pusher.transport import (
     display_url,
     iter_body,
     parse_retry_after,
+    paused,
     read_body,
     redirect_target,
     send,
@@ -557,7 +562,7 @@ class AdminApi:
         a generator).
         """
         for attempt in self._retrying():
-            page = _Page()
+            page = _Page(fetch.last)
             try:
                 with self._send(query.path, params, stream=True) as resp:
                     yield from _decode_page(resp, query, parse, fetch, page)
@@ -667,11 +672,12 @@ class _Query:
 
 @dataclass(slots=True)
 class _Page:
-    """One attempt at a page: the bucket starts it served, its rejections, and once
-    it is whole its `has_more` and `next_page`."""
+    """One attempt at a page: the bucket starts it served, the last of them (or the
+    last of the pages before), and once it is whole its `has_more` and
+    `next_page`."""
 
+    last: int
     starts: set[int] = field(default_factory=set)
-    rejected: list[Rejected] = field(default_factory=list)
     has_more: bool = False
     next_page: str | None = None
 
@@ -681,7 +687,8 @@ class _Fetch:
     """What one fetch has served and handed on, over its queries and pages."""
 
     rejected: list[Rejected] | None
-    """Where whole pages' rejections go; None: a malformed result fails the fetch."""
+    """Where rejected buckets go as they are read; None: a malformed result fails
+    the fetch."""
     digests: bool = False
     """Whether each results batch is digested (see `BucketReader`)."""
     known: Container[bytes] = ()
@@ -689,13 +696,14 @@ class _Fetch:
     seen: set[int] = field(default_factory=set)
     """Bucket starts served by the pages that completed."""
     handed: set[int] = field(default_factory=set)
-    """Bucket starts whose records were yielded, by any attempt."""
+    """Bucket starts whose records were yielded or rejected, by any attempt."""
+    last: int = -1
+    """The start of the last bucket of the pages that completed."""
 
     def commit(self, page: _Page) -> None:
-        """Record a whole page: its buckets are served, its rejections reported."""
+        """Record a whole page: its buckets are served."""
         self.seen |= page.starts
-        if self.rejected is not None:
-            self.rejected.extend(page.rejected)
+        self.last = page.last
 
 
 def _decode_page(
@@ -750,15 +758,24 @@ def _decode_page(
                 )
             if start in fetch.seen or start in page.starts:
                 raise BadResponse(f"{where}: data[{i}]: bucket {start} served twice")
+            if start < page.last:
+                raise BadResponse(
+                    f"{where}: data[{i}].start_time: {start} comes after bucket "
+                    f"{page.last}: the buckets are not in time order"
+                )
             page.starts.add(start)
+            page.last = start
             if start in fetch.handed:
                 continue  # handed on by an earlier, failed attempt: never twice
             if bad is not None:
-                path = f"{at}.{bad.path}"
-                page.rejected.append(Rejected(start, query.path, path, bad.reason))
+                fetch.handed.add(start)  # rejected once, whatever a retry sends
+                if fetch.rejected is not None:
+                    path = f"{at}.{bad.path}"
+                    fetch.rejected.append(Rejected(start, query.path, path, bad.reason))
             elif records or batches:
                 fetch.handed.add(start)
-                yield start, records, batches
+                with paused(resp):  # the caller's time is not the server's
+                    yield start, records, batches
                 del records
     except NotAnObject:
         raise BadResponse(f"{where}: expected an object") from None

@@ -27,6 +27,7 @@ from openai_cost_pusher.batches import (
     UsageBatches,
     add_cost_parts,
 )
+from openai_cost_pusher.feed import DayFeed
 from openai_cost_pusher.metrics import (
     CostColumns,
     CostKey,
@@ -169,7 +170,7 @@ class SeriesTables:
             state.series, state.batches = {}, {}
         return state
 
-    def add_cost_parts(
+    def cost_feed(
         self,
         dataset: str,
         parts: Callable[[Container[bytes]], Iterable[CostParts]],
@@ -177,11 +178,13 @@ class SeriesTables:
         quantities: CostColumns | None,
         keep_from: int,
         key: CostKeyOf = COST_KEY,
-    ) -> None:
-        """Add the costs `parts` fetches, given the digests of the batches `dataset`
-        kept last cycle, to `table` and `quantities` (`batches.add_cost_parts`), and
-        keep this cycle's batches from `keep_from` on (the next lookback), numbered
-        in these tables' indexes."""
+    ) -> tuple[DayFeed[CostParts], Callable[[], None]]:
+        """Return a feed of the costs `parts` fetches, given the digests of the
+        batches `dataset` kept last cycle, which adds each bucket to `table` and
+        `quantities` as it is taken (`batches.add_cost_parts`), and what to call
+        once the feed has been drained: it keeps this cycle's batches from
+        `keep_from` on (the next lookback), numbered in these tables' indexes. A
+        feed left undrained (a failed fetch) keeps last cycle's."""
         indexes = (
             (table.index,) if quantities is None else (table.index, quantities.index)
         )
@@ -191,14 +194,14 @@ class SeriesTables:
             # numbered in a renewed index: let it go before the fetch, not after
             del self.kept_costs[dataset], kept
         keep: CostBatches = {}
-        add_cost_parts(
-            parts(known),
-            table,
-            quantities,
-            known,
-            keep,
-            keep_from,
-            COST_VALUES_KEPT,
-            key,
-        )
-        self.kept_costs[dataset] = KeptCosts(indexes, keep)
+        left = [COST_VALUES_KEPT]
+
+        def add(_: int, bucket: CostParts) -> None:
+            left[0] -= add_cost_parts(
+                (bucket,), table, quantities, known, keep, keep_from, left[0], key
+            )
+
+        def done() -> None:
+            self.kept_costs[dataset] = KeptCosts(indexes, keep)
+
+        return DayFeed([iter(parts(known))], add), done

@@ -14,7 +14,9 @@ Every call ends, and what it reads is bounded:
   included, up to the last byte the caller reads) must end within
   `DEADLINE_FACTOR` x `HTTP_TIMEOUT` (4 x 30 s = 2 minutes by default). The factor
   leaves room for the largest legitimate answers (a 100 MB costs page decoded as it
-  streams) while a trickling server is cut off. A watchdog thread shuts the call's
+  streams) while a trickling server is cut off. The time a streamed answer waits
+  while its reader does other work (`paused`: a day landing between two buckets) is
+  left out. A watchdog thread shuts the call's
   socket down at the deadline, or as soon as the stop Event is set; the call then
   raises the caller's transient class (retried within `RETRY_BUDGET`) or `Stopped`.
   The watchdog touches a socket only while a call is blocked on it, so a connection
@@ -309,7 +311,8 @@ def make_session() -> requests.Session:
     session.headers["User-Agent"] = USER_AGENT
     session.trust_env = True  # honour HTTPS_PROXY/NO_PROXY like any CLI tool
     for prefix in ("http://", "https://"):
-        session.mount(prefix, _WatchedAdapter(max_retries=0))
+        # a usage fetch holds one answer open per endpoint while it lands a day
+        session.mount(prefix, _WatchedAdapter(max_retries=0, pool_maxsize=16))
     return session
 
 
@@ -577,6 +580,21 @@ def iter_body(
         if chunk is None:
             return
         yield chunk
+
+
+@contextmanager
+def paused(resp: requests.Response) -> Iterator[None]:
+    """Leave the time spent in the block out of `resp`'s deadline: a streamed answer
+    whose reader lands a day between two of its buckets waits for that reader, not
+    for the server. The deadline still bounds the time the call spends with the
+    server; each read keeps its own timeout."""
+    guard = _GUARDS.get(resp)
+    began = time.monotonic()
+    try:
+        yield
+    finally:
+        if guard is not None:
+            guard.deadline += time.monotonic() - began
 
 
 # -- retries -------------------------------------------------------------------------

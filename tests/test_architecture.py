@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "model": 0,
     "config": 1,
     "window": 1,
+    "feed": 1,  # pure: buckets taken from their answers a day at a time
     "ledger": 1,
     "landing": 1,
     "metrics": 1,

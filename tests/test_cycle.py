@@ -175,10 +175,13 @@ def test_restart_after_outage_backfills_missed_days(
     _one_sample_per_day(vm, clock, 30)
 
 
-def test_failed_page_pushes_no_cost_data(
+def test_failed_page_lands_only_the_days_before_it(
     fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
 ) -> None:
-    """When a later costs page keeps failing, no cost sample of the cycle is pushed."""
+    """When a later costs page keeps failing, the days of the pages before it land
+    whole, each equal to the API's, and not one day of the failed page: a day lands
+    once the answer has moved past it. Today's spend, pushed after the days, is
+    not pushed at all."""
     seed_odd_org(fake, _today(clock))
     pusher = make_pusher(fake, vm.push_url, clock)
     fake.inject(Fault.slow(0), path_prefix="/v1/organization/costs", times=1)
@@ -186,7 +189,16 @@ def test_failed_page_pushes_no_cost_data(
     report = pusher.run_cycle()
     assert not report.ok
     assert "HTTP 500" in (report.error or "")
-    assert vm.export('{__name__=~"openai_daily_cost|openai_cost_today"}') == []
+    costs = report.get("costs")
+    start, _ = _window(clock, 30)
+    assert 0 < costs.landed_days < 30
+    expected = fake_costs(fake, start, start + costs.landed_days * DAY)
+    assert expected  # the first page's days held costs
+    assert_equal_costs(expected, vm_costs(vm))
+    assert vm.export('{__name__="openai_cost_today"}') == []
+    # the next cycle fetches the whole window again: the failed one's could have
+    # been out of order before it failed
+    assert pusher.costs.unpushed_from == start
     failures = vm.query(
         'last_over_time(openai_cost_pusher_cycles_total{result="failure"}[1d])',
         at=clock.now,

@@ -931,11 +931,13 @@ def test_a_cycle_pushes_each_day_once_after_a_page_broke_off(
             ), (d, k, pushed)
 
 
-def test_a_cycle_pushes_nothing_of_a_page_broken_after_days_were_handed_on(
+def test_a_page_broken_after_its_days_were_handed_on_fails_the_data_set(
     serve: Callable[[Answer], Hostile],
 ) -> None:
     """A page whose envelope turns out broken after its days were handed on fails
-    the costs data set: not one of those days is pushed."""
+    the costs data set: the days the answer had moved past landed whole, as
+    answered, the last one (which the broken end could still have added to) did
+    not, and today's spend is not pushed."""
     body, _ = _page_body([_cost_bucket(d) for d in range(6)])
     server = serve(_in_turn(_raw(body.replace(b'"has_more": false', b'"x": 0'))))
     pusher, sink = _cycle(server)
@@ -943,7 +945,75 @@ def test_a_cycle_pushes_nothing_of_a_page_broken_after_days_were_handed_on(
     costs = report.get("costs")
     assert not costs.ok
     assert costs.error == "GET /organization/costs.has_more: missing"
+    assert costs.landed_days == 5
+    landed = sorted({int(line.rsplit(" ", 1)[1]) for line in sink.daily})
+    assert landed == [(T0 + d * DAY) * 1000 for d in range(5)]
+    assert len(sink.daily) == 5 * 3  # each day whole: its three results
+
+
+def test_buckets_out_of_time_order_fail_the_data_set_and_lose_no_day(
+    serve: Callable[[Answer], Hostile],
+) -> None:
+    """An answer whose buckets come newest first fails the costs data set at its
+    second bucket: the days before the first one it handed on seemed passed, and
+    landed empty, so the next cycle fetches the whole window again and, answered
+    in order, lands every day."""
+    buckets = [_cost_bucket(d) for d in range(6)]
+    backwards, _ = _page_body(buckets[::-1])
+    in_order, _ = _page_body(buckets)
+    server = serve(_in_turn(_raw(backwards), _raw(in_order)))
+    pusher, sink = _cycle(server)
+    costs = pusher.run_cycle().get("costs")
+    assert not costs.ok
+    assert costs.error == (
+        f"GET /organization/costs: data[1].start_time: {T0 + 4 * DAY} comes after "
+        f"bucket {T0 + 5 * DAY}: the buckets are not in time order"
+    )
     assert sink.daily == []
+    assert pusher.costs.unpushed_from == T0
+    assert pusher.run_cycle().get("costs").ok
+    landed = sorted({int(line.rsplit(" ", 1)[1]) for line in sink.daily})
+    assert landed == [(T0 + d * DAY) * 1000 for d in range(6)]
+    assert len(sink.daily) == 6 * 3
+
+
+class _FailingSecondPush(_Recorder):
+    """A push target whose second push fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def push(self, chunks: Iterable[bytes]) -> PushStats:
+        self.calls += 1
+        if self.calls == 2:
+            raise PushUnavailable("push to VictoriaMetrics: HTTP 503")
+        return super().push(chunks)
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_a_push_failing_mid_answer_heals_from_its_day_only_if_the_answer_was_whole(
+    serve: Callable[[Answer], Hostile], in_order: bool
+) -> None:
+    """A day that fails to land while the answer is still being read: the rest of
+    the answer is read, without landing it, to tell whether the days before are
+    whole. In time order, the next cycle reaches back to the failed day only; out of
+    order (day 2 before day 1, so day 1 seemed passed and landed empty), to the
+    window's start."""
+    buckets = [_cost_bucket(d) for d in range(6)]
+    order = (
+        buckets if in_order else [buckets[0], buckets[2], *buckets[1:2], *buckets[3:]]
+    )
+    body, _ = _page_body(order)
+    server = serve(_in_turn(_raw(body)))
+    pusher, _ = _cycle(server)
+    sink = _FailingSecondPush()
+    pusher.sink = sink
+    costs = pusher.run_cycle().get("costs")
+    assert not costs.ok
+    assert costs.landed_days == 1
+    assert pusher.costs.unpushed_from == (T0 + DAY if in_order else T0)
+    assert len(server.paths) == 2  # the project list, one costs page read whole
 
 
 def test_a_cycle_pushes_each_usage_bucket_once_after_a_page_broke_off(

@@ -740,6 +740,8 @@ def _broken_envelope(buckets: list[dict[str, Any]], how: str) -> Fault:
         page["data"] = {"0": data[0]}
     elif how == "truncated":
         return Fault(status=200, body=json.dumps(page).encode()[:-40])
+    elif how == "out-of-order":
+        data[2], data[3] = data[3], data[2]
     return Fault.wrong_shape(page)
 
 
@@ -769,13 +771,19 @@ def _broken_envelope(buckets: list[dict[str, Any]], how: str) -> Fault:
         ("has-more-missing", "GET /organization/costs.has_more: missing"),
         ("data-object", "GET /organization/costs.data: expected an array, got dict"),
         ("truncated", "GET /organization/costs: the answer is not valid JSON"),
+        (
+            "out-of-order",
+            f"GET /organization/costs: data[3].start_time: {T0 + 2 * DAY} comes after "
+            f"bucket {T0 + 3 * DAY}: the buckets are not in time order",
+        ),
     ],
 )
 def test_broken_envelope_still_fails_the_fetch(
     org: FakeOpenAI, session: requests.Session, how: str, message: str
 ) -> None:
     """A broken page or bucket envelope fails the data set even with a list; the
-    bad result it also holds (day 1) is not reported, since no page was whole."""
+    bad result read before it (day 1, the second bucket) is listed as it was read,
+    since a caller may land the days after it before the page ends."""
     buckets = _month(6)
     buckets[1]["results"][0]["amount"]["value"] = "abc"
     org.inject(_broken_envelope(buckets, how), path_prefix=COSTS)
@@ -783,15 +791,16 @@ def test_broken_envelope_still_fails_the_fetch(
     with pytest.raises(BadResponse) as info:
         _costs(_client(org, session), T0, T0 + 6 * DAY, rejected)
     assert str(info.value).startswith(message), str(info.value)
-    assert rejected == []
+    broken_first = how == "data-object"  # before data[1] is read
+    assert [r.start for r in rejected] == ([] if broken_first else [T0 + DAY])
 
 
 def test_rejected_bucket_does_not_affect_the_next_page(
     org: FakeOpenAI, session: requests.Session
 ) -> None:
-    """A day rejected on page one is listed once page one is whole, before page
-    two's first day is handed on; page two's days come whole, and its own bad day
-    is listed with it, under its own index and day."""
+    """A day rejected on page one is listed as soon as it is read, before the next
+    day is handed on; page two's days come whole, and its own bad day is listed
+    under its own index and day."""
     buckets = _month(6)
     buckets[1]["results"][4]["amount"]["value"] = "1,5"
     buckets[5]["results"][0]["object"] = "bucket"
@@ -808,8 +817,9 @@ def test_rejected_bucket_does_not_affect_the_next_page(
         "expected a number or a decimal string, got '1,5'",
     )
     assert next(days) == _lines_of([buckets[0]])
+    assert rejected == []
     assert next(days) == _lines_of([buckets[2]])
-    assert rejected == []  # page one is not whole yet: its envelope follows
+    assert rejected == [day_one]  # listed before a later day is handed on
     assert next(days) == _lines_of([buckets[3]])
     assert rejected == [day_one]
     assert next(days) == _lines_of([buckets[4]])
@@ -830,8 +840,8 @@ def test_days_handed_on_before_a_broken_envelope_still_fail_the_fetch(
     org: FakeOpenAI, session: requests.Session
 ) -> None:
     """A page whose envelope turns out broken after its days were handed on raises
-    BadResponse, not retried; its bad day is never reported, as the page was never
-    whole. The caller, which pushes nothing of a failed fetch, drops the days."""
+    BadResponse, not retried; its bad day was listed as it was read. The caller
+    fails the data set from the day it was reading on."""
     buckets = _month(3)
     buckets[1]["results"][0]["amount"]["value"] = "abc"
     page = _page(*buckets)
@@ -843,7 +853,7 @@ def test_days_handed_on_before_a_broken_envelope_still_fail_the_fetch(
     assert next(days) == _lines_of([buckets[2]])
     with pytest.raises(BadResponse, match=r"^GET /organization/costs.has_more: miss"):
         next(days)
-    assert rejected == []
+    assert [r.start for r in rejected] == [T0 + DAY]
     assert len(org.requests_to(COSTS)) == 1
 
 

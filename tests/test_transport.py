@@ -52,6 +52,7 @@ from openai_cost_pusher.transport import (
     iter_body,
     make_session,
     parse_retry_after,
+    paused,
     read_body,
     redirect_target,
     retry_policy,
@@ -971,3 +972,37 @@ def test_logs_one_warning_per_retry(caplog: pytest.LogCaptureFixture) -> None:
         text = record.getMessage()
         assert "GET /x: cannot connect" in text
         assert SECRET not in text
+
+
+@pytest.mark.parametrize("paused_reader", [True, False])
+def test_a_reader_paused_between_chunks_is_not_the_servers_time(
+    paused_reader: bool,
+) -> None:
+    """The time a streamed answer waits while its reader works in `paused` (a day
+    landing between two buckets) is left out of the deadline; the same wait outside
+    it counts, and the next read ends the call."""
+    url, srv = _body_server(200, 65536 * 4)
+    timeouts = Timeouts(1.0, 0.1)  # a deadline of 1.1 s
+    with srv, make_session() as session:
+        resp = send(
+            session,
+            "GET",
+            url,
+            what="GET /x",
+            timeouts=timeouts,
+            unavailable=Transient,
+            stop=threading.Event(),
+            stream=True,
+        )
+        chunks = iter_body(
+            resp, what="GET /x", unavailable=Transient, chunk_bytes=65536
+        )
+        assert next(chunks) == b"y" * 65536
+        if paused_reader:
+            with paused(resp):
+                time.sleep(timeouts.deadline + 0.4)
+            assert b"".join(chunks) == b"y" * 65536 * 3
+        else:
+            time.sleep(timeouts.deadline + 0.4)
+            with pytest.raises(Transient, match=r"no complete answer within 1\.1s"):
+                next(chunks)

@@ -329,6 +329,56 @@ def test_daily_usage_lands_exactly_and_survives_a_restart(
     assert stored_series(vm) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("width", ["1d", "1h"])
+def test_each_usage_day_lands_once_every_endpoint_has_moved_past_it(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock, width: str
+) -> None:
+    """The endpoints' answers are read side by side, a day at a time: a usage day is
+    pushed as soon as every endpoint has handed on a bucket past it (or ended), and
+    before any endpoint reads further, so that no window is held whole; what lands
+    is every day exactly as answered."""
+    today = _today(clock)
+    seed_usage(fake, today)
+    pusher = make_pusher(fake, vm.push_url, clock, usage=_plan(width))
+    events: list[tuple[str, str, int]] = []  # ("bucket", kind, start), ("push", ...)
+    api, sink = pusher.source, pusher.sink
+    fetch_parts, push = api.fetch_usage_parts, sink.push  # type: ignore[attr-defined]
+
+    def recorded_parts(kind: str, *args: Any) -> Any:
+        for bucket in fetch_parts(kind, *args):
+            events.append(("bucket", kind, bucket.start))
+            yield bucket
+
+    def recorded_push(chunks: Any) -> Any:
+        body = list(chunks)
+        for line in b"".join(body).decode().splitlines():
+            if line.startswith("openai_usage_"):
+                events.append(("push", "", int(line.rsplit(" ", 1)[1]) // 1000))
+        return push(body)
+
+    api.fetch_usage_parts = recorded_parts  # type: ignore[attr-defined]
+    sink.push = recorded_push  # type: ignore[method-assign]
+    report = pusher.run_cycle()
+    assert report.ok, report.error
+    assert stored_series(vm) == pytest.approx(
+        expected_series(fake, report.get("usage").window.start, width), rel=1e-12
+    )
+    read = [(kind, start) for what, kind, start in events if what == "bucket"]
+    kinds = {kind for kind, _ in read}
+    assert len(kinds) >= 5  # the endpoints the seed fills
+    for at, (what, _, ts) in enumerate(events):
+        if what != "push":
+            continue
+        end = ts // DAY * DAY + DAY  # where the pushed sample's day ends
+        seen = [(k, s) for w, k, s in events[:at] if w == "bucket"]
+        for kind in kinds:
+            starts = [s for k, s in read if k == kind]
+            past = [s for s in starts if s >= end]
+            # this endpoint had handed on every bucket of the day, at most one past it
+            assert {s for s in starts if s < end} <= {s for k, s in seen if k == kind}
+            assert [s for k, s in seen if k == kind and s >= end] in ([], past[:1])
+
+
 def test_revised_buckets_replace_old_ones(
     fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
 ) -> None:
