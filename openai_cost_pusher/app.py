@@ -273,10 +273,13 @@ def _nothing_open() -> None:
     pass
 
 
-def _whole_before(fetched: Fetched) -> bool:
-    """Read what the answers hold after a day that failed to land, without adding
-    it: True when they end whole and in time order, so that the days before landed
-    whole (otherwise the next cycle fetches the window again from its start)."""
+def _whole_before(fetched: Fetched, failure: CostPusherError) -> bool:
+    """Read what the answers hold after a day that failed to land (`failure`),
+    without adding it: True when they end whole and in time order, so that the days
+    before landed whole (otherwise the next cycle fetches the window again from its
+    start). A stop reads nothing more."""
+    if isinstance(failure, Stopped):
+        return False
     try:
         fetched.skip_rest()
     except CostPusherError:
@@ -565,7 +568,7 @@ class Pusher:
                         total,
                         error=str(exc),
                         landed_days=days,
-                        unlanded_from=start if _whole_before(fetched) else None,
+                        unlanded_from=start if _whole_before(fetched, exc) else None,
                     )
                 total = _add_stats(total, stats)
                 pushed += len(fresh[0])
@@ -592,6 +595,9 @@ class Pusher:
                 total, self.sink.push(render_chunks(live, self.chunk_bytes))
             )
             pushed += len(live)
+        except Stopped:
+            self._report_revisions(ds, revisions)
+            raise  # the fetch, read as the days land, saw the stop: end the cycle
         except CostPusherError as exc:
             self._report_revisions(ds, revisions)
             return DatasetReport(

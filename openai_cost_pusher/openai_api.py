@@ -13,9 +13,10 @@ a page (up to 180 days of a large organization) is never held whole; a bucket's
 results are decoded and parsed in batches (`jsonstream.stream_parts`), so that a
 bucket is never held decoded whole either, only its records. The caller adds each
 bucket's lines to its table and may land a day as soon as the answer has moved past
-it (`feed.DayFeed`): the time the caller takes between two buckets does not count
-against the call's deadline (`transport.paused`). Any exception from the fetch fails
-the data set from the day it was reading on. Within one fetch:
+it (`feed.DayFeed`): the time the caller takes between two buckets counts against
+neither the call's deadline (`transport.paused`) nor the retry budget of the page's
+attempts. Any exception from the fetch fails the data set from the day it was
+reading on. Within one fetch:
 - buckets come in time order: a bucket that starts no later than the one before it
   (on the same page, or the last of the page before) is a bad answer, so that a
   caller that has seen a later bucket holds every bucket before it;
@@ -68,6 +69,7 @@ import itertools
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Container, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -370,8 +372,8 @@ class AdminApi:
         Each day's lines are yielded as soon as its bucket is parsed, at most once
         per fetch (see the module notes); days without costs yield nothing. With
         `rejected` a list, a day with a malformed result is withheld whole (none of
-        its lines is yielded) and a `Rejected` naming it is appended to the list once
-        its page is whole; a bad page or bucket envelope still raises. With
+        its lines is yielded) and a `Rejected` naming it is appended to the list as
+        it is read; a bad page or bucket envelope still raises. With
         `rejected` None, a malformed result raises `BadResponse` too.
         """
         for _, records, _ in self._costs(group_by, start, end, _Fetch(rejected)):
@@ -555,6 +557,8 @@ class AdminApi:
     ) -> Generator[Handed[T], None, _Page]:
         """Fetch one page, yielding each bucket's records as it is parsed, retrying
         transient failures; return the page once it is whole and recorded in `fetch`.
+        The time the caller holds a bucket counts against neither the call's
+        deadline nor the retry budget.
 
         The attempt is reported to the retry policy by hand rather than with `with
         attempt:`, which would also swallow the `GeneratorExit` of a caller that stops
@@ -565,7 +569,14 @@ class AdminApi:
             page = _Page(fetch.last)
             try:
                 with self._send(query.path, params, stream=True) as resp:
-                    yield from _decode_page(resp, query, parse, fetch, page)
+                    for handed in _decode_page(resp, query, parse, fetch, page):
+                        began = time.monotonic()
+                        with paused(resp):
+                            yield handed
+                        # the caller's time (a day landing) is not the page's:
+                        # it counts against neither its deadline nor the retry
+                        # budget of its attempts
+                        attempt.retry_state.start_time += time.monotonic() - began
             except Exception as exc:  # the policy retries it, or re-raises it
                 attempt.retry_state.set_exception((type(exc), exc, exc.__traceback__))
                 continue
@@ -774,8 +785,7 @@ def _decode_page(
                     fetch.rejected.append(Rejected(start, query.path, path, bad.reason))
             elif records or batches:
                 fetch.handed.add(start)
-                with paused(resp):  # the caller's time is not the server's
-                    yield start, records, batches
+                yield start, records, batches
                 del records
     except NotAnObject:
         raise BadResponse(f"{where}: expected an object") from None

@@ -931,6 +931,60 @@ def test_a_cycle_pushes_each_day_once_after_a_page_broke_off(
             ), (d, k, pushed)
 
 
+@pytest.mark.parametrize("broken", [False, True])
+def test_the_time_a_day_lands_is_not_the_pages(
+    serve: Callable[[Answer], Hostile], broken: bool
+) -> None:
+    """The time the caller holds a bucket (a day landing) counts against neither the
+    call's deadline nor the retry budget, though it outlasts both: a whole page is
+    read once; a page that breaks off after it is read again, once; either way its
+    days come whole, each once."""
+    buckets = [_cost_bucket(d, results=2) for d in range(3)]
+    body, ends = _page_body([buckets[0], _padded(buckets[1]), buckets[2]])
+    whole, _ = _page_body(buckets)
+    cut = ends[0] + PADDING - 10_000
+    first_answer = _broken_off(body, cut) if broken else _raw(body)
+    server = serve(_in_turn(first_answer, _raw(whole)))
+    timeouts = Timeouts(0.5, 0.2)  # a deadline of 0.8 s
+    api, sleeps = _api(server.url, timeouts=timeouts, budget=1.5, max_attempts=3)
+    days = api.fetch_costs(T0, T0 + 3 * DAY)
+    first = next(days)
+    time.sleep(2.0)  # a day landing, longer than the deadline and the budget
+    assert [first, *days] == [*map(_lines, buckets)]
+    assert len(sleeps) == int(broken)  # one retry where the page broke off
+    assert len([p for p in server.paths if "/costs" in p]) == 1 + int(broken)
+
+
+def test_a_stop_while_the_days_land_ends_the_cycle(
+    serve: Callable[[Answer], Hostile],
+) -> None:
+    """A stop requested while a data set's days land (here by the push target,
+    during the first day) ends the cycle at the next request of the answers read as
+    the days land, as it does at any other request: `Stopped` leaves `run_cycle`."""
+    one, _ = _page_body([_cost_bucket(d) for d in range(3)], next_page="p2")
+    two, _ = _page_body([_cost_bucket(d) for d in range(3, 6)])
+    server = serve(_in_turn(_raw(one), _raw(two)))
+    stop = threading.Event()
+    api, _ = _api(server.url, max_attempts=3, stop=stop)
+
+    class Stopping(_Recorder):
+        def push(self, chunks: Iterable[bytes]) -> PushStats:
+            stop.set()
+            return super().push(chunks)
+
+    pusher = Pusher(
+        api,
+        Stopping(),
+        lookback_days=3,
+        backfill_days=5,
+        extra_labels=(("job", "test"),),
+        clock=lambda: T0 + 5 * DAY + 3600,
+    )
+    with pytest.raises(Stopped):
+        pusher.run_cycle()
+    assert not any("page=p2" in path for path in server.paths)
+
+
 def test_a_page_broken_after_its_days_were_handed_on_fails_the_data_set(
     serve: Callable[[Answer], Hostile],
 ) -> None:
