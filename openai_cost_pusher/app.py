@@ -909,10 +909,10 @@ class Pusher:
         bad: list[Rejected],
     ) -> DayFeed[UsageParts]:
         """Return a feed of every usage endpoint's buckets side by side, each added
-        to `table` as it is taken. `batches` holds the results batches the last
-        cycle kept, by endpoint (known: not parsed again), where this cycle's go
-        (`add_usage_parts`) while they fit `USAGE_VALUES_KEPT`, and where the next
-        lookback starts (seconds): what is kept from."""
+        to `table` as it is taken (`add_usage_parts`). `batches` is, by endpoint,
+        the results batches the last cycle kept (known: not parsed again), then
+        where this cycle's go while they fit `USAGE_VALUES_KEPT`, then where the
+        next lookback starts (seconds): the batches kept are those from there on."""
         plan = self.usage
         assert plan is not None
         last, this, keep_from = batches
