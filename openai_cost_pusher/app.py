@@ -320,12 +320,23 @@ class Fetched:
         samples: SampleSource,
         release: Callable[[int], None],
         digest: Callable[[int], bytes | None],
-        finish: Callable[[], list[Sample]],
+        finish: Callable[[], list[Sample]] | None = None,
     ) -> Fetched:
         """A data set whose days are read from `feed` as they land; `finish`
-        drains it."""
+        drains it (by default it drains it, and nothing is stamped now)."""
+
+        def drain() -> list[Sample]:
+            feed.drain()
+            return []
+
         return cls(
-            samples, release, digest, feed.upto, finish, feed.close, feed.skip_rest
+            samples,
+            release,
+            digest,
+            feed.upto,
+            drain if finish is None else finish,
+            feed.close,
+            feed.skip_rest,
         )
 
 
@@ -764,7 +775,7 @@ class Pusher:
         feed: DayFeed[CostParts] | None = None
         if isinstance(source, CostPartsSource):
             # read day by day as the days land (`Fetched.ready`)
-            feed, kept = self.tables.cost_feed(
+            feed = self.tables.cost_feed(
                 ds.name,
                 lambda known: source.fetch_cost_parts(
                     window.start, window.end, bad, known
@@ -809,7 +820,6 @@ class Pusher:
         def finish() -> list[Sample]:
             if feed is not None:
                 feed.drain()
-                kept()
             live = today_samples(table, names, self.extra, today, int(now * 1000))
             table.drop(today)
             quantities.drop(today)
@@ -850,6 +860,7 @@ class Pusher:
                 numbers_of,
                 (state.batches, batches, self._keep_from(ds, now)),
                 bad,
+                done=lambda: state.keep(series, batches),
             )
         else:
             for kind, group_by in plan.group_by.items():
@@ -861,11 +872,7 @@ class Pusher:
                 numbers_of.add(line for lines in buckets for line in lines)
             state.keep(series, batches)
         if named_keys and feed is not None:
-            try:
-                feed.drain()  # keys are named from the whole window
-            finally:
-                feed.close()
-            state.keep(series, batches)
+            feed.drain()  # keys are named from the whole window
         if named_keys:
             named = self._keys.name_usage_keys(
                 usage_points(table, plan.step), self.clock, self.reader, self.extra
@@ -890,14 +897,7 @@ class Pusher:
 
         if feed is None:
             return Fetched(samples, release, digest)
-        lazy = feed
-
-        def finish() -> list[Sample]:
-            lazy.drain()
-            state.keep(series, batches)
-            return []
-
-        return Fetched.fed(lazy, samples, release, digest, finish)
+        return Fetched.fed(feed, samples, release, digest)
 
     def _usage_feed(
         self,
@@ -907,12 +907,15 @@ class Pusher:
         numbers_of: UsageNumbers,
         batches: tuple[dict[str, UsageBatches], dict[str, UsageBatches], int],
         bad: list[Rejected],
+        *,
+        done: Callable[[], None],
     ) -> DayFeed[UsageParts]:
         """Return a feed of every usage endpoint's buckets side by side, each added
-        to `table` as it is taken (`add_usage_parts`). `batches` is, by endpoint,
-        the results batches the last cycle kept (known: not parsed again), then
-        where this cycle's go while they fit `USAGE_VALUES_KEPT`, then where the
-        next lookback starts (seconds): the batches kept are those from there on."""
+        to `table` as it is taken (`add_usage_parts`), which calls `done` once
+        drained. `batches` is, by endpoint, the results batches the last cycle kept
+        (known: not parsed again), then where this cycle's go while they fit
+        `USAGE_VALUES_KEPT`, then where the next lookback starts (seconds): the
+        batches kept are those from there on."""
         plan = self.usage
         assert plan is not None
         last, this, keep_from = batches
@@ -944,7 +947,7 @@ class Pusher:
             )
             for i, kind in enumerate(kinds)
         ]
-        return DayFeed(streams, add)
+        return DayFeed(streams, add, done)
 
     @staticmethod
     def _keep_from(ds: _Dataset, now: float) -> int:
@@ -997,7 +1000,7 @@ class Pusher:
         try:
             if isinstance(source, CostPartsSource):
                 # read whole: the keys' names come from the whole window's table
-                feed, kept = self.tables.cost_feed(
+                self.tables.cost_feed(
                     ds.name,
                     lambda known: source.fetch_cost_parts(
                         start, window.end, bad, known, COSTS_BY_KEY_GROUP_BY
@@ -1006,12 +1009,7 @@ class Pusher:
                     None,
                     self._keep_from(ds, now),
                     KEY_COST_KEY,
-                )
-                try:
-                    feed.drain()
-                finally:
-                    feed.close()
-                kept()
+                ).drain()
             else:
                 for lines in source.fetch_costs(
                     start, window.end, bad, COSTS_BY_KEY_GROUP_BY

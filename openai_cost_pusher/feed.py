@@ -31,17 +31,26 @@ def _skip(i: int, bucket: object) -> None:
     """Add nothing (`DayFeed.skip_rest`)."""
 
 
+def _nothing() -> None:
+    pass
+
+
 class DayFeed(Generic[P]):
     """Streams of buckets, each in time order, added to a table as they are taken."""
 
-    __slots__ = ("_add", "_at", "_streams")
+    __slots__ = ("_add", "_at", "_done", "_streams")
 
     def __init__(
-        self, streams: Sequence[Iterator[P]], add: Callable[[int, P], None]
+        self,
+        streams: Sequence[Iterator[P]],
+        add: Callable[[int, P], None],
+        done: Callable[[], None] = _nothing,
     ) -> None:
-        """`add(i, bucket)` adds a bucket of stream `i` (its place in `streams`)."""
+        """`add(i, bucket)` adds a bucket of stream `i` (its place in `streams`);
+        `done()` is called once `drain` has taken every stream to its end."""
         self._streams = list(streams)
         self._add = add
+        self._done = done
         # per stream: the start of the last bucket taken (-1: none yet)
         self._at = [-1] * len(self._streams)
 
@@ -59,8 +68,14 @@ class DayFeed(Generic[P]):
                 del bucket  # not held while the next one is decoded
 
     def drain(self) -> None:
-        """Take every stream to its end."""
-        self.upto(_DONE)
+        """Take every stream to its end, then call `done`; where a stream fails,
+        close the others and raise."""
+        try:
+            self.upto(_DONE)
+        except BaseException:
+            self.close()
+            raise
+        self._done()
 
     def skip_rest(self) -> None:
         """Read every stream to its end without adding its buckets: what raises

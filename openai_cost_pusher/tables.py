@@ -178,13 +178,13 @@ class SeriesTables:
         quantities: CostColumns | None,
         keep_from: int,
         key: CostKeyOf = COST_KEY,
-    ) -> tuple[DayFeed[CostParts], Callable[[], None]]:
+    ) -> DayFeed[CostParts]:
         """Return a feed of the costs `parts` fetches, given the digests of the
         batches `dataset` kept last cycle, which adds each bucket to `table` and
-        `quantities` as it is taken (`batches.add_cost_parts`), and what to call
-        once the feed has been drained: it keeps this cycle's batches from
-        `keep_from` on (the next lookback), numbered in these tables' indexes. A
-        feed left undrained (a failed fetch) keeps last cycle's."""
+        `quantities` as it is taken (`batches.add_cost_parts`) and, once drained,
+        keeps this cycle's batches from `keep_from` on (the next lookback),
+        numbered in these tables' indexes. A feed left undrained (a failed fetch)
+        keeps last cycle's."""
         indexes = (
             (table.index,) if quantities is None else (table.index, quantities.index)
         )
@@ -204,4 +204,4 @@ class SeriesTables:
         def done() -> None:
             self.kept_costs[dataset] = KeptCosts(indexes, keep)
 
-        return DayFeed([iter(parts(known))], add), done
+        return DayFeed([iter(parts(known))], add, done)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pytest
+
 from openai_cost_pusher.feed import DayFeed
 from openai_cost_pusher.model import BucketParts, CostLine
 
@@ -73,3 +75,50 @@ def test_close_closes_only_the_streams_not_ended() -> None:
     assert closed == ["ended", "open"]
     feed.close()
     assert closed == ["ended", "open"]
+
+
+def test_done_is_called_once_drained_never_after_a_failure_or_a_skip() -> None:
+    """`drain` calls `done` once every stream has ended; a stream that fails while
+    draining closes the others and raises, without `done`; `skip_rest` reads to
+    the end without adding or calling it."""
+    closed: list[str] = []
+
+    def stream(name: str, *days: int, fail: bool = False) -> Iterator[Bucket]:
+        try:
+            for day in days:
+                yield BucketParts(day * DAY, [], ())
+            if fail:
+                raise ValueError(name)
+        finally:
+            closed.append(name)
+
+    calls: list[str] = []
+    added: list[int] = []
+    feed = DayFeed(
+        [stream("a", 0, 1), stream("b", 0)],
+        lambda i, b: added.append(i),
+        lambda: calls.append("done"),
+    )
+    feed.upto(DAY)
+    assert calls == []
+    feed.drain()
+    assert calls == ["done"] and sorted(closed) == ["a", "b"]
+
+    closed.clear()
+    failing = DayFeed(
+        [stream("bad", 0, 1, fail=True), stream("open", 0, 1, 2)],
+        lambda i, b: None,
+        lambda: calls.append("done"),
+    )
+    failing.upto(DAY)
+    with pytest.raises(ValueError, match=r"^bad$"):
+        failing.drain()
+    assert calls == ["done"] and sorted(closed) == ["bad", "open"]
+
+    added.clear()
+    skipped = DayFeed(
+        [stream("c", 0, 1, 2)], lambda i, b: added.append(i), lambda: calls.append("x")
+    )
+    skipped.upto(DAY)
+    skipped.skip_rest()
+    assert added == [0, 0] and calls == ["done"]

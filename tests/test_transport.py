@@ -574,20 +574,27 @@ def _body_server(status: int, size: int) -> tuple[str, socket.socket]:
     return f"http://127.0.0.1:{srv.getsockname()[1]}/x", srv
 
 
+def _streamed(
+    session: requests.Session, url: str, timeouts: Timeouts
+) -> requests.Response:
+    """GET `url` through `send`, streamed, as the Admin API's pages are read."""
+    return send(
+        session,
+        "GET",
+        url,
+        what="GET /x",
+        timeouts=timeouts,
+        unavailable=Transient,
+        stop=threading.Event(),
+        stream=True,
+    )
+
+
 def test_an_error_body_is_read_up_to_its_cap() -> None:
     """A 4 MiB error body is read to 64 KiB and the connection closed, not drained."""
     url, srv = _body_server(400, 4 << 20)
     with srv, make_session() as session:
-        resp = send(
-            session,
-            "GET",
-            url,
-            what="GET /x",
-            timeouts=Timeouts(1.0, 1.0),
-            unavailable=Transient,
-            stop=threading.Event(),
-            stream=True,
-        )
+        resp = _streamed(session, url, Timeouts(1.0, 1.0))
         assert resp.status_code == 400
         assert resp.content == b"y" * ERROR_BODY_BYTES
         assert len(resp.text) == ERROR_BODY_BYTES
@@ -620,16 +627,7 @@ def test_read_body_tells_whole_from_cut() -> None:
     for limit, whole in ((1 << 20, True), (1000, False)):
         url, srv = _body_server(200, 65536 * 4)
         with srv, make_session() as session:
-            resp = send(
-                session,
-                "GET",
-                url,
-                what="GET /x",
-                timeouts=Timeouts(1.0, 1.0),
-                unavailable=Transient,
-                stop=threading.Event(),
-                stream=True,
-            )
+            resp = _streamed(session, url, Timeouts(1.0, 1.0))
             body, complete = read_body(
                 resp, limit=limit, what="GET /x", unavailable=Transient
             )
@@ -984,16 +982,7 @@ def test_a_reader_paused_between_chunks_is_not_the_servers_time(
     url, srv = _body_server(200, 65536 * 4)
     timeouts = Timeouts(1.0, 0.1)  # a deadline of 1.1 s
     with srv, make_session() as session:
-        resp = send(
-            session,
-            "GET",
-            url,
-            what="GET /x",
-            timeouts=timeouts,
-            unavailable=Transient,
-            stop=threading.Event(),
-            stream=True,
-        )
+        resp = _streamed(session, url, timeouts)
         chunks = iter_body(
             resp, what="GET /x", unavailable=Transient, chunk_bytes=65536
         )
