@@ -22,8 +22,8 @@ import re
 import unicodedata
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
-from typing import cast
 
 from openai_cost_pusher.model import (
     Columns,
@@ -437,13 +437,16 @@ UsageColumns = Columns[tuple[str, Labels]]
 """A `UsageTable` packed by bucket (see `Columns`)."""
 
 
-UsageSeries = dict[str, int]
-"""A usage line's counter fields to their series' numbers in the table's index
-(`Columns.number`), or `NO_SERIES` where no family takes one."""
-UsageSeriesCache = dict[tuple[str, Labels], UsageSeries]
-"""A usage line's endpoint and dimensions to its counters' series (see
-`add_usage_lines`)."""
-EMPTY_CACHE: Mapping[tuple[str, Labels], UsageSeries] = MappingProxyType({})
+UsageSeries = tuple[int, ...]
+"""A usage line's counters' series numbers in the table's index (`Columns.number`),
+in the order of its fields, `NO_SERIES` where no family takes one."""
+LineKey = tuple[str, Labels, tuple[str, ...]]
+"""A usage line's endpoint, dimensions and fields: what gives its counters' series."""
+UsageSeriesCache = dict[LineKey, UsageSeries]
+"""Usage lines (`LineKey`) to their counters' series (see `add_usage_lines`): some
+190 bytes a line, where a dict of field to number per line took about 330 (a
+10,000-project organization's day has 100,000 lines)."""
+EMPTY_CACHE: Mapping[LineKey, UsageSeries] = MappingProxyType({})
 NO_SERIES = -1
 """The number of a counter no family takes (`Columns.add_numbered` skips it)."""
 
@@ -455,7 +458,7 @@ def add_usage_lines(
     extra: Labels,
     optional_dims: Sequence[str] = (),
     series_cache: UsageSeriesCache | None = None,
-    kept: Mapping[tuple[str, Labels], UsageSeries] = EMPTY_CACHE,
+    kept: Mapping[LineKey, UsageSeries] = EMPTY_CACHE,
 ) -> None:
     """Add usage lines to `table` as samples of the usage families.
 
@@ -465,14 +468,14 @@ def add_usage_lines(
     group by are `""`. `optional_dims` (`user_id`, `api_key_id`) are added as labels
     when grouping by them is on.
 
-    `series_cache` receives each counter's series number in `table`'s index, by
-    endpoint and dimensions, then field, as found in it or in `kept` (an earlier
-    cycle's cache, whose entries it takes over) or built: passing the last cycle's
-    cache as `kept` builds a series once for as long as `names`, `extra`,
+    `series_cache` receives the series numbers of a line's counters in `table`'s
+    index, by its endpoint, dimensions and fields, as found in it or in `kept` (an
+    earlier cycle's cache, whose entries it takes over) or built: passing the last
+    cycle's cache as `kept` builds a series once for as long as `names`, `extra`,
     `optional_dims` and the table's index stay the same (the caller's to drop it
-    when any of them changes), and a cache holds only the endpoints and dimensions
-    one cycle saw. A line whose counters are all known is added by number: its
-    series' labels are neither built nor hashed.
+    when any of them changes), and a cache holds only the lines one cycle saw. A
+    line whose counters are all known is added by number: its series' labels are
+    neither built nor hashed.
     """
     numbers_of = UsageNumbers(
         table,
@@ -498,7 +501,7 @@ class UsageNumbers:
         extra: Labels,
         optional_dims: Sequence[str],
         cache: UsageSeriesCache,
-        kept: Mapping[tuple[str, Labels], UsageSeries],
+        kept: Mapping[LineKey, UsageSeries],
     ) -> None:
         self._table, self._names, self._extra = table, names, extra
         self._optional, self._cache, self._kept = optional_dims, cache, kept
@@ -509,25 +512,23 @@ class UsageNumbers:
         for line in lines:
             put(self(line), line.start, line.values)
 
-    def __call__(self, line: UsageLine) -> list[int]:
-        # by the line's endpoint and dimensions once, then by each counter's field
-        # (a string, whose hash is kept): the dimensions are hashed once a line
-        line_key = (line.operation, line.dims)
-        by_field = self._cache.get(line_key)
-        if by_field is None:
-            by_field = self._kept.get(line_key)
-            self._cache[line_key] = by_field = {} if by_field is None else by_field
-        numbers = list(map(by_field.get, line.fields))
-        if None in numbers:
-            for i, field_name in enumerate(line.fields):
-                if numbers[i] is None:
-                    found = _usage_series(
-                        line, field_name, self._names, self._extra, self._optional
-                    )
-                    numbers[i] = by_field[field_name] = (
-                        NO_SERIES if found is None else self._table.number(found)
-                    )
-        return cast(list[int], numbers)
+    def __call__(self, line: UsageLine) -> UsageSeries:
+        # the fields tuple is shared by the lines of one key order: a line whose
+        # dimensions were seen with other fields (a new token type) is a new key,
+        # whose counters find the series the others built in the table's index
+        line_key = (line.operation, line.dims, line.fields)
+        numbers = self._cache.get(line_key)
+        if numbers is None:
+            numbers = self._kept.get(line_key)
+            if numbers is None:
+                numbers = tuple(map(partial(self._number, line), line.fields))
+            self._cache[line_key] = numbers
+        return numbers
+
+    def _number(self, line: UsageLine, field_name: str) -> int:
+        names, extra, optional = self._names, self._extra, self._optional
+        found = _usage_series(line, field_name, names, extra, optional)
+        return NO_SERIES if found is None else self._table.number(found)
 
 
 def usage_points(table: UsageColumns, step: int) -> UsageTable:

@@ -376,8 +376,10 @@ class AdminApi:
         it is read; a bad page or bucket envelope still raises. With
         `rejected` None, a malformed result raises `BadResponse` too.
         """
-        for _, records, _ in self._costs(group_by, start, end, _Fetch(rejected)):
-            yield records
+        for handed in self._costs(group_by, start, end, _Fetch(rejected)):
+            records = [handed[1]]
+            del handed
+            yield records.pop()  # not held here while the caller takes it
 
     def fetch_cost_parts(
         self,
@@ -391,8 +393,10 @@ class AdminApi:
         `CostParts`, with its batches' digests as `fetch_usage_parts` gives them:
         a batch whose digest `known` holds is not parsed."""
         fetch = _Fetch(rejected, digests=True, known=known)
-        for at, records, batches in self._costs(group_by, start, end, fetch):
-            yield CostParts(at, records, tuple(batches))
+        for handed in self._costs(group_by, start, end, fetch):
+            parts = [CostParts(handed[0], handed[1], tuple(handed[2]))]
+            del handed
+            yield parts.pop()  # not held here while the caller takes it
 
     def _costs(
         self, group_by: Sequence[str], start: int, end: int, fetch: _Fetch
@@ -433,10 +437,10 @@ class AdminApi:
 
         `rejected` works as for `fetch_costs`, one bucket of `width` at a time.
         """
-        for _, records, _ in self._usage(
-            kind, start, end, width, group_by, _Fetch(rejected)
-        ):
-            yield records
+        for handed in self._usage(kind, start, end, width, group_by, _Fetch(rejected)):
+            records = [handed[1]]
+            del handed
+            yield records.pop()  # not held here while the caller takes it
 
     def fetch_usage_parts(
         self,
@@ -455,10 +459,10 @@ class AdminApi:
         batches were all known has no lines, and is still handed on.
         """
         fetch = _Fetch(rejected, digests=True, known=known)
-        for at, records, batches in self._usage(
-            kind, start, end, width, group_by, fetch
-        ):
-            yield UsageParts(at, records, tuple(batches))
+        for handed in self._usage(kind, start, end, width, group_by, fetch):
+            parts = [UsageParts(handed[0], handed[1], tuple(handed[2]))]
+            del handed
+            yield parts.pop()  # not held here while the caller takes it
 
     def _usage(
         self,
@@ -571,8 +575,10 @@ class AdminApi:
                 with self._send(query.path, params, stream=True) as resp:
                     for handed in _decode_page(resp, query, parse, fetch, page):
                         began = time.monotonic()
+                        box = [handed]
+                        del handed
                         with paused(resp):
-                            yield handed
+                            yield box.pop()  # the caller's alone while it holds it
                         # the caller's time (a day landing) is not the page's:
                         # it counts against neither its deadline nor the retry
                         # budget of its attempts
@@ -785,8 +791,12 @@ def _decode_page(
                     fetch.rejected.append(Rejected(start, query.path, path, bad.reason))
             elif records or batches:
                 fetch.handed.add(start)
-                yield start, records, batches
-                del records
+                handed = [(start, records, batches)]
+                del records, batches
+                # a bucket's lines are the caller's alone while it holds them: a
+                # suspended generator's variables would keep them alive (a large
+                # organization's day of usage lines is tens of MiB)
+                yield handed.pop()
     except NotAnObject:
         raise BadResponse(f"{where}: expected an object") from None
     except LimitExceeded as exc:

@@ -38,9 +38,9 @@ from openai_cost_pusher.model import CostParts, Labels
 SERIES_SLACK = 10_000
 """Series numbers an index may hold beyond twice the ledger's series."""
 USAGE_LINES_KEPT = 1 << 14
-"""Usage lines (endpoint and dimensions) whose series a cycle keeps for the next:
-about 260 bytes each (their key and the counters' numbers in the table's index,
-which holds the labels anyway), so that 16,384 hold about 4 MiB, the series of a
+"""Usage lines (endpoint, dimensions and fields) whose series a cycle keeps for the
+next: about 190 bytes each (their key and the counters' numbers in the table's
+index, which holds the labels anyway), so that 16,384 hold about 3 MiB, the series of a
 1,000-project organization with ten models. A larger organization's other lines
 build their labels every cycle."""
 USAGE_VALUES_KEPT = 1 << 20

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -1785,3 +1786,42 @@ def test_parse_usage_bucket_tells_a_bad_result_from_a_bad_envelope(
     else:
         assert isinstance(error, BadResult)
         assert (error.start, error.path) == (T0, path)
+
+
+@pytest.mark.parametrize("how", ["costs", "cost parts", "usage", "usage parts"])
+def test_a_bucket_handed_on_is_held_by_the_caller_alone(
+    org: FakeOpenAI, session: requests.Session, how: str
+) -> None:
+    """While the caller holds a bucket (a day landing), the client's suspended
+    generators hold no reference to its lines: a large organization's day of lines
+    is tens of MiB, which must go as soon as the caller has added them."""
+    _fill_costs(org)
+    usage_buckets = [
+        {
+            "object": "bucket",
+            "start_time": T0 + k * DAY,
+            "end_time": T0 + (k + 1) * DAY,
+            "results": [_usage_result(model=m) for m in ("gpt-4o", "gpt-4o-mini")],
+        }
+        for k in range(3)
+    ]
+    org.inject(Fault.wrong_shape(_page(*usage_buckets)), path_prefix=USAGE)
+    api = _client(org, session).api
+    group_by = COMPLETIONS_GROUP_BY
+    handed: Iterator[Any]
+    if how == "costs":
+        handed = api.fetch_costs(T0, END, [])
+    elif how == "cost parts":
+        handed = api.fetch_cost_parts(T0, END, [], set())
+    elif how == "usage":
+        handed = api.fetch_usage("completions", T0, END, "1d", group_by, [])
+    else:
+        handed = api.fetch_usage_parts(
+            "completions", T0, END, "1d", group_by, [], set()
+        )
+    first: Any = next(handed)
+    lines: list[Any] = first.lines if how.endswith("parts") else first
+    del first
+    assert len(lines) >= 2
+    assert sys.getrefcount(lines) == 2  # `lines` here, and the call's argument
+    assert list(handed)  # the next buckets come as ever
