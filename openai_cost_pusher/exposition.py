@@ -63,7 +63,10 @@ PREFIXES_MAX = 1 << 16
 """Series whose text a cache keeps whole (about 250 bytes each with its entry): a
 backfill of 3,000 projects renders 135,000 series, whose texts would hold some 35 MB
 for the whole cycle. Past this many, a series' text is joined from the texts of its
-label pairs each time, which are kept whatever the number of series."""
+label pairs each time, which are kept whatever the number of series; and once the
+series not kept outnumber the renders of kept ones by this many (a data set of more
+than about twice as many series, whose days find most texts missing), the cache
+lets its texts go (some 20 MiB) and keeps none from then on."""
 _stamp = " {}\n".format  # the same text as f" {ts_ms}\n"
 _NAME, _LABELS, _VALUE, _TS_MS = map(itemgetter, range(4))  # a `Sample`'s fields
 
@@ -124,11 +127,23 @@ class RenderCache:
     time.
     """
 
-    __slots__ = ("_alive", "_names", "_pairs", "_prefixes", "_stamps")
+    __slots__ = (
+        "_alive",
+        "_found",
+        "_keeping",
+        "_missed",
+        "_names",
+        "_pairs",
+        "_prefixes",
+        "_stamps",
+    )
 
     def __init__(self) -> None:
         self._prefixes: dict[str, _Prefixes] = {}  # by metric name
         self._alive: list[Labels] = []
+        self._keeping = True  # false once the texts kept were let go
+        self._found = 0  # prefixes found kept
+        self._missed = 0  # prefixes built while the cache was full
         self._names: set[str] = set()  # metric names found valid
         self._pairs: dict[tuple[str, str], str] = {}  # valid label pair -> k="v"
         self._stamps: dict[int, str] = {}  # ts_ms -> " ts_ms\n"
@@ -141,14 +156,34 @@ class RenderCache:
         key = id(labels)
         at = kept.at.get(key)
         if at is not None:
+            self._found += 1
             return kept.texts[at]
         prefix = self._build(name, labels)
+        if not self._keeping:
+            return prefix
         if len(self._alive) < PREFIXES_MAX:
             kept.at[key] = len(kept.ids)
             kept.ids.append(key)
             kept.texts.append(prefix)
             self._alive.append(labels)
+        else:
+            self._missed += 1
+            if self._missed > self._found + PREFIXES_MAX:
+                self._let_go()
         return prefix
+
+    @property
+    def kept(self) -> int:
+        """How many series' texts the cache keeps."""
+        return len(self._alive)
+
+    def _let_go(self) -> None:
+        """Let every kept text go and keep none from now on: the series are so
+        many more than the cache holds that it costs more memory than it saves
+        work (the pairs' texts, few, stay)."""
+        self._keeping = False
+        self._prefixes.clear()
+        self._alive.clear()
 
     def _build(self, name: str, labels: Labels) -> str:
         """Return `series_prefix(name, labels) + " "`, joining the texts of label
@@ -206,6 +241,7 @@ class RenderCache:
                     prefixes = list(
                         map(kept.texts.__getitem__, map(kept.at.__getitem__, ids))
                     )
+                self._found += len(ids)
             except KeyError:  # a series not seen before (or not kept)
                 prefix = self.prefix
                 prefixes = [prefix(s.name, s.labels) for s in batch]

@@ -606,3 +606,32 @@ def test_days_in_the_same_series_order_render_by_slices(
     # rendered before; then days 2 to 4 run in the kept order (the batch of days
     # 3 and 4 across the order's end), and the shuffled day does not
     assert found == [False] * 2 + [True] * 7 + [False] * 3
+
+
+def test_a_cache_of_far_more_series_than_it_holds_lets_its_texts_go() -> None:
+    """Once the series not kept outnumber the renders of kept ones by
+    `PREFIXES_MAX`, the cache lets its texts go and keeps none after; while the
+    kept ones are rendered again as often, it keeps them. Either way the text is
+    the plain rendering's."""
+
+    def day(series: range, ts_ms: int) -> list[Sample]:
+        return [Sample("m", labels[s], float(s), ts_ms) for s in series]
+
+    labels = [labels_of({"project_id": f"proj_{s}"}) for s in range(12)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(exposition, "PREFIXES_MAX", 4)
+        few = exposition.RenderCache()  # 6 series: 2 missed a day, 4 found
+        for d in range(5):
+            samples = day(range(6), d * 1000)
+            got = b"".join(exposition.render_chunks(samples, 64, cache=few))
+            assert got == b"".join(_reference_chunks(samples, 64, timestamps=True))
+        assert few.kept == 4
+        many = exposition.RenderCache()  # 12 series: 8 missed, 4 found
+        samples = day(range(12), 0)
+        got = b"".join(exposition.render_chunks(samples, 64, cache=many))
+        assert got == b"".join(_reference_chunks(samples, 64, timestamps=True))
+        assert many.kept == 0
+        samples = day(range(12), 1000)
+        got = b"".join(exposition.render_chunks(samples, 64, cache=many))
+        assert got == b"".join(_reference_chunks(samples, 64, timestamps=True))
+        assert many.kept == 0
