@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -524,11 +524,14 @@ _DIM_TYPES = frozenset({str, bool, type(None)})
 """What a dimension may be as it came for `UsageBucket` to look its texts up: these
 types' values equal each other only within a type (`True == 1`, but ints and
 floats are not here), so equal tuples of them give equal dimensions."""
-_DIMS_OF = object()
-DIMS_KEPT = 1 << 18
-"""Dimension combinations (as they came) an endpoint's shared tuples keep."""
-"""Where a usage fetch's shared tuples keep, per endpoint, the dimensions of each
-result as they came (`item.get(dim)` for each) to their checked texts."""
+_PAIRS_OF = object()
+"""Where a usage fetch's shared tuples keep, per endpoint, each dimension's values
+as they came (`item.get(dim)`) to their checked pairs, one dict per dimension."""
+PAIRS_KEPT = 1 << 18
+"""Dimension values (as they came) an endpoint's shared tuples keep, all its
+dimensions together: a few per project, model, user and key, where keeping each
+combination of them took about 200 bytes a usage line (20 MiB for a day of a
+10,000-project organization)."""
 
 
 def _usage_fields(
@@ -573,15 +576,21 @@ class UsageBucket(BucketReader[UsageLine]):
             self._tuples,
         )
         plans = self._plans
-        dims_of = shared.setdefault((_DIMS_OF, kind), {})
-        if len(dims_of) >= DIMS_KEPT:
-            dims_of.clear()  # bounded: the combinations of a few cycles at most
         names = spec.dims
+        pairs_of: list[dict[Any, tuple[str, str]]] | None = shared.get(
+            (_PAIRS_OF, kind)
+        )
+        if pairs_of is None or sum(map(len, pairs_of)) >= PAIRS_KEPT:
+            # bounded: the values of a few cycles at most
+            pairs_of = shared[_PAIRS_OF, kind] = [{} for _ in names]
+        # None for a value not seen (typed as found: `None not in dims` checks)
+        pair_of: Callable[[dict[Any, tuple[str, str]], Any], tuple[str, str]]
+        pair_of = dict.get  # type: ignore[assignment]
         append = self._lines.append
         for i, item in enumerate(batch):
             # The usual result, by C calls where it can: its keys (in their order)
-            # name its counters once per key order, its dimensions (as they came)
-            # give their texts once per combination, checked by `_usage_line`.
+            # name its counters once per key order, each of its dimensions (as it
+            # came) gives its pair once per value, checked by `_usage_line`.
             # Anything else (a null, a bad type, a new key order) takes
             # `_usage_line`, which checks every rule and names what is wrong; both
             # give the same line for what both accept.
@@ -600,18 +609,19 @@ class UsageBucket(BucketReader[UsageLine]):
                             values = tuple(map(float, raw))
                         except OverflowError:  # a JSON integer beyond floats
                             values = (math.inf,)
-                        dims = dims_of.get(given)
-                        if dims is not None and math.isfinite(sum(values)):
+                        dims = tuple(map(pair_of, pairs_of, given))
+                        if None not in dims and math.isfinite(sum(values)):
                             append(UsageLine(start, kind, dims, fields, values))
                             continue
             at = f"results[{offset + i}]"
             line = _usage_line(item, start, at, kind, spec, expected, shared)
             given = tuple(map(item.get, names))
             if set(map(type, given)) <= _DIM_TYPES:
-                # a function of `given`, types included; kept by texts shared with
-                # the other combinations (a model's, a project's), not the result's
-                key = tuple(_shared(shared, v) if type(v) is str else v for v in given)
-                dims_of[key] = line.dims
+                # each pair a function of its value, type included; kept by a text
+                # shared with the other dimensions' (a model's), not the result's
+                for known, value, pair in zip(pairs_of, given, line.dims, strict=True):
+                    kept = _shared(shared, value) if type(value) is str else value
+                    known[kept] = pair
             append(line)
 
     def _restamp(self, line: UsageLine, start: int) -> UsageLine:
@@ -680,11 +690,7 @@ def _usage_line(
         # to cycle (`dims_of`), five pairs of 56 bytes a line where unshared
         dims.append(_shared(shared, (dim, text)))
     return UsageLine(
-        start,
-        kind,
-        _shared(shared, tuple(dims)),
-        _shared(shared, tuple(fields)),
-        tuple(values),
+        start, kind, tuple(dims), _shared(shared, tuple(fields)), tuple(values)
     )
 
 

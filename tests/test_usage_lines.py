@@ -87,7 +87,7 @@ def _read(reader: UsageBucket, items: list[Any], offset: int) -> Any:
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(["completions", "images", "vector_stores", "web_search_calls"]),
-    st.sampled_from([1, 2, parsers.DIMS_KEPT]),
+    st.sampled_from([1, 2, parsers.PAIRS_KEPT]),
     st.data(),
 )
 def test_the_quick_path_gives_what_the_full_check_gives(
@@ -99,15 +99,16 @@ def test_the_quick_path_gives_what_the_full_check_gives(
     combinations kept are emptied often."""
     shared: dict[Any, Any] = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(parsers, "DIMS_KEPT", kept)
+        mp.setattr(parsers, "PAIRS_KEPT", kept)
         for _ in range(data.draw(st.integers(1, 4))):
             items = data.draw(st.lists(_result(kind), max_size=12))
             offset = data.draw(st.integers(0, 5))
             reader = UsageBucket("data[0]", kind, 3600, shared)
             assert _read(reader, items, offset) == _reference(items, offset, kind)
             # emptied at a batch's start once full: one batch more at most
-            kept_now = [len(v) for v in shared.values() if isinstance(v, dict)]
-            assert all(n < kept + len(items) for n in kept_now)
+            pairs = shared.get((parsers._PAIRS_OF, kind), [])
+            per_dim = USAGE_KINDS[kind].dims
+            assert sum(map(len, pairs)) < kept + len(items) * len(per_dim)
 
 
 def test_a_seen_combination_is_quick_and_an_int_is_no_bool(
@@ -138,7 +139,8 @@ def test_a_seen_combination_is_quick_and_an_int_is_no_bool(
     reader._add([good, {**good, "input_tokens": 6}], 0, T0)
     first, second = reader._lines
     assert checked == [good]  # the second took the quick path
-    assert first.dims is second.dims and first.fields is second.fields
+    assert first.dims == second.dims and first.fields is second.fields
+    assert all(a is b for a, b in zip(first.dims, second.dims, strict=True))
     assert second.values == (6.0, 2.0, 1.0)
     # another project's line shares the pairs it has in common with the first,
     # and the combinations kept share their texts (a model's), not the results'
@@ -149,8 +151,9 @@ def test_a_seen_combination_is_quick_and_an_int_is_no_bool(
     same = [a is b for a, b in zip(first.dims, third.dims, strict=True)]
     assert same == [pair[0] != "project_id" for pair in first.dims]
     at = USAGE_KINDS[kind].dims.index("model")
-    kept = list(shared[(parsers._DIMS_OF, kind)])
-    assert len(kept) == 2 and kept[0][at] is kept[1][at] is not model
+    models = shared[(parsers._PAIRS_OF, kind)][at]
+    assert list(models) == ["gpt-4o"] and next(iter(models)) is not model
+    assert models["gpt-4o"] is first.dims[at] is third.dims[at]
     assert _read(reader, [{**good, "batch": 1}], 2) == (
         "bad",
         "results[2].batch",
