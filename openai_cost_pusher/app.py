@@ -66,7 +66,6 @@ from openai_cost_pusher.metrics import (
     UNKNOWN,
     USAGE_METRICS,
     CostColumns,
-    CostKey,
     LabelsByNumber,
     SelfStats,
     UsageColumns,
@@ -398,7 +397,7 @@ class Pusher:
             DAY,
             lookback_days,
             backfill_days,
-            Ledger(self._daily_labels),
+            Ledger(self._daily_labels, numbered=True),
             f"{DAILY_COST}|{DAILY_COST_QUANTITY}",
         )
         self.datasets = [self.costs]
@@ -410,7 +409,11 @@ class Pusher:
                     usage.step,
                     usage.lookback,
                     usage.backfill,
-                    Ledger(),
+                    # keyed by the usage table's numbers, unless the series are
+                    # renamed after the fetch (`api_key`): then by their labels
+                    Ledger()
+                    if "api_key_id" in usage.optional_dims
+                    else Ledger(self._usage_labels, numbered=True),
                     USAGE_METRICS,
                 )
             )
@@ -418,9 +421,15 @@ class Pusher:
     def _daily_labels(self, name: str, key: Hashable) -> Labels:
         """The labels of a daily metric's series by its key, with today's names: how
         the keyed ledgers of the costs data sets report and read back a series."""
-        return daily_labels(
-            name, cast(CostKey, key), self.names, self._keys.names, self.extra
-        )
+        # the ledgers are numbered: a series' key is its number in its table
+        costs_key = self.tables.key_of(name, cast(int, key))
+        return daily_labels(name, costs_key, self.names, self._keys.names, self.extra)
+
+    def _usage_labels(self, name: str, key: Hashable) -> Labels:
+        """The labels of a usage series by its number in the usage table: how the
+        usage ledger reports and reads back a series."""
+        del name  # the number is the series', name included
+        return self.tables.usage_labels(cast(int, key))
 
     def run_cycle(self) -> CycleReport:
         """Run one cycle over every data set; never raises except for `Stopped`."""
@@ -769,8 +778,11 @@ class Pusher:
         bad: list[Rejected],
     ) -> Fetched:
         held = ds.ledger.series
-        table: CostColumns = Columns(self.tables.index(DAILY_COST, held))
-        quantities: CostColumns = Columns(self.tables.index(DAILY_COST_QUANTITY, held))
+        renumber = ds.ledger.renumber
+        table: CostColumns = Columns(self.tables.index(DAILY_COST, held, renumber))
+        quantities: CostColumns = Columns(
+            self.tables.index(DAILY_COST_QUANTITY, held, renumber)
+        )
         source = self.source
         feed: DayFeed[CostParts] | None = None
         if isinstance(source, CostPartsSource):
@@ -842,7 +854,8 @@ class Pusher:
         named_keys = "api_key_id" in plan.optional_dims
         # packed by bucket, over numbers kept from cycle to cycle (renamed after
         # the fetch where series carry the `api_key` label: see `name_usage_keys`)
-        state = self.tables.usage_state(ds.ledger.series, names)
+        renumber = ds.ledger.renumber if ds.ledger.numbered else None
+        state = self.tables.usage_state(ds.ledger.series, names, renumber)
         generation = state.generation
         table: UsageColumns = Columns(state.index)
         series: UsageSeriesCache = {}  # this cycle's; the last one's is state.series
@@ -881,8 +894,10 @@ class Pusher:
         packed = table
         offsets = range(0, DAY, plan.step)
 
-        def samples(start: int, end: int, _: object) -> Iterable[Sample]:
-            return usage_samples(packed, start, end)  # keyed by their labels
+        def samples(
+            start: int, end: int, keys: list[Hashable] | None
+        ) -> Iterable[Sample]:
+            return usage_samples(packed, start, end, keys)
 
         def release(day: int) -> None:
             for offset in offsets:
@@ -967,7 +982,7 @@ class Pusher:
                     DAY,
                     lookback_days,
                     backfill_days,
-                    Ledger(self._daily_labels),
+                    Ledger(self._daily_labels, numbered=True),
                     DAILY_COST_BY_API_KEY,
                 )
             )
@@ -995,7 +1010,9 @@ class Pusher:
             )
         if start >= window.end:
             return None
-        index = self.tables.index(DAILY_COST_BY_API_KEY, ds.ledger.series)
+        index = self.tables.index(
+            DAILY_COST_BY_API_KEY, ds.ledger.series, ds.ledger.renumber
+        )
         table: CostColumns = Columns(index)
         try:
             if isinstance(source, CostPartsSource):

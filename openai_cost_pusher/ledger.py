@@ -29,6 +29,7 @@ from array import array
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
+from typing import cast
 
 from openai_cost_pusher.model import Labels, Sample, shared_number
 
@@ -57,6 +58,44 @@ class Revision:
     new: float | None
 
 
+class _NumberIndex:
+    """A keyed ledger's series of one metric name by their keys when the keys are
+    the series' numbers in the caller's table (`Ledger(numbered=True)`): 4 bytes a
+    table number, where a dict's entry took about 50 bytes a series. The same
+    methods as the dict it stands for (`get`, item assignment and deletion, `len`)."""
+
+    __slots__ = ("_at", "_size")
+
+    def __init__(self) -> None:
+        self._at = array("i")  # table number -> the ledger's number + 1 (0: none)
+        self._size = 0
+
+    def get(self, key: int) -> int | None:
+        at = self._at
+        if key < len(at):
+            number = at[key]
+            if number:
+                return number - 1
+        return None
+
+    def __setitem__(self, key: int, number: int) -> None:
+        at = self._at
+        if key >= len(at):
+            at.extend(array("i", [0]) * (key + 1 - len(at)))
+        if not at[key]:
+            self._size += 1
+        at[key] = number + 1
+
+    def __delitem__(self, key: int) -> None:
+        if self.get(key) is None:
+            raise KeyError(key)
+        self._at[key] = 0
+        self._size -= 1
+
+    def __len__(self) -> int:
+        return self._size
+
+
 class Ledger:
     """The last value pushed for each series and timestamp, since start.
 
@@ -70,11 +109,21 @@ class Ledger:
     forgotten (they were pushed under the old labels) and pushed again.
     `labels_of(name, key)` gives a series' labels as they are now, for the
     revisions it reports gone and the read-back (`reconcile`).
+
+    A keyed ledger made `numbered` takes as keys the series' numbers in the
+    caller's table (`model.Columns`, one numbering per metric name), and finds its
+    own number for each in an array instead of a dict. Where the caller renumbers
+    its table, `renumber` moves the ledger's keys with it.
     """
 
-    def __init__(self, labels_of: LabelsOf | None = None) -> None:
+    def __init__(
+        self, labels_of: LabelsOf | None = None, *, numbered: bool = False
+    ) -> None:
+        if numbered and labels_of is None:
+            raise ValueError("a numbered ledger is keyed: it needs labels_of")
+        self._numbered = numbered
         # metric name -> key -> the series' number
-        self._index: dict[str, dict[Hashable, int]] = {}
+        self._index: dict[str, dict[Hashable, int] | _NumberIndex] = {}
         self._names: list[str | None] = []  # number -> metric name (None: free)
         self._keys: list[Hashable] = []  # number -> key (() when free)
         self._keyed = labels_of is not None
@@ -97,10 +146,36 @@ class Ledger:
         self._removals = 0
 
     @property
+    def numbered(self) -> bool:
+        """Whether the keys are the series' numbers in the caller's table."""
+        return self._numbered
+
+    @property
     def keyed(self) -> bool:
         """Whether series are found by the keys given with the samples (`labels_of`
         given), rather than by their labels."""
         return self._keyed
+
+    def renumber(self, name: str | None, number_of: Callable[[int], int]) -> None:
+        """Move the keys of `name`'s series (None: every name's, numbered in one
+        table) to the numbers `number_of` gives for them, in the order of the
+        ledger's own: the caller's table was renumbered. Values, held counts and
+        label hashes stay as they are."""
+        if not self._numbered:
+            raise ValueError("only a numbered ledger's keys are table numbers")
+        moved: dict[str, _NumberIndex] = {}
+        keys = self._keys
+        for number, held_name in enumerate(self._names):
+            if held_name is not None and name in (None, held_name):
+                key = number_of(cast(int, keys[number]))
+                keys[number] = shared_number(key)
+                by_name = moved.get(held_name)
+                if by_name is None:
+                    by_name = moved[held_name] = _NumberIndex()
+                by_name[key] = number
+        for moved_name in [n for n in self._index if name in (None, n)]:
+            del self._index[moved_name]
+        self._index.update(moved)
 
     @property
     def removals(self) -> int:
@@ -190,7 +265,7 @@ class Ledger:
             raise ValueError("a keyed ledger needs fresh_keys")
         for sample, key in self._pairs(samples, keys):
             by_name = index.get(sample.name)
-            number = None if by_name is None else by_name.get(key)
+            number = None if by_name is None else by_name.get(key)  # type: ignore[arg-type]
             if number is not None:
                 column = columns.get(sample.ts_ms)
                 old = (
@@ -278,10 +353,10 @@ class Ledger:
             name = sample.name
             by_name = index.get(name)
             if by_name is None:
-                by_name = index[name] = {}
-            number = by_name.get(key)
+                by_name = index[name] = _NumberIndex() if self._numbered else {}
+            number = by_name.get(key)  # type: ignore[arg-type]
             if number is None:
-                number = by_name[key] = self._number(name, key)
+                number = by_name[key] = self._number(name, key)  # type: ignore[index]
                 if keyed:
                     hashes[number] = hash(sample.labels)
             else:
@@ -357,7 +432,7 @@ class Ledger:
         name = self._names[number]
         assert name is not None
         by_name = self._index[name]
-        del by_name[self._keys[number]]
+        del by_name[self._keys[number]]  # type: ignore[arg-type]
         if not by_name:
             del self._index[name]
         self._names[number], self._keys[number] = None, ()

@@ -303,8 +303,9 @@ def _daily_samples(
     only the days in `[start, end)` (Unix seconds) where given. A series' labels are
     `labels_of(key)`, built once; those of a `Columns` table are kept by the
     series' number in `labels_cache` across calls (8 bytes a series, where a dict
-    by key took about 50), valid while the table's index is the same. Each sample's
-    key goes to `keys` where given (for a keyed `Ledger`)."""
+    by key took about 50), valid while the table's index is the same. Where `keys`
+    is given (for a keyed `Ledger`), each sample's series goes to it: its number in
+    a `Columns` table (for a numbered ledger), else its key."""
     if isinstance(table, Columns):
         cache: LabelsByNumber = [] if labels_cache is None else labels_cache
         for day in table.timestamps():
@@ -317,7 +318,7 @@ def _daily_samples(
                     if labels is None:
                         labels = cache[number] = labels_of(key)
                     if keys is not None:
-                        keys.append(key)
+                        keys.append(number)
                     yield Sample(name, labels, value, ts_ms)
         return
     for key, days in table.items():
@@ -597,16 +598,26 @@ def usage_samples(
     table: UsageTable | UsageColumns,
     start: int | None = None,
     end: int | None = None,
+    keys: list[Hashable] | None = None,
 ) -> Iterator[Sample]:
     """Yield one sample per usage series and bucket, stamped at the bucket's start;
-    only the buckets in `[start, end)` (Unix seconds) where given."""
+    only the buckets in `[start, end)` (Unix seconds) where given. Each sample's
+    number in a `Columns` table goes to `keys` where given (for a numbered
+    `Ledger`)."""
     if isinstance(table, Columns):
         for ts in table.timestamps():
             if (start is None or start <= ts) and (end is None or ts < end):
                 ts_ms = ts * 1000  # one int a bucket, not one a sample
-                for (name, labels), value in table.at(ts):
+                if keys is None:
+                    for (name, labels), value in table.at(ts):
+                        yield Sample(name, labels, value, ts_ms)
+                    continue
+                for (name, labels), number, value in table.numbered_at(ts):
+                    keys.append(number)
                     yield Sample(name, labels, value, ts_ms)
         return
+    if keys is not None:
+        raise ValueError("series numbers come from a Columns table")
     for (name, labels), points in table.items():
         for bucket, value in points.items(start, end):
             yield Sample(name, labels, value, bucket * 1000)

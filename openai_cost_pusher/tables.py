@@ -17,8 +17,9 @@ Pure state: no I/O, no clock.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from openai_cost_pusher.batches import (
     COST_KEY,
@@ -33,7 +34,14 @@ from openai_cost_pusher.metrics import (
     CostKey,
     UsageSeriesCache,
 )
-from openai_cost_pusher.model import CostParts, Labels
+from openai_cost_pusher.model import CostParts, Labels, shared_number
+
+Renumber = Callable[[str | None, Callable[[int], int]], None]
+"""How a ledger keyed by series numbers follows them to a renewed index: those of
+one metric, or of every metric the index numbers (None: the usage index)
+(`ledger.Ledger.renumber`)."""
+
+K = TypeVar("K", bound=Hashable)
 
 SERIES_SLACK = 10_000
 """Series numbers an index may hold beyond twice the ledger's series."""
@@ -71,6 +79,14 @@ class SeriesState:
     generation: int
     index: dict[CostKey, int] = field(default_factory=dict)
     built_from: tuple[object, ...] | None = None
+    keys: list[CostKey] = field(default_factory=list)
+    """The keys of `index` by number, as far as `key_of` needed them."""
+
+    def key_of(self, number: int) -> CostKey:
+        """Return the key of the series numbered `number` in `index`."""
+        if number >= len(self.keys):
+            self.keys = list(self.index)  # numbered in insertion order, never removed
+        return self.keys[number]
 
 
 @dataclass(slots=True)
@@ -92,6 +108,14 @@ class UsageState:
     batches: dict[str, UsageBatches] = field(default_factory=dict)
     """Per endpoint, what each results batch of the lookback added, by the digest
     of its bytes (`add_usage_parts`): numbers of `index`, so dropped with `series`."""
+    keys: list[tuple[str, Labels]] = field(default_factory=list)
+    """The keys of `index` by number, as far as `key_of` needed them."""
+
+    def key_of(self, number: int) -> tuple[str, Labels]:
+        """Return the key (metric name, labels) of the series numbered `number`."""
+        if number >= len(self.keys):
+            self.keys = list(self.index)  # numbered in insertion order, never removed
+        return self.keys[number]
 
     def keep(self, series: UsageSeriesCache, batches: dict[str, UsageBatches]) -> None:
         """Keep what this cycle's usage saw for the next: its batches of the
@@ -121,6 +145,21 @@ class KeptCosts:
         return self.batches if same else {}
 
 
+def _renumbered(old: Mapping[K, int], new: dict[K, int]) -> Callable[[int], int]:
+    """Return the number in `new` of each series numbered in `old`, numbering it
+    there as it is asked for (the series a ledger holds: first, in its order)."""
+    keys = list(old)  # by number: numbered in insertion order, never removed
+
+    def number_of(number: int) -> int:
+        key = keys[number]
+        renewed = new.get(key)
+        if renewed is None:
+            renewed = new[key] = shared_number(len(new))
+        return renewed
+
+    return number_of
+
+
 class SeriesTables:
     """The series state of one pusher's tables, kept from cycle to cycle."""
 
@@ -134,15 +173,31 @@ class SeriesTables:
         self._generations += 1
         return self._generations
 
-    def index(self, metric: str, held: int) -> dict[CostKey, int]:
+    def index(
+        self, metric: str, held: int, renumber: Renumber | None = None
+    ) -> dict[CostKey, int]:
         """Return the numbers of `metric`'s series for this cycle's table: those of
         earlier cycles, so that a day's values sit where they sat, unless the index
         holds more than twice the `held` series of the ledger (series that came and
-        went) plus `SERIES_SLACK`: then a new one, with new labels."""
+        went) plus `SERIES_SLACK`: then a new one, with new labels. A renewed index
+        numbers first the series a ledger keyed by their numbers holds, which
+        `renumber(metric, number_of)` moves to their new numbers."""
         state = self.series.get(metric)
         if state is None or len(state.index) > 2 * held + SERIES_SLACK:
+            old = None if state is None else state.index
             state = self.series[metric] = SeriesState(self._generation())
+            if old is not None and renumber is not None:
+                renumber(metric, _renumbered(old, state.index))
         return state.index
+
+    def key_of(self, metric: str, number: int) -> CostKey:
+        """Return the key of `metric`'s series numbered `number` in its index."""
+        return self.series[metric].key_of(number)
+
+    def usage_labels(self, number: int) -> Labels:
+        """Return the labels of the usage series numbered `number`."""
+        assert self.usage is not None
+        return self.usage.key_of(number)[1]
 
     def generation(self, metric: str, *built_from: object) -> int:
         """Return the generation of `metric`'s series (whose index `index` returned)
@@ -157,14 +212,22 @@ class SeriesTables:
             state.generation = self._generation()
         return state.generation
 
-    def usage_state(self, held: int, names: Mapping[str, str | None]) -> UsageState:
+    def usage_state(
+        self,
+        held: int,
+        names: Mapping[str, str | None],
+        renumber: Renumber | None = None,
+    ) -> UsageState:
         """Return what the usage series keep from cycle to cycle: their numbers,
-        renewed (with a new generation) as `index` renews a metric's; and the series
-        each counter went to, with the batches kept, dropped when the names they
-        were built from change."""
+        renewed (with a new generation) as `index` renews a metric's, `renumber`
+        following them; and the series each counter went to, with the batches
+        kept, dropped when the names they were built from change."""
         state = self.usage
         if state is None or len(state.index) > 2 * held + SERIES_SLACK:
+            old = None if state is None else state.index
             state = self.usage = UsageState(self._generation())
+            if old is not None and renumber is not None:
+                renumber(None, _renumbered(old, state.index))
         if state.built_from != names:
             state.built_from = dict(names)
             state.series, state.batches = {}, {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -217,7 +217,7 @@ def test_a_summary_keeps_series_numbered_until_the_cycle_ends() -> None:
     ledger = Ledger()
     series = [(("project_id", f"p{i}"),) for i in range(300)]
     ledger.commit([_s(lab, 0, 1.0) for lab in series], *_window(0, 1))
-    numbers = dict(ledger._index[NAME])
+    numbers = dict(cast(dict[Hashable, int], ledger._index[NAME]))
     ledger.summarize(*_window(0, 1))
     assert ledger.series == 0
     assert ledger.held_between(*_window(0, 1)) == 300
@@ -231,9 +231,8 @@ def test_a_summary_keeps_series_numbered_until_the_cycle_ends() -> None:
     assert ledger.held_between(*_window(0, 2)) == 500
     # the freed numbers go to new series, which hold only their own values
     ledger.commit([_s((("project_id", "new"),), 2, 3.0)], *_window(2, 1))
-    assert ledger._index[NAME][(("project_id", "new"),)] in set(
-        numbers[lab] for lab in series[200:]
-    )
+    index = cast(dict[Hashable, int], ledger._index[NAME])
+    assert index[(("project_id", "new"),)] in set(numbers[lab] for lab in series[200:])
     assert ledger.totals_between(*_window(2, 1)) == (1, 3.0)
     assert ledger.series == 201
 
@@ -334,11 +333,38 @@ def _labels_of(name: str, key: Hashable) -> Labels:
     return (("project_id", str(key)),)
 
 
+_TABLE: dict[Labels, int] = {}
+"""The model's series numbers, as a table's index gives them (`numbered`)."""
+
+
+def _number_of(labels: Labels) -> int:
+    """A series' number in the model's table, given on first sight."""
+    return _TABLE.setdefault(labels, len(_TABLE))
+
+
+def _labels_of_number(name: str, number: Hashable) -> Labels:
+    """The labels of the series numbered `number` in the model's table."""
+    del name
+    return list(_TABLE)[cast(int, number)]
+
+
+def _ledger(mode: str) -> Ledger:
+    """A ledger by labels, by keys (`_key_of`), or by table numbers (`_number_of`)."""
+    if mode == "numbered":
+        return Ledger(_labels_of_number, numbered=True)
+    return Ledger(_labels_of if mode == "keyed" else None)
+
+
+def _key(ledger: Ledger, labels: Labels) -> Hashable:
+    """A sample's key in a keyed ledger: its table number in a numbered one."""
+    return _number_of(labels) if ledger.numbered else _key_of(labels)
+
+
 def _diff(ledger: Ledger, samples: list[Sample]) -> tuple[list[Sample], int]:
     """`diff`, with each sample's key where the ledger is keyed."""
     if not ledger.keyed:
         return ledger.diff(samples, [])
-    return ledger.diff(samples, [], [_key_of(s.labels) for s in samples], [])
+    return ledger.diff(samples, [], [_key(ledger, s.labels) for s in samples], [])
 
 
 def _commit(
@@ -346,12 +372,14 @@ def _commit(
     samples: list[Sample],
     start: int,
     end: int,
-    key_of: Callable[[Labels], str] = _key_of,
+    key_of: Callable[[Labels], Hashable] = _key_of,
 ) -> list[Revision]:
-    """`commit` of `diff`'s fresh samples, with their keys (`key_of` their labels)
-    where the ledger is keyed."""
+    """`commit` of `diff`'s fresh samples, with their keys (`key_of` their labels,
+    their table numbers in a numbered ledger) where the ledger is keyed."""
     if not ledger.keyed:
         return ledger.commit(samples, start, end, ledger.diff(samples, []))
+    if ledger.numbered:
+        key_of = _number_of
     keys: list[Hashable] = [key_of(s.labels) for s in samples]
     fresh_keys: list[Hashable] = []
     fresh = ledger.diff(samples, [], keys, fresh_keys)
@@ -359,11 +387,11 @@ def _commit(
     return ledger.commit(samples, start, end, fresh, keys, fresh_keys)
 
 
-@pytest.mark.parametrize("keyed", [False, True], ids=["by labels", "by keys"])
+@pytest.mark.parametrize("mode", ["labels", "keyed", "numbered"])
 @settings(max_examples=600, deadline=None)
 @given(ops=_OPS)
 def test_the_ledger_holds_what_a_plain_dict_would(
-    keyed: bool,
+    mode: str,
     ops: list[tuple[str, Any, int]],
 ) -> None:
     """Any run of commits, forgets, read-backs and summaries leaves the ledger
@@ -372,8 +400,9 @@ def test_the_ledger_holds_what_a_plain_dict_would(
     summarized timestamp still counts and sums its values, but `diff` finds none of
     them, a commit replaces them and a read-back forgets them whole. A ledger keyed
     by what the caller gives with each sample holds the very same, and reports and
-    reads back its series by the labels `labels_of` gives."""
-    ledger, ref = Ledger(_labels_of if keyed else None), _Reference()
+    reads back its series by the labels `labels_of` gives, and so does one keyed
+    by the series' numbers in the caller's table."""
+    ledger, ref = _ledger(mode), _Reference()
     fresh_labels = iter((("project_id", f"new_{i}"),) for i in range(10_000))
     for op, arg, n in ops:
         if op == "commit":
@@ -625,3 +654,56 @@ def _reconcile_both(
         del ref.values[k]
     ref.summed &= {k[2] for k in ref.values}
     assert len(lost) == len(lacked)
+
+
+def test_a_numbered_ledger_follows_its_table_to_a_renewed_index(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ledger keyed by a table's series numbers goes on finding its series
+    after the tables renew that index (new numbers, the ledger's series first):
+    a lower value is still a downward revision, a series gone is still reported
+    by its labels, and a new series is new."""
+    from openai_cost_pusher import tables as tables_module
+    from openai_cost_pusher.model import Columns
+    from openai_cost_pusher.tables import SeriesTables
+
+    kept = SeriesTables()
+
+    def labels_of(name: str, number: Hashable) -> Labels:
+        return (("project_id", kept.key_of(name, cast(int, number))[0]),)
+
+    ledger = Ledger(labels_of, numbered=True)
+
+    def land(values: dict[str, float], day: int) -> tuple[list[Sample], list[Revision]]:
+        index = kept.index(NAME, ledger.series, ledger.renumber)
+        table: Columns[tuple[str, str, str]] = Columns(index)
+        for project, value in values.items():
+            table.add((project, "item", "usd"), day, value)
+        keys: list[Hashable] = []
+        samples = []
+        for key, number, value in table.numbered_at(day):
+            keys.append(number)
+            samples.append(Sample(NAME, (("project_id", key[0]),), value, day * 1000))
+        revisions: list[Revision] = []
+        fresh_keys: list[Hashable] = []
+        fresh = ledger.diff(samples, revisions, keys, fresh_keys)
+        start = day * 1000
+        revisions += ledger.commit(
+            samples, start, start + DAY_MS, fresh, keys, fresh_keys
+        )
+        return fresh[0], revisions
+
+    day = D0 // 1000
+    for p in "abcdef":
+        land({p: 1.0}, day - DAY_MS // 1000)  # six series, gone the day after
+    land({"b": 5.0, "c": 7.0, "d": 3.0}, day)
+    monkeypatch.setattr(tables_module, "SERIES_SLACK", -(10**9))  # renewed now
+    old = kept.series[NAME].index
+    fresh, revisions = land({"d": 3.0, "c": 6.0, "z": 1.0}, day)
+    assert kept.series[NAME].index is not old  # renewed
+    assert [s.labels[0][1] for s in fresh] == ["c", "z"]  # d unchanged, z new
+    assert {(r.labels[0][1], r.old, r.new) for r in revisions} == {
+        ("c", 7.0, 6.0),
+        ("b", 5.0, None),
+    }
+    assert ledger.totals_between(D0, D0 + DAY_MS) == (3, 10.0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Hashable
+from typing import cast
 
 import pytest
 from hypothesis import given
@@ -153,14 +155,14 @@ def test_series_numbers_are_one_object_per_number() -> None:
     number = costs.index[("p", "399")]
     assert number == 399
     assert quantities.index[("q", "399")] is number
-    numbered = ledger._index["m"][(("i", "399"),)]
+    index = cast(dict[Hashable, int], ledger._index["m"])
+    numbered = index[(("i", "399"),)]
     assert numbered == 399 and numbered is number
     # a freed number handed out again is the shared object too
     ledger.forget_before(1)
     ledger.commit([Sample("m", (("i", "x"),), 1.0, 5)], 5, 6)
-    assert ledger._index["m"][(("i", "x"),)] is shared_number(
-        ledger._index["m"][(("i", "x"),)]
-    )
+    index = cast(dict[Hashable, int], ledger._index["m"])
+    assert index[(("i", "x"),)] is shared_number(index[(("i", "x"),)])
 
 
 def test_shared_numbers_grow_right_from_many_threads() -> None:

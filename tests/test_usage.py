@@ -750,9 +750,9 @@ def test_an_unchanged_usage_day_is_not_built_again(
     built: list[int] = []
     real = metrics.usage_samples
 
-    def spy(table: Any, start: int, end: int) -> Any:
+    def spy(table: Any, start: int, end: int, keys: Any = None) -> Any:
         built.append(start // DAY * DAY)
-        return real(table, start, end)
+        return real(table, start, end, keys)
 
     monkeypatch.setattr(app, "usage_samples", spy)
     clock.now += 60
@@ -869,6 +869,35 @@ def test_renewed_series_numbers_take_the_kept_numbers_with_them(
         assert stored_series(vm) == pytest.approx(
             expected_series(fake, today - 30 * DAY, "1d"), rel=1e-12
         )
+
+
+def test_a_renewed_usage_index_keeps_the_ledger_on_its_series(
+    fake: FakeOpenAI,
+    vm: VictoriaMetrics,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The usage ledger, keyed by the usage table's series numbers, follows them
+    when the index is renewed: a value revised down after the renewal is still a
+    downward revision (the series is found, not taken for a new one)."""
+    today = _today(clock)
+    # a series before the steady window, numbered first by the backfill only
+    _one_completion(fake, today - 10 * DAY, 5)
+    seed_usage(fake, today, days=3)
+    _one_completion(fake, today, 777)
+    pusher = make_pusher(fake, vm.push_url, clock, usage=_plan())
+    assert pusher.run_cycle().ok
+    assert pusher.stats.downward_revisions == 0
+    monkeypatch.setattr(tables, "SERIES_SLACK", -(10**9))  # renewed now
+    fake.clear_usage()
+    _one_completion(fake, today - 10 * DAY, 5)
+    seed_usage(fake, today, days=3)  # the same, less the one completion
+    clock.now += 60
+    old = pusher.tables.usage
+    assert pusher.run_cycle().ok
+    assert pusher.tables.usage is not old
+    # input and output tokens, and requests, of proj_a's gpt-4o today went down
+    assert pusher.stats.downward_revisions == 3
 
 
 def _spy_on_parsed_batches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
