@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -270,6 +270,13 @@ def _no_live() -> list[Sample]:
 
 def _nothing_open() -> None:
     pass
+
+
+def _counted(samples: Iterable[Sample], count: list[int]) -> Iterator[Sample]:
+    """Yield `samples`, counting them in `count[0]`."""
+    for sample in samples:
+        count[0] += 1
+        yield sample
 
 
 def _whole_before(fetched: Fetched, failure: CostPusherError) -> bool:
@@ -563,22 +570,39 @@ class Pusher:
                 digest = fetched.digest(first)
                 keys: list[Hashable] | None = [] if ds.ledger.keyed else None
                 fresh_keys: list[Hashable] | None = [] if ds.ledger.keyed else None
+                start_ms, end_ms = start * 1000, end * 1000
+                held = ds.ledger.held_between(start_ms, end_ms)
+                day: list[Sample] = []
+                fresh: tuple[list[Sample], int] = (day, held)
+                streamed: list[int] | None = None  # how many recorded as they went
                 if digest is not None and ds.landed.get(first) == (
                     digest,
                     ds.ledger.removals,
                 ):
                     # the very samples of the day's last landing, which the ledger
                     # holds as they were: none is new, and none need be built
-                    day: list[Sample] = []
-                    fresh = (day, ds.ledger.held_between(start * 1000, end * 1000))
+                    going: Iterable[Sample] = day
+                elif not held:
+                    # nothing held of the day (a backfill's): every sample is new
+                    # and none can be gone, so each is recorded as it is rendered
+                    # and no list of the day's samples is held (what was recorded
+                    # is taken back if the push fails)
+                    streamed = [0]
+                    built = fetched.samples(start, end, keys)  # each built once
+                    going = _counted(ds.ledger.recording(built, keys), streamed)
                 else:
                     day = list(fetched.samples(start, end, keys))  # each built once
                     fresh = ds.ledger.diff(day, revisions, keys, fresh_keys)
+                    going = fresh[0]
                 try:
                     stats = self.sink.push(
-                        render_chunks(fresh[0], self.chunk_bytes, cache=render_cache)
+                        render_chunks(going, self.chunk_bytes, cache=render_cache)
                     )
-                except CostPusherError as exc:
+                except BaseException as exc:
+                    if streamed is not None:
+                        ds.ledger.forget_between(start_ms, end_ms)
+                    if not isinstance(exc, CostPusherError):
+                        raise
                     self._report_revisions(ds, revisions)
                     return DatasetReport(
                         ds.name,
@@ -590,22 +614,28 @@ class Pusher:
                         landed_days=days,
                         unlanded_from=start if _whole_before(fetched, exc) else None,
                     )
+                finally:
+                    del going
+                landed = len(fresh[0]) if streamed is None else streamed[0]
                 total = _add_stats(total, stats)
-                pushed += len(fresh[0])
+                pushed += landed
                 if stats.where == UNANSWERED:
+                    if streamed is not None:
+                        ds.ledger.forget_between(start_ms, end_ms)
                     # nothing went anywhere: the next cycle pushes this window again
                     ds.unpushed_from = min(
                         ds.unpushed_from or window.start, window.start
                     )
                     return DatasetReport(ds.name, True, window, pushed, total)
-                revisions += ds.ledger.commit(
-                    day, start * 1000, end * 1000, fresh, keys, fresh_keys
-                )
+                if streamed is None:
+                    revisions += ds.ledger.commit(
+                        day, start_ms, end_ms, fresh, keys, fresh_keys
+                    )
                 ds.summarize(first, start, end, now)
                 if digest is not None:
                     ds.landed[first] = (digest, ds.ledger.removals)
                 if stats.where == STORED:
-                    ds.pending.pushed(first, self.monotonic(), len(fresh[0]))
+                    ds.pending.pushed(first, self.monotonic(), landed)
                 del day, fresh, keys, fresh_keys
                 fetched.release(first)
                 self.trim()

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import cast
@@ -334,6 +335,31 @@ class Ledger:
                 self._drop(number, ts_ms)
         return gone
 
+    def recording(
+        self, samples: Iterable[Sample], keys: Sequence[Hashable] | None = None
+    ) -> Iterator[Sample]:
+        """Yield `samples`, each once it is recorded as `commit` would record it.
+
+        For a range the ledger holds nothing of (`held_between` is 0: a backfill's
+        day), where every sample is new and none can be gone: the samples can go
+        on as they are built, without a day's list of them. A keyed ledger takes
+        each sample's key from `keys`, which may grow as the samples come (the
+        key of each is read once it has come). Where what the samples go to fails,
+        `forget_between` the range takes back what was recorded (a series whose
+        labels changed under its key has forgotten its other values, as a commit
+        would have: they are pushed again under the new labels).
+        """
+        if self._keyed:
+            if keys is None:
+                raise ValueError("a keyed ledger needs one key per sample")
+            taken = keys
+            pairs: Iterator[tuple[Sample, Hashable]] = (
+                (sample, taken[i]) for i, sample in enumerate(samples)
+            )
+        else:
+            pairs = ((sample, sample.labels) for sample in samples)
+        return self._recording(pairs, None)
+
     def _record(
         self,
         samples: Sequence[Sample],
@@ -341,6 +367,15 @@ class Ledger:
         landed: set[tuple[int, int]] | None = None,
     ) -> None:
         """Set each sample's value; add `(number, ts_ms)` to `landed` if given."""
+        deque(self._recording(self._pairs(samples, keys), landed), maxlen=0)
+
+    def _recording(
+        self,
+        pairs: Iterable[tuple[Sample, Hashable]],
+        landed: set[tuple[int, int]] | None,
+    ) -> Iterator[Sample]:
+        """Set each sample's value, then yield it; add `(number, ts_ms)` to
+        `landed` if given."""
         index, columns, counts, held, hashes = (
             self._index,
             self._columns,
@@ -349,7 +384,7 @@ class Ledger:
             self._hashes,
         )
         keyed = self._keyed
-        for sample, key in self._pairs(samples, keys):
+        for sample, key in pairs:
             name = sample.name
             by_name = index.get(name)
             if by_name is None:
@@ -383,6 +418,7 @@ class Ledger:
             column[number] = sample.value
             if landed is not None:
                 landed.add((number, ts_ms))
+            yield sample
 
     def _relabel(self, number: int, labels_hash: int) -> None:
         """Forget every value of a series whose labels changed under its key (they

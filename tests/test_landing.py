@@ -27,7 +27,7 @@ from openai_cost_pusher.landing import (
 )
 from openai_cost_pusher.ledger import Ledger
 from openai_cost_pusher.model import Sample
-from openai_cost_pusher.push import PushStats, VmClient
+from openai_cost_pusher.push import UNANSWERED, PushStats, VmClient
 from openai_cost_pusher.transport import Timeouts, make_session, retry_policy
 from openai_cost_pusher.vmread import Series, VmReader, query_root
 from tests.conftest import Clock
@@ -297,6 +297,35 @@ def test_a_push_failing_part_way_leaves_whole_days_and_says_so(
     clock.now += 900
     healed = pusher.run_cycle()
     assert healed.ok and healed.window.start == today - 20 * DAY
+    assert_equal_costs(fake_costs(fake, today - 30 * DAY, today + DAY), vm_costs(vm))
+
+
+class _Unanswered:
+    """A sink to which nothing is answered (a demo whose store is down): every
+    push goes nowhere, as `demo_guard.DemoSink` reports it."""
+
+    def push(self, chunks: Iterable[bytes]) -> PushStats:
+        for _ in chunks:  # rendered, then dropped
+            pass
+        return PushStats(where=UNANSWERED)
+
+
+def test_a_backfill_that_went_nowhere_is_pushed_whole_next_cycle(
+    fake: FakeOpenAI, vm: VictoriaMetrics, clock: Clock
+) -> None:
+    """A backfill's days are recorded as they render; where the push answers that
+    nothing went anywhere, what was recorded is taken back, so the next cycle
+    pushes every day again and the store equals the API."""
+    today = int(clock.now) // DAY * DAY
+    seed_odd_org(fake, today)
+    pusher = make_pusher(fake, vm.push_url, clock)
+    good = pusher.sink
+    pusher.sink = _Unanswered()
+    assert pusher.run_cycle().ok
+    assert vm_costs(vm) == {}
+    pusher.sink = good
+    clock.now += 900
+    assert pusher.run_cycle().ok
     assert_equal_costs(fake_costs(fake, today - 30 * DAY, today + DAY), vm_costs(vm))
 
 

@@ -7,7 +7,7 @@ replace a pushed one: the ledger reports it. Equal values are never pushed twice
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, cast
 
 import pytest
@@ -707,3 +707,33 @@ def test_a_numbered_ledger_follows_its_table_to_a_renewed_index(
         ("b", 5.0, None),
     }
     assert ledger.totals_between(D0, D0 + DAY_MS) == (3, 10.0)
+
+
+@pytest.mark.parametrize("mode", ["labels", "keyed", "numbered"])
+def test_recording_as_samples_go_holds_what_a_commit_holds(mode: str) -> None:
+    """Samples of a day the ledger holds nothing of, recorded as they go on,
+    leave the ledger as their commit would; forgetting the day takes them back."""
+    by_commit, by_recording = _ledger(mode), _ledger(mode)
+    earlier = [_s(lab, 0, 2.0) for lab in _LABELS]
+    _commit(by_commit, earlier, *_window(0, 1))
+    _commit(by_recording, earlier, *_window(0, 1))
+    day = [_s(lab, 1, float(i)) for i, lab in enumerate(_LABELS[:4])]
+    assert _commit(by_commit, day, *_window(1, 1)) == []
+    keys: list[Hashable] | None = [] if by_recording.keyed else None
+
+    def built() -> Iterator[Sample]:
+        for sample in day:  # each key given as its sample is built
+            if keys is not None:
+                keys.append(_key(by_recording, sample.labels))
+            yield sample
+
+    assert list(by_recording.recording(built(), keys)) == day
+    for ledger in (by_commit, by_recording):
+        assert ledger.held_between(*_window(0, 2)) == len(earlier) + len(day)
+        assert ledger.totals_between(*_window(1, 1)) == (4, 6.0)
+        assert _diff(ledger, day) == ([], len(day))
+        assert ledger.series == len(_LABELS)
+    assert by_recording.forget_between(*_window(1, 1)) == len(day)
+    assert by_recording.held_between(*_window(1, 1)) == 0
+    assert _diff(by_recording, day) == (day, 0)
+    assert by_recording.series == len(_LABELS)
