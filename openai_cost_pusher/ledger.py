@@ -444,7 +444,9 @@ class Ledger:
         self._held.append(0)
         if self._keyed:
             self._hashes.append(0)
-        return shared_number(len(self._names) - 1)
+        number = len(self._names) - 1
+        # a numbered ledger keeps its numbers in arrays: no object of their own
+        return number if self._numbered else shared_number(number)
 
     def _drop(self, number: int, ts_ms: int) -> None:
         """Forget one value; a series left with none frees its number."""
@@ -473,7 +475,7 @@ class Ledger:
             del self._index[name]
         self._names[number], self._keys[number] = None, ()
         # the shared object, not the one `enumerate` or `range` made for the scan
-        self._free.append(shared_number(number))
+        self._free.append(number if self._numbered else shared_number(number))
 
     @staticmethod
     def _values(

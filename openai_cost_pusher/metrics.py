@@ -441,12 +441,14 @@ UsageColumns = Columns[tuple[str, Labels]]
 UsageSeries = tuple[int, ...]
 """A usage line's counters' series numbers in the table's index (`Columns.number`),
 in the order of its fields, `NO_SERIES` where no family takes one."""
-LineKey = tuple[str, Labels, tuple[str, ...]]
-"""A usage line's endpoint, dimensions and fields: what gives its counters' series."""
+LineKey = tuple[object, ...]
+"""A usage line's endpoint, fields and dimension pairs, in one flat tuple: what gives
+its counters' series."""
 UsageSeriesCache = dict[LineKey, UsageSeries]
 """Usage lines (`LineKey`) to their counters' series (see `add_usage_lines`): some
-190 bytes a line, where a dict of field to number per line took about 330 (a
-10,000-project organization's day has 100,000 lines)."""
+240 bytes a line with its dict entry, where a dict of field to number by endpoint
+and dimensions took about 380 (a 10,000-project organization's day has 100,000
+lines)."""
 EMPTY_CACHE: Mapping[LineKey, UsageSeries] = MappingProxyType({})
 NO_SERIES = -1
 """The number of a counter no family takes (`Columns.add_numbered` skips it)."""
@@ -517,7 +519,7 @@ class UsageNumbers:
         # the fields tuple is shared by the lines of one key order: a line whose
         # dimensions were seen with other fields (a new token type) is a new key,
         # whose counters find the series the others built in the table's index
-        line_key = (line.operation, line.dims, line.fields)
+        line_key = (line.operation, line.fields, *line.dims)
         numbers = self._cache.get(line_key)
         if numbers is None:
             numbers = self._kept.get(line_key)

@@ -47,8 +47,8 @@ SERIES_SLACK = 10_000
 """Series numbers an index may hold beyond twice the ledger's series."""
 USAGE_LINES_KEPT = 1 << 14
 """Usage lines (endpoint, dimensions and fields) whose series a cycle keeps for the
-next: about 190 bytes each (their key and the counters' numbers in the table's
-index, which holds the labels anyway), so that 16,384 hold about 3 MiB, the series of a
+next: about 240 bytes each (their key and the counters' numbers in the table's
+index, which holds the labels anyway), so that 16,384 hold about 4 MiB, the series of a
 1,000-project organization with ten models. A larger organization's other lines
 build their labels every cycle."""
 USAGE_VALUES_KEPT = 1 << 20
@@ -56,10 +56,11 @@ USAGE_VALUES_KEPT = 1 << 20
 12 bytes each with its series number (4 bytes), so 12 MiB at most, about the
 lookback of a 1,000-project organization at `1h`. A larger organization's other
 batches are parsed every cycle."""
-COST_VALUES_KEPT = 1 << 20
+COST_VALUES_KEPT = 1 << 19
 """Costs and quantities whose results batches a cycle keeps for the next, per
-costs data set (`KeptCosts`): 12 bytes each, so 12 MiB at most, the lookback of
-some 8,000 projects with 20 line items."""
+costs data set (`KeptCosts`): 12 bytes each, so 6 MiB at most, the lookback of
+some 4,000 projects with 20 line items (a larger organization's other batches are
+parsed every cycle: its steady cycle costs more CPU, its peak 6 MiB less)."""
 
 
 @dataclass(slots=True)
