@@ -27,10 +27,18 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableSequence,
+    Sequence,
+)
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import cast
+from typing import Any
 
 from openai_cost_pusher.model import Labels, Sample, shared_number
 
@@ -126,7 +134,9 @@ class Ledger:
         # metric name -> key -> the series' number
         self._index: dict[str, dict[Hashable, int] | _NumberIndex] = {}
         self._names: list[str | None] = []  # number -> metric name (None: free)
-        self._keys: list[Hashable] = []  # number -> key (() when free)
+        # number -> key (() when free); a numbered ledger's table numbers packed
+        # (-1 when free): 4 bytes a series instead of 8
+        self._keys: MutableSequence[Any] = array("i") if numbered else []
         self._keyed = labels_of is not None
         self._labels_of: LabelsOf = labels_of or _labels_are_keys
         # keyed: number -> hash of the labels its values were pushed under
@@ -168,8 +178,8 @@ class Ledger:
         keys = self._keys
         for number, held_name in enumerate(self._names):
             if held_name is not None and name in (None, held_name):
-                key = number_of(cast(int, keys[number]))
-                keys[number] = shared_number(key)
+                key = number_of(keys[number])
+                keys[number] = key
                 by_name = moved.get(held_name)
                 if by_name is None:
                     by_name = moved[held_name] = _NumberIndex()
@@ -343,18 +353,18 @@ class Ledger:
         For a range the ledger holds nothing of (`held_between` is 0: a backfill's
         day), where every sample is new and none can be gone: the samples can go
         on as they are built, without a day's list of them. A keyed ledger takes
-        each sample's key from `keys`, which may grow as the samples come (the
-        key of each is read once it has come). Where what the samples go to fails,
+        each sample's key out of the list `keys`, to which whatever builds the
+        samples adds it before the sample comes. Where what the samples go to fails,
         `forget_between` the range takes back what was recorded (a series whose
         labels changed under its key has forgotten its other values, as a commit
         would have: they are pushed again under the new labels).
         """
         if self._keyed:
-            if keys is None:
+            if not isinstance(keys, list):
                 raise ValueError("a keyed ledger needs one key per sample")
-            taken = keys
+            taken = keys  # each key is taken out as its sample comes: none is held
             pairs: Iterator[tuple[Sample, Hashable]] = (
-                (sample, taken[i]) for i, sample in enumerate(samples)
+                (sample, taken.pop()) for sample in samples
             )
         else:
             pairs = ((sample, sample.labels) for sample in samples)
@@ -470,10 +480,11 @@ class Ledger:
         name = self._names[number]
         assert name is not None
         by_name = self._index[name]
-        del by_name[self._keys[number]]  # type: ignore[arg-type]
+        del by_name[self._keys[number]]
         if not by_name:
             del self._index[name]
-        self._names[number], self._keys[number] = None, ()
+        self._names[number] = None
+        self._keys[number] = -1 if self._numbered else ()
         # the shared object, not the one `enumerate` or `range` made for the scan
         self._free.append(number if self._numbered else shared_number(number))
 
