@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -270,13 +270,6 @@ def _no_live() -> list[Sample]:
 
 def _nothing_open() -> None:
     pass
-
-
-def _counted(samples: Iterable[Sample], count: list[int]) -> Iterator[Sample]:
-    """Yield `samples`, counting them in `count[0]`."""
-    for sample in samples:
-        count[0] += 1
-        yield sample
 
 
 def _whole_before(fetched: Fetched, failure: CostPusherError) -> bool:
@@ -574,7 +567,7 @@ class Pusher:
                 held = ds.ledger.held_between(start_ms, end_ms)
                 day: list[Sample] = []
                 fresh: tuple[list[Sample], int] = (day, held)
-                streamed: list[int] | None = None  # how many recorded as they went
+                streamed = False  # recorded as they went
                 if digest is not None and ds.landed.get(first) == (
                     digest,
                     ds.ledger.removals,
@@ -587,9 +580,9 @@ class Pusher:
                     # and none can be gone, so each is recorded as it is rendered
                     # and no list of the day's samples is held (what was recorded
                     # is taken back if the push fails)
-                    streamed = [0]
+                    streamed = True
                     built = fetched.samples(start, end, keys)  # each built once
-                    going = _counted(ds.ledger.recording(built, keys), streamed)
+                    going = ds.ledger.recording(built, keys)
                 else:
                     day = list(fetched.samples(start, end, keys))  # each built once
                     fresh = ds.ledger.diff(day, revisions, keys, fresh_keys)
@@ -599,7 +592,7 @@ class Pusher:
                         render_chunks(going, self.chunk_bytes, cache=render_cache)
                     )
                 except BaseException as exc:
-                    if streamed is not None:
+                    if streamed:
                         ds.ledger.forget_between(start_ms, end_ms)
                     if not isinstance(exc, CostPusherError):
                         raise
@@ -616,18 +609,23 @@ class Pusher:
                     )
                 finally:
                     del going
-                landed = len(fresh[0]) if streamed is None else streamed[0]
+                # a streamed day's samples: the values it now holds (one a series)
+                landed = (
+                    ds.ledger.held_between(start_ms, end_ms)
+                    if streamed
+                    else len(fresh[0])
+                )
                 total = _add_stats(total, stats)
                 pushed += landed
                 if stats.where == UNANSWERED:
-                    if streamed is not None:
+                    if streamed:
                         ds.ledger.forget_between(start_ms, end_ms)
                     # nothing went anywhere: the next cycle pushes this window again
                     ds.unpushed_from = min(
                         ds.unpushed_from or window.start, window.start
                     )
                     return DatasetReport(ds.name, True, window, pushed, total)
-                if streamed is None:
+                if not streamed:
                     revisions += ds.ledger.commit(
                         day, start_ms, end_ms, fresh, keys, fresh_keys
                     )

@@ -346,7 +346,7 @@ class Ledger:
         return gone
 
     def recording(
-        self, samples: Iterable[Sample], keys: Sequence[Hashable] | None = None
+        self, samples: Iterable[Sample], keys: list[Hashable] | None = None
     ) -> Iterator[Sample]:
         """Yield `samples`, each once it is recorded as `commit` would record it.
 
@@ -360,7 +360,7 @@ class Ledger:
         would have: they are pushed again under the new labels).
         """
         if self._keyed:
-            if not isinstance(keys, list):
+            if keys is None:
                 raise ValueError("a keyed ledger needs one key per sample")
             taken = keys  # each key is taken out as its sample comes: none is held
             pairs: Iterator[tuple[Sample, Hashable]] = (

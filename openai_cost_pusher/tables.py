@@ -43,6 +43,14 @@ one metric, or of every metric the index numbers (None: the usage index)
 
 K = TypeVar("K", bound=Hashable)
 
+
+def _keys_through(index: Mapping[K, int], keys: list[K], number: int) -> list[K]:
+    """Return `index`'s keys by number as far as `number`: `keys` where it reaches
+    that far, else taken again (an index numbers its keys in insertion order, and
+    never removes one)."""
+    return keys if number < len(keys) else list(index)
+
+
 SERIES_SLACK = 10_000
 """Series numbers an index may hold beyond twice the ledger's series."""
 USAGE_LINES_KEPT = 1 << 14
@@ -85,8 +93,7 @@ class SeriesState:
 
     def key_of(self, number: int) -> CostKey:
         """Return the key of the series numbered `number` in `index`."""
-        if number >= len(self.keys):
-            self.keys = list(self.index)  # numbered in insertion order, never removed
+        self.keys = _keys_through(self.index, self.keys, number)
         return self.keys[number]
 
 
@@ -114,8 +121,7 @@ class UsageState:
 
     def key_of(self, number: int) -> tuple[str, Labels]:
         """Return the key (metric name, labels) of the series numbered `number`."""
-        if number >= len(self.keys):
-            self.keys = list(self.index)  # numbered in insertion order, never removed
+        self.keys = _keys_through(self.index, self.keys, number)
         return self.keys[number]
 
     def keep(self, series: UsageSeriesCache, batches: dict[str, UsageBatches]) -> None:
@@ -149,7 +155,7 @@ class KeptCosts:
 def _renumbered(old: Mapping[K, int], new: dict[K, int]) -> Callable[[int], int]:
     """Return the number in `new` of each series numbered in `old`, numbering it
     there as it is asked for (the series a ledger holds: first, in its order)."""
-    keys = list(old)  # by number: numbered in insertion order, never removed
+    keys = list(old)  # by number (see `_keys_through`)
 
     def number_of(number: int) -> int:
         key = keys[number]
