@@ -11,9 +11,10 @@ import hashlib
 import math
 import threading
 from array import array
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Generic, NamedTuple, TypeVar
+from operator import itemgetter
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 Labels = tuple[tuple[str, str], ...]
 """Label pairs sorted by name: hashable, so a series can be a dict key."""
@@ -290,6 +291,97 @@ def _put(column: array[float], number: int, value: float) -> None:
     column.append(value)
 
 
+class SeriesIndex(Protocol[K]):
+    """What a `Columns` table needs of its index: a dict of each key's number, or
+    a `GroupedIndex` standing for one."""
+
+    def get(self, key: K, /) -> int | None: ...
+
+    def __getitem__(self, key: K, /) -> int: ...
+
+    def __setitem__(self, key: K, number: int, /) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[K]: ...
+
+    def items(self) -> Iterable[tuple[K, int]]: ...
+
+
+class GroupedIndex:
+    """Series numbers of tuple keys grouped by their first element (a project id):
+    one small dict per group, keyed by the rest of the key (shared by every group
+    that has it), instead of one dict keyed by whole tuples.
+
+    A daily metric's series are a project's line items (or units, or API keys):
+    10,000 projects with 20 line items each held about 130 bytes a series in a dict
+    keyed by `(project, line item, currency)` (the entry and the key's tuple), some
+    60 here, for the costs and their quantities alike. The same methods as the dict
+    it stands for (`get`, item assignment, `len`, iteration, `items`), with two
+    differences: the keys are built as they are asked for (equal to the ones given,
+    not the same objects), and they come group by group, each group's in the order
+    they were numbered, so not in number order where a group gained a series after
+    another group was numbered (`by_number` gives that order).
+    """
+
+    __slots__ = ("_groups", "_rests", "_size")
+
+    def __init__(self) -> None:
+        self._groups: dict[Hashable, dict[tuple[Hashable, ...], int]] = {}
+        # each key's rest once, whichever groups hold it
+        self._rests: dict[tuple[Hashable, ...], tuple[Hashable, ...]] = {}
+        self._size = 0
+
+    def get(self, key: tuple[Hashable, ...], /) -> int | None:
+        """Return the number of `key`, or None."""
+        group = self._groups.get(key[0])
+        return None if group is None else group.get(key[1:])
+
+    def __getitem__(self, key: tuple[Hashable, ...]) -> int:
+        number = self.get(key)
+        if number is None:
+            raise KeyError(key)
+        return number
+
+    def __setitem__(self, key: tuple[Hashable, ...], number: int, /) -> None:
+        group = self._groups.get(key[0])
+        if group is None:
+            group = self._groups[key[0]] = {}
+        rest = key[1:]
+        rest = self._rests.setdefault(rest, rest)
+        if rest not in group:
+            self._size += 1
+        group[rest] = number
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[tuple[Hashable, ...]]:
+        for first, group in self._groups.items():
+            head = (first,)
+            for rest in group:
+                yield head + rest
+
+    def items(self) -> Iterator[tuple[tuple[Hashable, ...], int]]:
+        """Yield `(key, number)` group by group (see the class)."""
+        for first, group in self._groups.items():
+            head = (first,)
+            for rest, number in group.items():
+                yield head + rest, number
+
+    def by_number(self) -> list[tuple[Hashable, ...]]:
+        """Return the keys in number order."""
+        return [key for key, _ in sorted(self.items(), key=itemgetter(1))]
+
+
+def keys_by_number(index: SeriesIndex[K]) -> list[K]:
+    """Return an index's keys in number order (a dict numbers its keys in insertion
+    order, and never removes one)."""
+    if isinstance(index, GroupedIndex):
+        return index.by_number()
+    return list(index)
+
+
 class Columns(Generic[K]):
     """Values of many series at shared timestamps, packed by timestamp: one float
     array per timestamp, indexed by the number each series gets when first added
@@ -303,10 +395,10 @@ class Columns(Generic[K]):
 
     __slots__ = ("_columns", "_index")
 
-    def __init__(self, index: dict[K, int] | None = None) -> None:
-        # key -> number, insertion order being number order; an index kept from
-        # an earlier table gives each series the same number again
-        self._index: dict[K, int] = {} if index is None else index
+    def __init__(self, index: SeriesIndex[K] | None = None) -> None:
+        # key -> number (a dict: insertion order being number order); an index
+        # kept from an earlier table gives each series the same number again
+        self._index: SeriesIndex[K] = {} if index is None else index
         self._columns: dict[int, array[float]] = {}
 
     def add(self, key: K, ts: int, value: float) -> None:
@@ -314,7 +406,7 @@ class Columns(Generic[K]):
         _put(self._column(ts), self.number(key), value)
 
     @property
-    def index(self) -> dict[K, int]:
+    def index(self) -> SeriesIndex[K]:
         """The numbers of the series, kept from table to table by the caller."""
         return self._index
 
@@ -356,9 +448,12 @@ class Columns(Generic[K]):
         if column is None:
             return
         size = len(column)
+        ascending = isinstance(self._index, dict)  # see `GroupedIndex`
         for key, number in self._index.items():
             if number >= size:
-                return  # numbers ascend with the index's order
+                if ascending:
+                    return  # numbers ascend with a dict's order
+                continue
             value = column[number]
             if value == value:
                 yield key, number, value

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Container, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from openai_cost_pusher.batches import (
     COST_KEY,
@@ -34,7 +34,14 @@ from openai_cost_pusher.metrics import (
     CostKey,
     UsageSeriesCache,
 )
-from openai_cost_pusher.model import CostParts, Labels, shared_number
+from openai_cost_pusher.model import (
+    CostParts,
+    GroupedIndex,
+    Labels,
+    SeriesIndex,
+    keys_by_number,
+    shared_number,
+)
 
 Renumber = Callable[[str | None, Callable[[int], int]], None]
 """How a ledger keyed by series numbers follows them to a renewed index: those of
@@ -44,11 +51,10 @@ one metric, or of every metric the index numbers (None: the usage index)
 K = TypeVar("K", bound=Hashable)
 
 
-def _keys_through(index: Mapping[K, int], keys: list[K], number: int) -> list[K]:
+def _keys_through(index: SeriesIndex[K], keys: list[K], number: int) -> list[K]:
     """Return `index`'s keys by number as far as `number`: `keys` where it reaches
-    that far, else taken again (an index numbers its keys in insertion order, and
-    never removes one)."""
-    return keys if number < len(keys) else list(index)
+    that far, else taken again (an index never removes a key)."""
+    return keys if number < len(keys) else keys_by_number(index)
 
 
 SERIES_SLACK = 10_000
@@ -86,14 +92,15 @@ class SeriesState:
     """
 
     generation: int
-    index: dict[CostKey, int] = field(default_factory=dict)
+    index: GroupedIndex = field(default_factory=GroupedIndex)
     built_from: tuple[object, ...] | None = None
     keys: list[CostKey] = field(default_factory=list)
     """The keys of `index` by number, as far as `key_of` needed them."""
 
     def key_of(self, number: int) -> CostKey:
         """Return the key of the series numbered `number` in `index`."""
-        self.keys = _keys_through(self.index, self.keys, number)
+        keys = cast(SeriesIndex[CostKey], self.index)
+        self.keys = _keys_through(keys, self.keys, number)
         return self.keys[number]
 
 
@@ -141,10 +148,10 @@ class KeptCosts:
     (`batches.add_cost_parts`), valid for the very indexes whose numbers they hold:
     a renewed index (`SeriesTables.index`) leaves them behind."""
 
-    indexes: tuple[dict[CostKey, int], ...]
+    indexes: tuple[SeriesIndex[CostKey], ...]
     batches: CostBatches
 
-    def valid_for(self, *indexes: dict[CostKey, int]) -> CostBatches:
+    def valid_for(self, *indexes: SeriesIndex[CostKey]) -> CostBatches:
         """Return the batches if they were numbered in `indexes`, else none."""
         same = len(indexes) == len(self.indexes) and all(
             a is b for a, b in zip(indexes, self.indexes, strict=True)
@@ -152,10 +159,10 @@ class KeptCosts:
         return self.batches if same else {}
 
 
-def _renumbered(old: Mapping[K, int], new: dict[K, int]) -> Callable[[int], int]:
+def _renumbered(old: SeriesIndex[K], new: SeriesIndex[K]) -> Callable[[int], int]:
     """Return the number in `new` of each series numbered in `old`, numbering it
     there as it is asked for (the series a ledger holds: first, in its order)."""
-    keys = list(old)  # by number (see `_keys_through`)
+    keys = keys_by_number(old)
 
     def number_of(number: int) -> int:
         key = keys[number]
@@ -182,7 +189,7 @@ class SeriesTables:
 
     def index(
         self, metric: str, held: int, renumber: Renumber | None = None
-    ) -> dict[CostKey, int]:
+    ) -> SeriesIndex[CostKey]:
         """Return the numbers of `metric`'s series for this cycle's table: those of
         earlier cycles, so that a day's values sit where they sat, unless the index
         holds more than twice the `held` series of the ledger (series that came and
@@ -195,7 +202,7 @@ class SeriesTables:
             state = self.series[metric] = SeriesState(self._generation())
             if old is not None and renumber is not None:
                 renumber(metric, _renumbered(old, state.index))
-        return state.index
+        return cast(SeriesIndex[CostKey], state.index)
 
     def key_of(self, metric: str, number: int) -> CostKey:
         """Return the key of `metric`'s series numbered `number` in its index."""

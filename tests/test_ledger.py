@@ -709,6 +709,42 @@ def test_a_numbered_ledger_follows_its_table_to_a_renewed_index(
     assert ledger.totals_between(D0, D0 + DAY_MS) == (3, 10.0)
 
 
+def test_series_keys_by_number_where_a_project_gains_a_series_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A daily metric's index groups its series by project, so a project that
+    gains a series after another project was numbered is not in number order
+    there: the key of each number, and a renewed index's numbers for the ledger's
+    series, still go by number."""
+    from openai_cost_pusher import tables as tables_module
+    from openai_cost_pusher.model import Columns
+    from openai_cost_pusher.tables import SeriesTables
+
+    kept = SeriesTables()
+    keys = [("a", "x", "usd"), ("b", "x", "usd"), ("a", "y", "usd"), ("c", "z", "eur")]
+    table: Columns[tuple[str, str, str]] = Columns(kept.index(NAME, 0))
+    for key in keys:
+        table.number(key)
+    assert [k[0] for k in table] == ["a", "a", "b", "c"]  # grouped
+    assert [kept.key_of(NAME, n) for n in range(len(keys))] == keys
+    moved: dict[int, int] = {}
+
+    def renumber(name: str | None, number_of: Callable[[int], int]) -> None:
+        assert name == NAME
+        for old in (3, 2, 0):  # the ledger's series, in its own order
+            moved[old] = number_of(old)
+
+    monkeypatch.setattr(tables_module, "SERIES_SLACK", -(10**9))  # renewed now
+    renewed = kept.index(NAME, 0, renumber)
+    assert moved == {3: 0, 2: 1, 0: 2}
+    assert {key: renewed.get(key) for key in keys} == {
+        keys[3]: 0,
+        keys[2]: 1,
+        keys[0]: 2,
+        keys[1]: None,
+    }
+
+
 @pytest.mark.parametrize("mode", ["labels", "keyed", "numbered"])
 def test_recording_as_samples_go_holds_what_a_commit_holds(mode: str) -> None:
     """Samples of a day the ledger holds nothing of, recorded as they go on,

@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 
 from openai_cost_pusher import model
 from openai_cost_pusher.ledger import Ledger
-from openai_cost_pusher.model import Columns, Points, Sample, shared_number
+from openai_cost_pusher.model import (
+    Columns,
+    GroupedIndex,
+    Points,
+    Sample,
+    SeriesIndex,
+    keys_by_number,
+    shared_number,
+)
 
 STEP = 86_400
 
@@ -140,6 +148,56 @@ def test_columns_hold_what_a_dict_of_sums_holds(
         for key in "abcdef":
             assert columns.get(key, ts) == dict(want).get(key)
     assert columns.timestamps() == sorted({ts for _, ts in sums} - dropped)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from("pqr"),
+            st.sampled_from("xyz"),
+            st.integers(0, 3),
+            st.floats(-1e6, 1e6, allow_nan=False),
+        ),
+        max_size=40,
+    )
+)
+def test_a_grouped_index_numbers_as_a_dict_does(
+    adds: list[tuple[str, str, int, float]],
+) -> None:
+    """Over a `GroupedIndex`, `Columns` give each series the number a dict index
+    gives it and hold the same values; the keys come group by group, each group's
+    in number order, and `keys_by_number` puts them in number order again."""
+    plain: Columns[tuple[str, str, str]] = Columns()
+    grouped_index = GroupedIndex()
+    grouped: Columns[tuple[str, str, str]] = Columns(
+        cast(SeriesIndex[tuple[str, str, str]], grouped_index)
+    )
+    for project, item, ts, value in adds:
+        key = (project, item, "usd")
+        plain.add(key, ts, value)
+        grouped.add(key, ts, value)
+        assert grouped.number(key) == plain.number(key)
+    numbers = dict(plain.index.items())
+    assert dict(grouped.index.items()) == numbers
+    assert len(grouped) == len(numbers)
+    assert keys_by_number(grouped.index) == list(numbers)
+    in_groups = list(grouped)
+    assert sorted(in_groups) == sorted(numbers)
+    projects = [k[0] for k in in_groups]
+    runs = [p for i, p in enumerate(projects) if i == 0 or projects[i - 1] != p]
+    assert len(runs) == len(set(runs))  # each group's keys together
+    for project in runs:  # each group's in number order
+        group = [numbers[k] for k in in_groups if k[0] == project]
+        assert group == sorted(group)
+    for ts in range(4):
+        assert sorted(grouped.numbered_at(ts)) == sorted(plain.numbered_at(ts))
+        for key in numbers:
+            assert grouped.get(key, ts) == plain.get(key, ts)
+    # the rest of a key is one tuple, whichever groups hold it
+    rests = {id(rest) for group in grouped_index._groups.values() for rest in group}
+    assert len(rests) == len({key[1:] for key in numbers})
+    with pytest.raises(KeyError):
+        grouped_index[("absent", "x", "usd")]
 
 
 def test_series_numbers_are_one_object_per_number() -> None:
