@@ -899,8 +899,10 @@ class Pusher:
                 window,
                 table,
                 numbers_of,
-                (state.batches, batches, self._keep_from(ds, now)),
                 bad,
+                last=state.batches,
+                this=batches,
+                keep_from=self._keep_from(ds, now),
                 done=lambda: state.keep(series, batches),
             )
         else:
@@ -948,20 +950,21 @@ class Pusher:
         window: Window,
         table: UsageColumns,
         numbers_of: UsageNumbers,
-        batches: tuple[dict[str, UsageBatches], dict[str, UsageBatches], int],
         bad: list[Rejected],
         *,
+        last: dict[str, UsageBatches],
+        this: dict[str, UsageBatches],
+        keep_from: int,
         done: Callable[[], None],
     ) -> DayFeed[UsageParts]:
         """Return a feed of every usage endpoint's buckets side by side, each added
         to `table` as it is taken (`add_usage_parts`), which calls `done` once
-        drained. `batches` is, by endpoint, the results batches the last cycle kept
-        (known: not parsed again), then where this cycle's go while they fit
-        `USAGE_VALUES_KEPT`, then where the next lookback starts (seconds): the
-        batches kept are those from there on."""
+        drained. By endpoint, `last` holds the results batches the last cycle kept
+        (known: not parsed again) and `this` receives this cycle's while they fit
+        `USAGE_VALUES_KEPT`, those from `keep_from` on (seconds: where the next
+        lookback starts)."""
         plan = self.usage
         assert plan is not None
-        last, this, keep_from = batches
         kinds = list(plan.group_by)
         kept = [last.get(kind, {}) for kind in kinds]
         keep = [this.setdefault(kind, {}) for kind in kinds]
