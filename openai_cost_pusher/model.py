@@ -324,18 +324,23 @@ class GroupedIndex:
     another group was numbered (`by_number` gives that order).
     """
 
-    __slots__ = ("_groups", "_rests", "_size")
+    __slots__ = ("_groups", "_pairs", "_rests", "_size")
 
-    def __init__(self) -> None:
-        self._groups: dict[Hashable, dict[tuple[Hashable, ...], int]] = {}
+    def __init__(self, *, pairs: bool = False) -> None:
+        """`pairs`: the keys are pairs whose second element is the rest itself
+        (a usage series' labels, under its metric name), kept as it is given."""
+        self._groups: dict[Hashable, dict[Hashable, int]] = {}
+        self._pairs = pairs
         # each key's rest once, whichever groups hold it
-        self._rests: dict[tuple[Hashable, ...], tuple[Hashable, ...]] = {}
+        self._rests: dict[Hashable, Hashable] = {}
         self._size = 0
 
     def get(self, key: tuple[Hashable, ...], /) -> int | None:
         """Return the number of `key`, or None."""
         group = self._groups.get(key[0])
-        return None if group is None else group.get(key[1:])
+        if group is None:
+            return None
+        return group.get(key[1] if self._pairs else key[1:])
 
     def __getitem__(self, key: tuple[Hashable, ...]) -> int:
         number = self.get(key)
@@ -347,8 +352,12 @@ class GroupedIndex:
         group = self._groups.get(key[0])
         if group is None:
             group = self._groups[key[0]] = {}
-        rest = key[1:]
-        rest = self._rests.setdefault(rest, rest)
+        rest: Hashable
+        if self._pairs:
+            rest = key[1]
+        else:
+            rest = key[1:]
+            rest = self._rests.setdefault(rest, rest)
         if rest not in group:
             self._size += 1
         group[rest] = number
@@ -357,17 +366,19 @@ class GroupedIndex:
         return self._size
 
     def __iter__(self) -> Iterator[tuple[Hashable, ...]]:
-        for first, group in self._groups.items():
-            head = (first,)
-            for rest in group:
-                yield head + rest
+        for key, _ in self.items():  # noqa: PERF102  # keys are built
+            yield key
 
     def items(self) -> Iterator[tuple[tuple[Hashable, ...], int]]:
         """Yield `(key, number)` group by group (see the class)."""
         for first, group in self._groups.items():
+            if self._pairs:
+                for rest, number in group.items():
+                    yield (first, rest), number
+                continue
             head = (first,)
             for rest, number in group.items():
-                yield head + rest, number
+                yield head + rest, number  # type: ignore[operator]
 
     def by_number(self) -> list[tuple[Hashable, ...]]:
         """Return the keys in number order."""

@@ -57,6 +57,16 @@ def _keys_through(index: SeriesIndex[K], keys: list[K], number: int) -> list[K]:
     return keys if number < len(keys) else keys_by_number(index)
 
 
+def _cost_index() -> SeriesIndex[CostKey]:
+    """A daily metric's series numbers, grouped by project (`GroupedIndex`)."""
+    return cast(SeriesIndex[CostKey], GroupedIndex())
+
+
+def _usage_index() -> SeriesIndex[tuple[str, Labels]]:
+    """The usage series' numbers, grouped by metric name (`GroupedIndex`)."""
+    return cast(SeriesIndex[tuple[str, Labels]], GroupedIndex(pairs=True))
+
+
 SERIES_SLACK = 10_000
 """Series numbers an index may hold beyond twice the ledger's series."""
 USAGE_LINES_KEPT = 1 << 14
@@ -81,9 +91,10 @@ parsed every cycle: its steady cycle costs more CPU, its peak 6 MiB less)."""
 class SeriesState:
     """What a daily metric's series keep from cycle to cycle.
 
-    `index` numbers the series of its table (`Columns`), so that a day's values sit
-    at the same numbers cycle after cycle and a day's digest can be compared with
-    that of its last landing. Their labels are not kept: each cycle builds those of
+    `index` numbers the series of its table (`Columns`), grouped by project (a
+    `GroupedIndex`), so that a day's values sit at the same numbers cycle after
+    cycle and a day's digest can be compared with that of its last landing. Their
+    labels are not kept: each cycle builds those of
     the days it builds, once (a cache of the cycle's data set), where a large
     organization's
     labels kept from cycle to cycle held about 90 bytes a series. `generation`
@@ -92,15 +103,14 @@ class SeriesState:
     """
 
     generation: int
-    index: GroupedIndex = field(default_factory=GroupedIndex)
+    index: SeriesIndex[CostKey] = field(default_factory=_cost_index)
     built_from: tuple[object, ...] | None = None
     keys: list[CostKey] = field(default_factory=list)
     """The keys of `index` by number, as far as `key_of` needed them."""
 
     def key_of(self, number: int) -> CostKey:
         """Return the key of the series numbered `number` in `index`."""
-        keys = cast(SeriesIndex[CostKey], self.index)
-        self.keys = _keys_through(keys, self.keys, number)
+        self.keys = _keys_through(self.index, self.keys, number)
         return self.keys[number]
 
 
@@ -108,7 +118,9 @@ class SeriesState:
 class UsageState:
     """What the usage series keep from cycle to cycle (see `SeriesState`).
 
-    `index` numbers the series of the usage table; `series` is the last cycle's
+    `index` numbers the series of the usage table, grouped by metric name: a
+    `GroupedIndex` keyed by each metric's labels, with no `(name, labels)` tuple
+    of its own a series (56 bytes); `series` is the last cycle's
     cache of each counter's number there (`add_usage_lines`), valid while the names
     it was built from (`built_from`) stay the same, and the index with it: a steady
     cycle builds no usage labels, and hashes none. Where the source hands on the
@@ -117,7 +129,7 @@ class UsageState:
     """
 
     generation: int
-    index: dict[tuple[str, Labels], int] = field(default_factory=dict)
+    index: SeriesIndex[tuple[str, Labels]] = field(default_factory=_usage_index)
     series: UsageSeriesCache = field(default_factory=dict)
     built_from: Mapping[str, str | None] | None = None
     batches: dict[str, UsageBatches] = field(default_factory=dict)
@@ -202,7 +214,7 @@ class SeriesTables:
             state = self.series[metric] = SeriesState(self._generation())
             if old is not None and renumber is not None:
                 renumber(metric, _renumbered(old, state.index))
-        return cast(SeriesIndex[CostKey], state.index)
+        return state.index
 
     def key_of(self, metric: str, number: int) -> CostKey:
         """Return the key of `metric`'s series numbered `number` in its index."""

@@ -150,6 +150,7 @@ def test_columns_hold_what_a_dict_of_sums_holds(
     assert columns.timestamps() == sorted({ts for _, ts in sums} - dropped)
 
 
+@pytest.mark.parametrize("pairs", [False, True], ids=["costs", "usage"])
 @given(
     st.lists(
         st.tuples(
@@ -162,18 +163,24 @@ def test_columns_hold_what_a_dict_of_sums_holds(
     )
 )
 def test_a_grouped_index_numbers_as_a_dict_does(
-    adds: list[tuple[str, str, int, float]],
+    pairs: bool, adds: list[tuple[str, str, int, float]]
 ) -> None:
     """Over a `GroupedIndex`, `Columns` give each series the number a dict index
     gives it and hold the same values; the keys come group by group, each group's
-    in number order, and `keys_by_number` puts them in number order again."""
-    plain: Columns[tuple[str, str, str]] = Columns()
-    grouped_index = GroupedIndex()
-    grouped: Columns[tuple[str, str, str]] = Columns(
-        cast(SeriesIndex[tuple[str, str, str]], grouped_index)
+    in number order, and `keys_by_number` puts them in number order again. Keys
+    are `(project, line item, currency)` as a daily metric's, or `(metric name,
+    labels)` as the usage series' (`pairs`)."""
+
+    def key_of(group: str, item: str) -> tuple[Hashable, ...]:
+        return (group, (("item", item),)) if pairs else (group, item, "usd")
+
+    plain: Columns[tuple[Hashable, ...]] = Columns()
+    grouped_index = GroupedIndex(pairs=pairs)
+    grouped: Columns[tuple[Hashable, ...]] = Columns(
+        cast(SeriesIndex[tuple[Hashable, ...]], grouped_index)
     )
-    for project, item, ts, value in adds:
-        key = (project, item, "usd")
+    for group, item, ts, value in adds:
+        key = key_of(group, item)
         plain.add(key, ts, value)
         grouped.add(key, ts, value)
         assert grouped.number(key) == plain.number(key)
@@ -182,22 +189,24 @@ def test_a_grouped_index_numbers_as_a_dict_does(
     assert len(grouped) == len(numbers)
     assert keys_by_number(grouped.index) == list(numbers)
     in_groups = list(grouped)
-    assert sorted(in_groups) == sorted(numbers)
-    projects = [k[0] for k in in_groups]
-    runs = [p for i, p in enumerate(projects) if i == 0 or projects[i - 1] != p]
+    assert sorted(in_groups, key=repr) == sorted(numbers, key=repr)
+    groups = [k[0] for k in in_groups]
+    runs = [g for i, g in enumerate(groups) if i == 0 or groups[i - 1] != g]
     assert len(runs) == len(set(runs))  # each group's keys together
-    for project in runs:  # each group's in number order
-        group = [numbers[k] for k in in_groups if k[0] == project]
-        assert group == sorted(group)
+    for first in runs:  # each group's in number order
+        numbered = [numbers[k] for k in in_groups if k[0] == first]
+        assert numbered == sorted(numbered)
     for ts in range(4):
-        assert sorted(grouped.numbered_at(ts)) == sorted(plain.numbered_at(ts))
+        assert sorted(grouped.numbered_at(ts), key=repr) == sorted(
+            plain.numbered_at(ts), key=repr
+        )
         for key in numbers:
             assert grouped.get(key, ts) == plain.get(key, ts)
-    # the rest of a key is one tuple, whichever groups hold it
     rests = {id(rest) for group in grouped_index._groups.values() for rest in group}
-    assert len(rests) == len({key[1:] for key in numbers})
+    if not pairs:  # the rest of a key is one tuple, whichever groups hold it
+        assert len(rests) == len({key[1:] for key in numbers})
     with pytest.raises(KeyError):
-        grouped_index[("absent", "x", "usd")]
+        grouped_index[key_of("absent", "x")]
 
 
 def test_series_numbers_are_one_object_per_number() -> None:
