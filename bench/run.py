@@ -14,7 +14,8 @@ Three scenarios, each optional (`--only`):
 Then the goals, each `met` or `NOT met` with its figure (`bench/report.py`).
 
 Run: `.venv/bin/python -m bench.run` (after `scripts/test.sh` has fetched
-VictoriaMetrics); `--quick` for a smoke run of a minute; `--help` for the rest. This
+VictoriaMetrics); `--quick` for a smoke run of a minute; `--all` for every goal in
+one run, 10,000 projects included (about 30 minutes); `--help` for the rest. This
 is a measurement, not a test: figures vary with the machine, ratios much less. The
 default run takes about 10 minutes on a shared 2-core machine.
 """
@@ -40,6 +41,7 @@ from bench.synthetic_api import check_against_fake
 T = TypeVar("T")
 SCENARIOS = ("scale", "orgs", "render")
 DEFAULT_PROJECTS = (10, 100, 1000, 3000)
+LARGEST = 10_000  # projects of the scale table's largest organization (`--all`)
 QUICK_PROJECTS = (10, 100)
 SMALL = (5, 5)
 
@@ -146,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         "items; render 100,000 samples once (unless set explicitly)",
     )
     parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every goal in one run (about 30 minutes here): the scale table at "
+        "10,100,1000,3000,10000 projects and 10,000 with 1d usage, the orgs "
+        "scenario at off,1d,1h (unless set explicitly)",
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         metavar="FILE",
@@ -179,10 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen scenarios; print the tables and goals; return 0."""
     args = build_parser().parse_args(argv)
     quick: bool = args.quick
+    every: bool = args.all
+    if quick and every:
+        print("bench.run: --quick and --all exclude each other", file=sys.stderr)
+        return 2
     projects: list[int] = args.projects or list(
-        QUICK_PROJECTS if quick else DEFAULT_PROJECTS
+        QUICK_PROJECTS if quick else DEFAULT_PROJECTS + ((LARGEST,) if every else ())
     )
-    usage: list[str] = args.usage or ["off", "1d"]
+    usage: list[str] = args.usage or ["off", "1d", *(["1h"] if every else [])]
     large: int = args.large or (100 if quick else 1000)
     samples: int = args.samples or (100_000 if quick else 1_000_000)
     repeat: int = args.repeat or (1 if quick else 3)
@@ -200,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         plans[title] = [
             Spec(p, args.items, w) for w in args.scale_usage for p in projects
         ]
+        largest = Spec(LARGEST, args.items, "1d")
+        if every and largest not in plans[title]:
+            plans[title].append(largest)  # the 300 MiB goal's organization
     if "orgs" in scenarios:
         title = "Organizations by usage width"
         plans[title] = [
@@ -227,12 +243,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log(began, f"render: {samples:,} samples, {repeat} runs")
         render = bench_render(samples, repeat)
     notes = [measured_tree()]
-    if "scale" in scenarios and 10_000 not in projects:
+    if "scale" in scenarios and LARGEST not in projects:
         notes.append(
             "10,000 projects (6.2 million samples per backfill; with 1d usage more "
             "than 10 minutes here) are not in this run: add them with `--projects "
             "10,100,1000,3000,10000`, and the 1d usage goal with `--only scale "
-            "--projects 10000 --scale-usage 1d`."
+            "--projects 10000 --scale-usage 1d`; every goal at once with `--all`."
         )
     if "orgs" in scenarios and "1h" not in usage:
         notes.append("1h usage is not in this run: add it with `--usage off,1d,1h`.")
