@@ -316,10 +316,14 @@ class GroupedIndex:
     A daily metric's series are a project's line items (or units, or API keys):
     10,000 projects with 20 line items each held about 130 bytes a series in a dict
     keyed by `(project, line item, currency)` (the entry and the key's tuple), some
-    60 here, for the costs and their quantities alike. The same methods as the dict
-    it stands for (`get`, item assignment, `len`, iteration, `items`), with two
-    differences: the keys are built as they are asked for (equal to the ones given,
-    not the same objects), and they come group by group, each group's in the order
+    60 here, for the costs and their quantities alike. The usage series, keyed by
+    `(metric name, labels)`, are grouped by name (`pairs`): each series' labels are
+    its key in its metric's dict, with no pair tuple of its own (56 bytes).
+
+    The same methods as the dict it stands for (`get`, item assignment, `len`,
+    iteration, `items`), with two differences: the keys are built as they are asked
+    for (equal to the ones given, not the same tuples; a pair's second element is
+    the very object given), and they come group by group, each group's in the order
     they were numbered, so not in number order where a group gained a series after
     another group was numbered (`by_number` gives that order).
     """

@@ -179,8 +179,10 @@ def test_a_grouped_index_numbers_as_a_dict_does(
     grouped: Columns[tuple[Hashable, ...]] = Columns(
         cast(SeriesIndex[tuple[Hashable, ...]], grouped_index)
     )
+    first_given: dict[tuple[Hashable, ...], tuple[Hashable, ...]] = {}
     for group, item, ts, value in adds:
         key = key_of(group, item)
+        first_given.setdefault(key, key)
         plain.add(key, ts, value)
         grouped.add(key, ts, value)
         assert grouped.number(key) == plain.number(key)
@@ -202,6 +204,8 @@ def test_a_grouped_index_numbers_as_a_dict_does(
         )
         for key in numbers:
             assert grouped.get(key, ts) == plain.get(key, ts)
+    if pairs:  # the labels are the very tuple first given (the renderer's key)
+        assert all(k[1] is first_given[k][1] for k in in_groups)
     rests = {id(rest) for group in grouped_index._groups.values() for rest in group}
     if not pairs:  # the rest of a key is one tuple, whichever groups hold it
         assert len(rests) == len({key[1:] for key in numbers})
