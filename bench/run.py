@@ -15,9 +15,9 @@ Then the goals, each `met` or `NOT met` with its figure (`bench/report.py`).
 
 Run: `.venv/bin/python -m bench.run` (after `scripts/test.sh` has fetched
 VictoriaMetrics); `--quick` for a smoke run of a minute; `--all` for every goal in
-one run, 10,000 projects included (about 30 minutes); `--help` for the rest. This
+one run, 10,000 projects included (about 17 minutes); `--help` for the rest. This
 is a measurement, not a test: figures vary with the machine, ratios much less. The
-default run takes about 10 minutes on a shared 2-core machine.
+default run takes about 5 minutes on a shared 2-core machine.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--all",
         action="store_true",
-        help="every goal in one run (about 30 minutes here): the scale table at "
+        help="every goal in one run (about 17 minutes here): the scale table at "
         "10,100,1000,3000,10000 projects and 10,000 with 1d usage, the orgs "
         "scenario at off,1d,1h (unless set explicitly)",
     )
