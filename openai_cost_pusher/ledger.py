@@ -362,9 +362,10 @@ class Ledger:
         if self._keyed:
             if keys is None:
                 raise ValueError("a keyed ledger needs one key per sample")
-            taken = keys  # each key is taken out as its sample comes: none is held
+            # each key is taken out as its sample comes (the last one added): the
+            # list holds none between samples
             pairs: Iterator[tuple[Sample, Hashable]] = (
-                (sample, taken.pop()) for sample in samples
+                (sample, keys.pop()) for sample in samples
             )
         else:
             pairs = ((sample, sample.labels) for sample in samples)

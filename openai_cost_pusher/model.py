@@ -308,7 +308,10 @@ class SeriesIndex(Protocol[K]):
     def items(self) -> Iterable[tuple[K, int]]: ...
 
 
-class GroupedIndex:
+T = TypeVar("T", bound=tuple[Hashable, ...])
+
+
+class GroupedIndex(Generic[T]):
     """Series numbers of tuple keys grouped by their first element (a project id):
     one small dict per group, keyed by the rest of the key (shared by every group
     that has it), instead of one dict keyed by whole tuples.
@@ -325,10 +328,10 @@ class GroupedIndex:
     for (equal to the ones given, not the same tuples; a pair's second element is
     the very object given), and they come group by group, each group's in the order
     they were numbered, so not in number order where a group gained a series after
-    another group was numbered (`by_number` gives that order).
+    another group was numbered (`key_of` goes by number).
     """
 
-    __slots__ = ("_groups", "_pairs", "_rests", "_size")
+    __slots__ = ("_by_number", "_groups", "_pairs", "_rests", "_size")
 
     def __init__(self, *, pairs: bool = False) -> None:
         """`pairs`: the keys are pairs whose second element is the rest itself
@@ -338,21 +341,23 @@ class GroupedIndex:
         # each key's rest once, whichever groups hold it
         self._rests: dict[Hashable, Hashable] = {}
         self._size = 0
+        # the keys by number, as far as `key_of` needed them
+        self._by_number: list[T] = []
 
-    def get(self, key: tuple[Hashable, ...], /) -> int | None:
+    def get(self, key: T, /) -> int | None:
         """Return the number of `key`, or None."""
         group = self._groups.get(key[0])
         if group is None:
             return None
         return group.get(key[1] if self._pairs else key[1:])
 
-    def __getitem__(self, key: tuple[Hashable, ...]) -> int:
+    def __getitem__(self, key: T, /) -> int:
         number = self.get(key)
         if number is None:
             raise KeyError(key)
         return number
 
-    def __setitem__(self, key: tuple[Hashable, ...], number: int, /) -> None:
+    def __setitem__(self, key: T, number: int, /) -> None:
         group = self._groups.get(key[0])
         if group is None:
             group = self._groups[key[0]] = {}
@@ -369,32 +374,29 @@ class GroupedIndex:
     def __len__(self) -> int:
         return self._size
 
-    def __iter__(self) -> Iterator[tuple[Hashable, ...]]:
+    def __iter__(self) -> Iterator[T]:
         for key, _ in self.items():  # noqa: PERF102  # keys are built
             yield key
 
-    def items(self) -> Iterator[tuple[tuple[Hashable, ...], int]]:
+    def items(self) -> Iterator[tuple[T, int]]:
         """Yield `(key, number)` group by group (see the class)."""
         for first, group in self._groups.items():
             if self._pairs:
                 for rest, number in group.items():
-                    yield (first, rest), number
+                    yield (first, rest), number  # type: ignore[misc]
                 continue
             head = (first,)
             for rest, number in group.items():
                 yield head + rest, number  # type: ignore[operator]
 
-    def by_number(self) -> list[tuple[Hashable, ...]]:
-        """Return the keys in number order."""
-        return [key for key, _ in sorted(self.items(), key=itemgetter(1))]
-
-
-def keys_by_number(index: SeriesIndex[K]) -> list[K]:
-    """Return an index's keys in number order (a dict numbers its keys in insertion
-    order, and never removes one)."""
-    if isinstance(index, GroupedIndex):
-        return index.by_number()
-    return list(index)
+    def key_of(self, number: int) -> T:
+        """Return the key numbered `number`. The keys are put in number order once
+        and kept, taken again only for a number numbered since (a key is never
+        removed): for the revisions reported gone, the read-back and renumbering,
+        not for every sample."""
+        if number >= len(self._by_number):
+            self._by_number = [k for k, _ in sorted(self.items(), key=itemgetter(1))]
+        return self._by_number[number]
 
 
 class Columns(Generic[K]):

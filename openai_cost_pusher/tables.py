@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Container, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from openai_cost_pusher.batches import (
     COST_KEY,
@@ -39,7 +39,6 @@ from openai_cost_pusher.model import (
     GroupedIndex,
     Labels,
     SeriesIndex,
-    keys_by_number,
     shared_number,
 )
 
@@ -48,23 +47,12 @@ Renumber = Callable[[str | None, Callable[[int], int]], None]
 one metric, or of every metric the index numbers (None: the usage index)
 (`ledger.Ledger.renumber`)."""
 
-K = TypeVar("K", bound=Hashable)
+K = TypeVar("K", bound=tuple[Hashable, ...])
 
 
-def _keys_through(index: SeriesIndex[K], keys: list[K], number: int) -> list[K]:
-    """Return `index`'s keys by number as far as `number`: `keys` where it reaches
-    that far, else taken again (an index never removes a key)."""
-    return keys if number < len(keys) else keys_by_number(index)
-
-
-def _cost_index() -> SeriesIndex[CostKey]:
-    """A daily metric's series numbers, grouped by project (`GroupedIndex`)."""
-    return cast(SeriesIndex[CostKey], GroupedIndex())
-
-
-def _usage_index() -> SeriesIndex[tuple[str, Labels]]:
-    """The usage series' numbers, grouped by metric name (`GroupedIndex`)."""
-    return cast(SeriesIndex[tuple[str, Labels]], GroupedIndex(pairs=True))
+def _usage_index() -> GroupedIndex[tuple[str, Labels]]:
+    """The usage series' numbers, grouped by metric name."""
+    return GroupedIndex(pairs=True)
 
 
 SERIES_SLACK = 10_000
@@ -103,15 +91,8 @@ class SeriesState:
     """
 
     generation: int
-    index: SeriesIndex[CostKey] = field(default_factory=_cost_index)
+    index: GroupedIndex[CostKey] = field(default_factory=GroupedIndex)
     built_from: tuple[object, ...] | None = None
-    keys: list[CostKey] = field(default_factory=list)
-    """The keys of `index` by number, as far as `key_of` needed them."""
-
-    def key_of(self, number: int) -> CostKey:
-        """Return the key of the series numbered `number` in `index`."""
-        self.keys = _keys_through(self.index, self.keys, number)
-        return self.keys[number]
 
 
 @dataclass(slots=True)
@@ -129,19 +110,12 @@ class UsageState:
     """
 
     generation: int
-    index: SeriesIndex[tuple[str, Labels]] = field(default_factory=_usage_index)
+    index: GroupedIndex[tuple[str, Labels]] = field(default_factory=_usage_index)
     series: UsageSeriesCache = field(default_factory=dict)
     built_from: Mapping[str, str | None] | None = None
     batches: dict[str, UsageBatches] = field(default_factory=dict)
     """Per endpoint, what each results batch of the lookback added, by the digest
     of its bytes (`add_usage_parts`): numbers of `index`, so dropped with `series`."""
-    keys: list[tuple[str, Labels]] = field(default_factory=list)
-    """The keys of `index` by number, as far as `key_of` needed them."""
-
-    def key_of(self, number: int) -> tuple[str, Labels]:
-        """Return the key (metric name, labels) of the series numbered `number`."""
-        self.keys = _keys_through(self.index, self.keys, number)
-        return self.keys[number]
 
     def keep(self, series: UsageSeriesCache, batches: dict[str, UsageBatches]) -> None:
         """Keep what this cycle's usage saw for the next: its batches of the
@@ -171,13 +145,12 @@ class KeptCosts:
         return self.batches if same else {}
 
 
-def _renumbered(old: SeriesIndex[K], new: SeriesIndex[K]) -> Callable[[int], int]:
+def _renumbered(old: GroupedIndex[K], new: GroupedIndex[K]) -> Callable[[int], int]:
     """Return the number in `new` of each series numbered in `old`, numbering it
     there as it is asked for (the series a ledger holds: first, in its order)."""
-    keys = keys_by_number(old)
 
     def number_of(number: int) -> int:
-        key = keys[number]
+        key = old.key_of(number)
         renewed = new.get(key)
         if renewed is None:
             renewed = new[key] = shared_number(len(new))
@@ -201,7 +174,7 @@ class SeriesTables:
 
     def index(
         self, metric: str, held: int, renumber: Renumber | None = None
-    ) -> SeriesIndex[CostKey]:
+    ) -> GroupedIndex[CostKey]:
         """Return the numbers of `metric`'s series for this cycle's table: those of
         earlier cycles, so that a day's values sit where they sat, unless the index
         holds more than twice the `held` series of the ledger (series that came and
@@ -218,12 +191,12 @@ class SeriesTables:
 
     def key_of(self, metric: str, number: int) -> CostKey:
         """Return the key of `metric`'s series numbered `number` in its index."""
-        return self.series[metric].key_of(number)
+        return self.series[metric].index.key_of(number)
 
     def usage_labels(self, number: int) -> Labels:
         """Return the labels of the usage series numbered `number`."""
         assert self.usage is not None
-        return self.usage.key_of(number)[1]
+        return self.usage.index.key_of(number)[1]
 
     def generation(self, metric: str, *built_from: object) -> int:
         """Return the generation of `metric`'s series (whose index `index` returned)

@@ -18,8 +18,6 @@ from openai_cost_pusher.model import (
     GroupedIndex,
     Points,
     Sample,
-    SeriesIndex,
-    keys_by_number,
     shared_number,
 )
 
@@ -167,7 +165,7 @@ def test_a_grouped_index_numbers_as_a_dict_does(
 ) -> None:
     """Over a `GroupedIndex`, `Columns` give each series the number a dict index
     gives it and hold the same values; the keys come group by group, each group's
-    in number order, and `keys_by_number` puts them in number order again. Keys
+    in number order, and `key_of` gives each number's key. Keys
     are `(project, line item, currency)` as a daily metric's, or `(metric name,
     labels)` as the usage series' (`pairs`)."""
 
@@ -175,10 +173,8 @@ def test_a_grouped_index_numbers_as_a_dict_does(
         return (group, (("item", item),)) if pairs else (group, item, "usd")
 
     plain: Columns[tuple[Hashable, ...]] = Columns()
-    grouped_index = GroupedIndex(pairs=pairs)
-    grouped: Columns[tuple[Hashable, ...]] = Columns(
-        cast(SeriesIndex[tuple[Hashable, ...]], grouped_index)
-    )
+    grouped_index: GroupedIndex[tuple[Hashable, ...]] = GroupedIndex(pairs=pairs)
+    grouped: Columns[tuple[Hashable, ...]] = Columns(grouped_index)
     first_given: dict[tuple[Hashable, ...], tuple[Hashable, ...]] = {}
     for group, item, ts, value in adds:
         key = key_of(group, item)
@@ -186,10 +182,11 @@ def test_a_grouped_index_numbers_as_a_dict_does(
         plain.add(key, ts, value)
         grouped.add(key, ts, value)
         assert grouped.number(key) == plain.number(key)
+        assert grouped_index.key_of(grouped.number(key)) == key  # as it grows
     numbers = dict(plain.index.items())
     assert dict(grouped.index.items()) == numbers
     assert len(grouped) == len(numbers)
-    assert keys_by_number(grouped.index) == list(numbers)
+    assert [grouped_index.key_of(n) for n in range(len(numbers))] == list(numbers)
     in_groups = list(grouped)
     assert sorted(in_groups, key=repr) == sorted(numbers, key=repr)
     groups = [k[0] for k in in_groups]
